@@ -1,0 +1,5 @@
+import sys
+
+from echodfkd.cli import main
+
+sys.exit(main())

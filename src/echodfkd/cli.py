@@ -1,0 +1,67 @@
+"""The `echodfkd` command line: one sub-command per pipeline step.
+
+Each step lives in `echodfkd/commands/<name>.py` and defines `NAME`, `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. Command modules import heavy libraries inside `run`, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+import echodfkd.commands as commands_pkg
+from echodfkd import __version__
+from echodfkd.errors import EchoDFKDError
+
+# Pipeline order for `--help`; commands not listed come after, alphabetically.
+ORDER = [
+    "demo", "phantom", "check", "info", "teacher", "label", "distill", "sweep", "search",
+    "predict", "export", "evaluate", "report", "echoclip", "reproduce", "bench", "serve",
+]
+
+
+def _command_modules() -> list[ModuleType]:
+    names = [m.name for m in pkgutil.iter_modules(commands_pkg.__path__) if not m.name.startswith("_")]
+    names.sort(key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    return [importlib.import_module(f"echodfkd.commands.{n}") for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every discovered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="echodfkd",
+        description="EchoDFKD: distil a large echo LV segmenter into a tiny real-time ConvLSTM student, "
+        "and evaluate it (Dice/IoU, aFD phase detection, EchoCLIP).",
+    )
+    parser.add_argument("--version", action="version", version=f"echodfkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `echodfkd` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except EchoDFKDError as exc:
+        print(f"echodfkd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"echodfkd {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
