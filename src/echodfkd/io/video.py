@@ -6,11 +6,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# FFmpeg prints decoder chatter ("overread", "invalid len") on stderr for damaged files; our own
+# VideoError already names the file and problem. Users can still set the variable to debug.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from echodfkd.errors import VideoError
-from echodfkd.io.atomic import atomic_path
+import cv2  # noqa: E402  (must follow the log-level default)
+import numpy as np  # noqa: E402
+
+from echodfkd.errors import VideoError  # noqa: E402
+from echodfkd.io.atomic import atomic_path  # noqa: E402
 
 
 @dataclass(frozen=True)
