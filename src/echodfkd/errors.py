@@ -15,3 +15,7 @@ class DatasetError(EchoDFKDError):
 
 class ModelError(EchoDFKDError):
     """A checkpoint or model directory cannot be loaded."""
+
+
+class SignalError(EchoDFKDError):
+    """A per-frame signal (mask areas, user CSV) is empty, non-finite or malformed."""
