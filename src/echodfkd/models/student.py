@@ -1,0 +1,223 @@
+"""The EchoDFKD student: a (B, l) ConvLSTM encoder-decoder that can stream frame by frame."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echodfkd.errors import ModelError
+from echodfkd.models.convlstm import ConvLSTMCell, LSTMState
+
+# Fixed input normalisation (EchoNet-Dynamic grayscale statistics on the 0-255 scale); not learned.
+INPUT_MEAN = 32.7
+INPUT_STD = 50.7
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class StudentState:
+    """Recurrent state of every ConvLSTM layer, in encoder order; one object per stream."""
+
+    cells: list[LSTMState]
+
+    def detach(self) -> "StudentState":
+        """A copy cut from the autograd graph (for truncated back-propagation)."""
+        return StudentState([(h.detach(), c.detach()) for h, c in self.cells])
+
+    def flat(self) -> list[torch.Tensor]:
+        """The state as a flat list [h0, c0, h1, c1, ...] (for ONNX export)."""
+        return [t for hc in self.cells for t in hc]
+
+    @classmethod
+    def from_flat(cls, tensors: list[torch.Tensor]) -> "StudentState":
+        """Inverse of `flat`."""
+        return cls([(tensors[i], tensors[i + 1]) for i in range(0, len(tensors), 2)])
+
+
+class Student(nn.Module):
+    """Reference (B, l) ConvLSTM segmenter of EchoDFKD; skip/residual are opt-in variants."""
+
+    def __init__(self, blocks: int = 4, layers: int = 1, filters: int = 12, skip: bool = False,
+                 residual: bool = False, out_channels: int = 1, in_channels: int = 1,
+                 input_mean: float = INPUT_MEAN, input_std: float = INPUT_STD) -> None:
+        super().__init__()
+        if blocks < 1 or layers < 1 or filters < 1 or out_channels < 1:
+            raise ValueError("blocks, layers, filters and out_channels must all be >= 1")
+        self.config: dict[str, Any] = dict(
+            architecture="echodfkd-student", blocks=blocks, layers=layers, filters=filters, skip=skip,
+            residual=residual, out_channels=out_channels, in_channels=in_channels,
+            input_mean=input_mean, input_std=input_std)
+        self.blocks, self.layers, self.skip, self.residual = blocks, layers, skip, residual
+        self.register_buffer("input_mean", torch.tensor(float(input_mean)), persistent=False)
+        self.register_buffer("input_std", torch.tensor(float(input_std)), persistent=False)
+        widths = [filters * 2 ** b for b in range(blocks)]
+        self.widths = widths
+        self.cells = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.shortcuts = nn.ModuleList()
+        prev = in_channels
+        for width in widths:
+            self.cells.append(nn.ModuleList(
+                ConvLSTMCell(prev if j == 0 else width, width) for j in range(layers)))
+            self.norms.append(nn.ModuleList(nn.BatchNorm2d(width) for _ in range(layers)))
+            if residual:
+                self.shortcuts.append(nn.Identity() if prev == width else nn.Conv2d(prev, width, 1))
+            prev = width
+        self.up_convs = nn.ModuleList()
+        self.up_norms = nn.ModuleList()
+        for b in range(blocks - 2, -1, -1):
+            in_ch = widths[b + 1] + (widths[b] if skip else 0)
+            self.up_convs.append(nn.Conv2d(in_ch, widths[b], 3, padding=1))
+            self.up_norms.append(nn.BatchNorm2d(widths[b]))
+        self.head = nn.Conv2d(filters, out_channels, 1)
+
+    # ----------------------------------------------------------------- shared pieces
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std
+
+    def _check_size(self, h: int, w: int) -> None:
+        k = 2 ** (self.blocks - 1)
+        if h % k or w % k:
+            raise ValueError(f"frame size {h}x{w} must be divisible by {k} for a {self.blocks}-block student")
+
+    def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder + head on per-frame tensors (M, C, H, W); feats[b] is block b's output."""
+        y = feats[-1]
+        for k, b in enumerate(range(self.blocks - 2, -1, -1)):
+            y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+            if self.skip:
+                y = torch.cat([y, feats[b]], dim=1)
+            y = self.up_norms[k](self.up_convs[k](y))
+        return self.head(y)
+
+    # ----------------------------------------------------------------- whole clip
+    def forward(self, x: torch.Tensor, state: StudentState | None = None,
+                return_state: bool = False) -> torch.Tensor | tuple[torch.Tensor, StudentState]:
+        """Logits (N, T, C, H, W) for grayscale frames (N, T, 1, H, W) on the 0-255 scale."""
+        if x.dim() != 5:
+            raise ValueError(f"expected input (N, T, C, H, W), got shape {tuple(x.shape)}")
+        n, t, _, h, w = x.shape
+        self._check_size(h, w)
+        y = self._normalise(x)
+        feats, new_cells, k = [], [], 0
+        for b in range(self.blocks):
+            block_in = y
+            for j in range(self.layers):
+                seq, last = self.cells[b][j].forward_sequence(y, None if state is None else state.cells[k])
+                new_cells.append(last)
+                k += 1
+                ch, hh, ww = seq.shape[2:]
+                y = self.norms[b][j](seq.reshape(n * t, ch, hh, ww)).reshape(n, t, ch, hh, ww)
+            if self.residual:
+                ci, hh, ww = block_in.shape[2:]
+                y = y + self.shortcuts[b](block_in.reshape(n * t, ci, hh, ww)).reshape(y.shape)
+            feats.append(y.reshape(n * t, *y.shape[2:]))
+            if b < self.blocks - 1:
+                pooled = F.max_pool2d(feats[-1], 2)
+                y = pooled.reshape(n, t, *pooled.shape[1:])
+        logits = self._decode(feats)
+        logits = logits.reshape(n, t, *logits.shape[1:])
+        return (logits, StudentState(new_cells)) if return_state else logits
+
+    # ----------------------------------------------------------------- streaming
+    def init_state(self, batch: int, height: int, width: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> StudentState:
+        """Zero state for `batch` streams of frames of size (height, width)."""
+        self._check_size(height, width)
+        ref = next(self.parameters())
+        device = device or ref.device
+        dtype = dtype or ref.dtype
+        cells = []
+        for b, width_b in enumerate(self.widths):
+            hb, wb = height // 2 ** b, width // 2 ** b
+            for _ in range(self.layers):
+                z = torch.zeros(batch, width_b, hb, wb, device=device, dtype=dtype)
+                cells.append((z, z))
+        return StudentState(cells)
+
+    def step(self, frame: torch.Tensor, state: StudentState | None = None) -> tuple[torch.Tensor, StudentState]:
+        """Process one frame batch (N, 1, H, W) with no look-ahead; returns logits (N, C, H, W) and the new state."""
+        if frame.dim() != 4:
+            raise ValueError(f"expected a frame batch (N, C, H, W), got shape {tuple(frame.shape)}")
+        if state is None:
+            state = self.init_state(frame.shape[0], frame.shape[2], frame.shape[3], frame.device, frame.dtype)
+        y = self._normalise(frame)
+        feats, new_cells, k = [], [], 0
+        for b in range(self.blocks):
+            block_in = y
+            for j in range(self.layers):
+                hc = self.cells[b][j](y, state.cells[k])
+                new_cells.append(hc)
+                k += 1
+                y = self.norms[b][j](hc[0])
+            if self.residual:
+                y = y + self.shortcuts[b](block_in)
+            feats.append(y)
+            if b < self.blocks - 1:
+                y = F.max_pool2d(y, 2)
+        return self._decode(feats), StudentState(new_cells)
+
+    # ----------------------------------------------------------------- persistence
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save_pretrained(self, directory: str | os.PathLike, extra_config: dict[str, Any] | None = None) -> Path:
+        """Write `config.json` and `model.safetensors` into `directory` (atomically)."""
+        from safetensors.torch import save_file
+
+        from echodfkd.io.atomic import atomic_path, save_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = dict(self.config, params=self.num_parameters())
+        config.update(extra_config or {})
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+        save_json(directory / CONFIG_NAME, config)
+        self.config = config
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Student":
+        """Load a student saved by `save_pretrained` (or a distillation run directory)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise ModelError(f"{p}: missing (a student directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{cfg_path}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict) or config.get("architecture") != "echodfkd-student":
+            raise ModelError(f"{cfg_path}: not an echodfkd student config (architecture != 'echodfkd-student')")
+        keys = ("blocks", "layers", "filters", "skip", "residual", "out_channels", "in_channels",
+                "input_mean", "input_std")
+        model = cls(**{k: config[k] for k in keys if k in config})
+        try:
+            state = load_file(str(w_path), device=str(map_location))
+        except (SafetensorError, OSError) as exc:
+            raise ModelError(f"{w_path}: not a readable safetensors file ({exc})") from None
+        missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+        if missing or unexpected:
+            raise ModelError(f"{w_path}: weights do not match the config "
+                             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelError(f"{w_path}: weight shapes do not match the config ({str(exc).splitlines()[-1].strip()})") from None
+        model.config = config
+        return model.eval()
