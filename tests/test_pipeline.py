@@ -1,0 +1,43 @@
+"""Step runner: finished steps are skipped on rerun unless their outputs vanished."""
+
+from __future__ import annotations
+
+from echodfkd.pipeline import StepRunner
+
+
+def test_steps_resume_and_rerun_when_outputs_missing(tmp_path):
+    calls = []
+
+    def make():
+        calls.append(1)
+        (tmp_path / "a.txt").write_text("x")
+        return {"n": 3}
+
+    runner = StepRunner(tmp_path, echo=lambda m: None)
+    assert runner.run("a", "make a", make, outputs=[tmp_path / "a.txt"]) == {"n": 3}
+    again = StepRunner(tmp_path, echo=lambda m: None)
+    assert again.run("a", "make a", make, outputs=[tmp_path / "a.txt"]) == {"n": 3}
+    assert len(calls) == 1 and "a" in again.timings()
+    (tmp_path / "a.txt").unlink()
+    StepRunner(tmp_path, echo=lambda m: None).run("a", "make a", make, outputs=[tmp_path / "a.txt"])
+    assert len(calls) == 2
+
+
+def test_failed_step_is_not_recorded(tmp_path):
+    runner = StepRunner(tmp_path, echo=lambda m: None)
+
+    def boom():
+        raise RuntimeError("x")
+
+    try:
+        runner.run("b", "fails", boom)
+    except RuntimeError:
+        pass
+    assert "b" not in StepRunner(tmp_path, echo=lambda m: None).timings()
+
+
+def test_corrupt_steps_file_is_ignored(tmp_path):
+    (tmp_path / "steps.json").write_text("{not json")
+    seen = []
+    runner = StepRunner(tmp_path, echo=seen.append)
+    assert runner.timings() == {} and any("unreadable" in m for m in seen)
