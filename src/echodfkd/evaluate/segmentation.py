@@ -1,0 +1,174 @@
+"""Overlap metrics (Dice, IoU) with explicit reductions, bootstrap intervals and dataset summaries.
+
+Reductions, always named in outputs:
+- ``"mean"``: mean of per-item scores (an item is one frame of one clip) — the paper's Table 1 when the
+  items are the traced ED/ES frames;
+- ``"pooled"``: EchoNet's pixel pooling, Dice = 2·ΣI / (ΣU + ΣI), IoU = ΣI / ΣU;
+- ``"none"``: the per-item array.
+
+An empty prediction against an empty truth scores 1.0 (perfect agreement on "no LV"), per item and pooled.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from echodfkd.errors import EchoDFKDError
+
+REDUCTIONS = ("mean", "pooled", "none")
+
+
+class MaskError(EchoDFKDError):
+    """Masks have mismatched shapes or an invalid threshold was asked for."""
+
+
+def binarize(soft: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean mask ``soft >= threshold * 255`` of a uint8 soft mask (bool input is returned as is)."""
+    soft = np.asarray(soft)
+    if soft.dtype == bool:
+        return soft.copy()
+    if not (0.0 <= float(threshold) <= 1.0):
+        raise MaskError(f"threshold must be in [0, 1] (fraction of 255), got {threshold}")
+    return soft >= float(threshold) * 255.0
+
+
+def overlap_counts(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item intersection and union pixel counts; items are all leading axes before (H, W)."""
+    p = np.asarray(pred, dtype=bool)
+    t = np.asarray(true, dtype=bool)
+    if p.shape != t.shape:
+        raise MaskError(f"mask shapes differ: prediction {p.shape} vs truth {t.shape}")
+    if p.ndim < 2:
+        raise MaskError(f"masks must be at least 2-D (H, W), got shape {p.shape}")
+    p = p.reshape(-1, p.shape[-2] * p.shape[-1])
+    t = t.reshape(-1, t.shape[-2] * t.shape[-1])
+    inter = np.count_nonzero(p & t, axis=1)
+    union = np.count_nonzero(p | t, axis=1)
+    return inter.astype(np.int64), union.astype(np.int64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)  # 0/0 (both empty) -> 1.0
+
+
+def dice_from_counts(inter: np.ndarray, union: np.ndarray, reduction: str = "mean") -> float | np.ndarray:
+    """Dice from per-item intersection/union counts: 2I/(U+I) per item, then reduced."""
+    return _reduce(2 * np.asarray(inter), np.asarray(union) + np.asarray(inter), reduction)
+
+
+def iou_from_counts(inter: np.ndarray, union: np.ndarray, reduction: str = "mean") -> float | np.ndarray:
+    """IoU from per-item intersection/union counts: I/U per item, then reduced."""
+    return _reduce(np.asarray(inter), np.asarray(union), reduction)
+
+
+def _reduce(num: np.ndarray, den: np.ndarray, reduction: str) -> float | np.ndarray:
+    if reduction == "none":
+        return _ratio(num, den)
+    if reduction == "mean":
+        return float(np.mean(_ratio(num, den))) if np.size(num) else float("nan")
+    if reduction == "pooled":
+        return float(_ratio(np.sum(num), np.sum(den)))
+    raise MaskError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def dice(pred: np.ndarray, true: np.ndarray, reduction: str = "mean") -> float | np.ndarray:
+    """Dice of boolean masks (H, W) or (N, H, W); empty vs empty = 1.0."""
+    return dice_from_counts(*overlap_counts(pred, true), reduction=reduction)
+
+
+def iou(pred: np.ndarray, true: np.ndarray, reduction: str = "mean") -> float | np.ndarray:
+    """IoU (Jaccard) of boolean masks (H, W) or (N, H, W); empty vs empty = 1.0."""
+    return iou_from_counts(*overlap_counts(pred, true), reduction=reduction)
+
+
+def _pooled(kind: str) -> Callable[[np.ndarray], np.ndarray]:
+    def stat(sample: np.ndarray) -> np.ndarray:  # sample (B, N, 2) of (I, U)
+        i = sample[..., 0].sum(axis=1)
+        u = sample[..., 1].sum(axis=1)
+        return _ratio(2 * i, u + i) if kind == "dice" else _ratio(i, u)
+    return stat
+
+
+STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "mean": lambda s: s.mean(axis=1),
+    "pooled_dice": _pooled("dice"),
+    "pooled_iou": _pooled("iou"),
+}
+
+
+def bootstrap_ci(data: np.ndarray, stat: str | Callable[[np.ndarray], np.ndarray] = "mean", n: int = 10000,
+                 level: float = 0.90, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic, resampling items (rows of `data`) with replacement.
+
+    `data` is 1-D per-item values for ``stat="mean"``, or (N, 2) per-item (intersection, union) counts
+    for ``"pooled_dice"``/``"pooled_iou"``. A callable gets resamples of shape (B, N, ...) and returns (B,).
+    level 0.90 gives EchoNet's 5th-95th percentile interval. No items -> (nan, nan).
+    """
+    data = np.asarray(data, dtype=np.float64)
+    fn = STATS[stat] if isinstance(stat, str) else stat
+    if data.shape[0] == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    m = data.shape[0]
+    chunk = max(1, min(n, 2_000_000 // max(m, 1)))
+    values = []
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, m, size=(min(chunk, n - start), m))
+        values.append(np.asarray(fn(data[idx]), dtype=np.float64))
+    vals = np.concatenate(values)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def summarize_overlap(items: pd.DataFrame, n_boot: int = 10000, seed: int = 0, level: float = 0.90) -> dict:
+    """Dice and IoU of overlap rows (columns FileName, I, U), per-video mean and pooled, with bootstrap CIs.
+
+    "per_video_mean": mean over items within each video, then mean over videos (with one traced ED frame
+    per video this is the paper's per-video Dice); "pooled": EchoNet's pixel pooling over all items.
+    The per-video intervals resample videos; the pooled ones resample items.
+    """
+    if items.empty:
+        return {"n_videos": 0, "n_frames": 0}
+    inter = items["I"].to_numpy(np.int64)
+    union = items["U"].to_numpy(np.int64)
+    per = pd.DataFrame({"FileName": items["FileName"].to_numpy(),
+                        "dice": dice_from_counts(inter, union, "none"),
+                        "iou": iou_from_counts(inter, union, "none")})
+    video = per.groupby("FileName", sort=False)[["dice", "iou"]].mean()
+    counts = np.stack([inter, union], axis=1)
+    out: dict = {"n_videos": int(len(video)), "n_frames": int(len(items))}
+    for name in ("dice", "iou"):
+        vals = video[name].to_numpy()
+        out[f"{name}_per_video_mean"] = float(vals.mean())
+        out[f"{name}_per_video_mean_ci90"] = list(bootstrap_ci(vals, "mean", n_boot, level, seed))
+        pooled = (dice_from_counts if name == "dice" else iou_from_counts)(inter, union, "pooled")
+        out[f"{name}_pooled"] = float(pooled)
+        out[f"{name}_pooled_ci90"] = list(bootstrap_ci(counts, f"pooled_{name}", n_boot, level, seed))
+    return out
+
+
+def summarize_by_phase(items: pd.DataFrame, n_boot: int = 10000, seed: int = 0) -> dict:
+    """summarize_overlap for the ED rows, the ES rows and all rows (column Phase), keyed ED/ES/overall."""
+    out = {"overall": summarize_overlap(items, n_boot, seed)}
+    for phase in ("ED", "ES"):
+        sub = items[items["Phase"] == phase] if "Phase" in items else items.iloc[:0]
+        out[phase] = summarize_overlap(sub, n_boot, seed)
+    return out
+
+
+def overlap_rows(name: str, pred: np.ndarray, true: np.ndarray, frames: np.ndarray,
+                 phases: list[str] | None = None) -> pd.DataFrame:
+    """Overlap rows (FileName, Frame, Phase, I, U) for boolean masks of matching (N, H, W) shape."""
+    inter, union = overlap_counts(pred, true)
+    rows = {"FileName": [name] * len(inter), "Frame": np.asarray(frames, dtype=np.int64),
+            "I": inter, "U": union}
+    if phases is not None:
+        rows["Phase"] = phases
+    return pd.DataFrame(rows)
