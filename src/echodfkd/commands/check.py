@@ -1,0 +1,58 @@
+"""`echodfkd check DIR`: validate a dataset folder and list problem clips by reason."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "check"
+HELP = "validate an EchoNet-layout dataset folder and list problem clips (corrupted.csv)"
+DESCRIPTION = (
+    "Decode every clip once and check it (missing/unreadable/short videos, blank or noise-only frames, "
+    "size disagreeing with the FileList) and its tracings (missing, malformed, several annotators, "
+    "incomplete, ED/ES too close, ED not larger). Exit 0 when the folder is usable even if some clips have "
+    "problems; exit 2 with one line when it is not (no FileList, wrong columns, garbage values, no Videos/, "
+    "no usable clip)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    parser.add_argument("dir", metavar="DIR", help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv)")
+    parser.add_argument("--out", metavar="CSV", help="write the problem list as FileName,reason (corrupted.csv)")
+    parser.add_argument("--details", action="store_true", help="add a detail column to --out")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"videos", "traced", "usable", "problems": [...]} as JSON on stdout')
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="decoding processes (default: usable CPUs, at most 8)")
+    parser.add_argument("--min-frames", type=int, default=16, metavar="N", help="clips shorter than this are too_short")
+    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+                        help="true frame rate of a folder without tracings whose AVI headers are wrong "
+                             "(32 for EchoNet-Synthetic)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the folder, print a summary (or JSON), write --out, exit 2 when unusable."""
+    from echodfkd.data.check import check_dataset, summarize
+    from echodfkd.data.video_checks import CheckConfig
+    from echodfkd.errors import DatasetError
+
+    if args.workers is not None and args.workers < 1:
+        raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+    if args.min_frames < 1:
+        raise DatasetError(f"--min-frames must be at least 1, got {args.min_frames}")
+    report = check_dataset(args.dir, workers=args.workers, config=CheckConfig(min_frames=args.min_frames),
+                           fps_override=args.fps)
+    if args.out:
+        report.to_csv(args.out, details=args.details)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(summarize(report))
+        if args.out:
+            print(f"wrote {len(report.problems)} problem rows to {args.out}")
+    if report.videos and report.usable == 0:
+        raise DatasetError(f"{report.root}: no usable clip: all {report.videos} have problems "
+                           f"({', '.join(f'{r} {n}' for r, n in report.by_reason().items())})")
+    return 0

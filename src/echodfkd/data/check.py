@@ -1,0 +1,192 @@
+"""Validate an EchoNet-layout dataset folder and list problem clips by reason (the paper's corrupted.csv).
+
+Folder-level faults (no folder, no FileList, wrong columns, garbage numbers, no Videos/) raise a
+DatasetError: the folder is unusable. Clip-level faults become rows (FileName, reason, detail), one per
+(clip, reason), with reasons from `REASONS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import NamedTuple
+
+from echodfkd.data import open_dataset
+from echodfkd.data.echonet import TRACE_ROWS, EchoNetDynamic, trace_to_mask
+from echodfkd.data.folder import DatasetFolder
+from echodfkd.data.video_checks import CheckConfig, VideoFindings, inspect_video
+from echodfkd.errors import DatasetError
+from echodfkd.io.atomic import save_text
+from echodfkd.progress import progress
+
+REASONS = (
+    "missing_video", "unreadable", "too_short", "blank_frames", "noisy_video", "size_mismatch",
+    "no_tracings", "malformed_tracings", "multi_annotator", "incomplete_trace", "ed_es_too_close",
+    "ed_not_larger",
+)
+
+
+class Problem(NamedTuple):
+    """One problem of one clip."""
+
+    FileName: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    """Result of `check_dataset`: clip counts and the problem rows (one per clip and reason)."""
+
+    root: Path
+    kind: str
+    videos: int
+    traced: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def problem_clips(self) -> list[str]:
+        """Clips with at least one problem, in report order."""
+        return list(dict.fromkeys(p.FileName for p in self.problems))
+
+    @property
+    def usable(self) -> int:
+        """Number of clips without any problem."""
+        return self.videos - len(self.problem_clips)
+
+    def by_reason(self) -> dict[str, int]:
+        """Problem count per reason, in `REASONS` order (reasons with no clip left out)."""
+        counts = Counter(p.reason for p in self.problems)
+        return {r: counts[r] for r in REASONS if counts[r]}
+
+    def to_csv(self, path: str | os.PathLike, details: bool = False) -> Path:
+        """Write `FileName,reason` rows (plus `detail` when asked), atomically."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["FileName", "reason"] + (["detail"] if details else []))
+        for p in self.problems:
+            writer.writerow([p.FileName, p.reason] + ([p.detail] if details else []))
+        return save_text(path, buffer.getvalue())
+
+    def to_json(self) -> dict:
+        """Machine-readable summary: {"videos", "traced", "usable", "problems": [{FileName, reason, detail}]}."""
+        return {"videos": self.videos, "traced": self.traced, "usable": self.usable,
+                "problems": [p._asdict() for p in self.problems]}
+
+
+def tracing_problems(ds: EchoNetDynamic, name: str, frames: int | None = None) -> list[tuple[str, str]]:
+    """Trace problems of one clip; `frames` (the decoded count) overrides the FileList's NumberOfFrames."""
+    clip = ds.clip_tracings(name)
+    if not clip.frames and not clip.incomplete:
+        return [("no_tracings", "no row in VolumeTracings.csv")]
+    info = ds.info(name)
+    length = frames if frames is not None else info.frames
+    problems: list[tuple[str, str]] = []
+    malformed: list[str] = []
+    traced = sorted(set(clip.frames) | set(clip.incomplete))
+    beyond = [f for f in traced if f >= length]
+    if beyond:
+        malformed.append(f"traced frame(s) {beyond} beyond the clip's {length} frames")
+    if len(clip.frames) > 2:
+        malformed.append(f"{len(clip.frames)} traced frames {list(clip.frames)}, expected 2")
+    for frame, annotations in clip.frames.items():
+        for k, coords in enumerate(annotations):
+            if not trace_to_mask(coords, (info.height, info.width)).any():
+                malformed.append(f"frame {frame} annotator {k}: the trace fills no pixel")
+    if malformed:
+        problems.append(("malformed_tracings", "; ".join(malformed)))
+    multi = [f"frame {f}: {len(a) * TRACE_ROWS} rows = {len(a)} annotators"
+             for f, a in clip.frames.items() if len(a) > 1]
+    if multi:
+        problems.append(("multi_annotator", "; ".join(multi)))
+    if clip.incomplete:
+        problems.append(("incomplete_trace", "; ".join(
+            f"frame {f}: {n} rows, not a multiple of {TRACE_ROWS}" for f, n in clip.incomplete.items())))
+    complete = list(clip.frames)
+    if len(complete) == 1:
+        problems.append(("ed_not_larger", f"only one complete traced frame ({complete[0]}): no ES to compare"))
+    elif len(complete) >= 2:
+        ed, es = ds.traced_frames(name)
+        if abs(ed - es) <= 1:
+            problems.append(("ed_es_too_close", f"ED frame {ed} and ES frame {es} are {abs(ed - es)} apart"))
+        ed_area, es_area = ds.trace_area(name, ed), ds.trace_area(name, es)
+        if not ed_area > es_area * (1 + 1e-9):
+            problems.append(("ed_not_larger", f"ED frame {ed} area {ed_area:.1f} px² is not larger than "
+                                              f"ES frame {es} area {es_area:.1f} px²"))
+    return problems
+
+
+def _expected_shape(ds: DatasetFolder, name: str) -> tuple[int, int, int] | None:
+    if not isinstance(ds, EchoNetDynamic):
+        return None  # synthetic FileLists are known to be wrong: sizes come from the videos
+    info = ds.info(name)
+    return info.frames, info.height, info.width
+
+
+def _inspect(job: tuple[str, str, tuple[int, int, int] | None], config: CheckConfig) -> VideoFindings:
+    name, path, expected = job
+    return inspect_video(name, path, expected, config)
+
+
+def check_dataset(root: str | os.PathLike, workers: int | None = None, config: CheckConfig | None = None,
+                  fps_override: float | None = None) -> CheckReport:
+    """Check every clip of an EchoNet-layout folder (videos decoded once, in parallel) and its tracings."""
+    config = config or CheckConfig()
+    ds = open_dataset(root, fps_override=fps_override)
+    if not ds.videos_dir.is_dir():
+        raise DatasetError(f"{ds.root}: no Videos/ folder (expected Videos/<FileName>.avi)")
+    names = ds.names()
+    jobs = [(n, str(ds.video_path(n)), _expected_shape(ds, n)) for n in names]
+    workers = default_workers() if workers is None else max(1, int(workers))
+    task = partial(_inspect, config=config)
+    bar = partial(progress, desc="check", total=len(jobs), unit="clip")
+    if workers == 1 or len(jobs) < 2:
+        findings = list(bar(map(task, jobs)))
+    else:
+        chunk = max(1, min(32, len(jobs) // (workers * 8)))
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+            findings = list(bar(pool.map(task, jobs, chunksize=chunk)))
+    problems: list[Problem] = []
+    for found in findings:
+        rows = list(found.problems)
+        if isinstance(ds, EchoNetDynamic):
+            rows += tracing_problems(ds, found.name, found.shape[0] if found.shape else None)
+        merged: dict[str, list[str]] = {}
+        for reason, detail in rows:
+            merged.setdefault(reason, []).append(detail)
+        problems += [Problem(found.name, r, "; ".join(merged[r])) for r in REASONS if r in merged]
+    traced = len(ds.names()) - len(ds.untraced) if isinstance(ds, EchoNetDynamic) else 0
+    return CheckReport(root=ds.root, kind=type(ds).__name__, videos=len(names), traced=traced,
+                       problems=problems)
+
+
+def default_workers() -> int:
+    """Worker processes for decoding: the usable CPUs, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def summarize(report: CheckReport) -> str:
+    """Human-readable multi-line summary of a report (counts by reason, one example each)."""
+    lines = [f"{report.root}: {report.kind}, {report.videos} videos, {report.traced} traced, "
+             f"{report.usable} without problems, {len(report.problem_clips)} with problems"]
+    examples = {}
+    for p in report.problems:
+        examples.setdefault(p.reason, p)
+    for reason, count in report.by_reason().items():
+        ex = examples[reason]
+        lines.append(f"  {reason:<19} {count:>6}   e.g. {ex.FileName}: {ex.detail}")
+    return "\n".join(lines)
+
+
+__all__ = ["CheckConfig", "CheckReport", "Problem", "REASONS", "check_dataset", "summarize", "tracing_problems"]
