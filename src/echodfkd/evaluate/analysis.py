@@ -1,0 +1,184 @@
+"""Analyses of per-clip results: aFD against sampling rate, error concentration, EF from areas, annotator noise.
+
+Scaling laws over a sweep live in `echodfkd.evaluate.scaling`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+from skimage.measure import label, regionprops
+
+from echodfkd.errors import SignalError
+
+#: Default FPS bin edges: EchoNet-Dynamic is mostly 50 fps, so 50 gets a bin of its own.
+FPS_EDGES = (0.0, 30.0, 40.0, 49.5, 50.5, 60.0, 75.0, 100.0, math.inf)
+
+
+def _edge_label(lo: float, hi: float) -> str:
+    if lo == 49.5 and hi == 50.5:
+        return "50"
+    if math.isinf(hi):
+        return f">={lo:g}"
+    if lo == 0:
+        return f"<{hi:g}"
+    return f"{lo:g}-{hi:g}"
+
+
+def afd_by_fps(per_clip: pd.DataFrame, edges: Sequence[float] = FPS_EDGES) -> pd.DataFrame:
+    """aFD per FPS bin (Fig. 4): columns bin, lo, hi, n, aFD_ED, aFD_ES, sem_ED, sem_ES, ms_ED, ms_ES.
+
+    `per_clip` has per-clip |error| columns ED, ES (frames) and FPS; empty bins are dropped and clips
+    without a known FPS are left out of this analysis only.
+    """
+    df = per_clip[np.isfinite(per_clip["FPS"].to_numpy(dtype=float))]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sub = df[(df["FPS"] >= lo) & (df["FPS"] < hi)]
+        if sub.empty:
+            continue
+        row = {"bin": _edge_label(lo, hi), "lo": lo, "hi": hi, "n": int(len(sub)),
+               "fps_mean": float(sub["FPS"].mean())}
+        for phase in ("ED", "ES"):
+            e = sub[phase].dropna().to_numpy(dtype=float)
+            secs = (sub[phase] / sub["FPS"]).dropna().to_numpy(dtype=float)
+            row[f"aFD_{phase}"] = float(e.mean()) if e.size else float("nan")
+            row[f"sem_{phase}"] = float(e.std(ddof=1) / np.sqrt(e.size)) if e.size > 1 else 0.0
+            row[f"ms_{phase}"] = float(1000 * secs.mean()) if secs.size else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def error_concentration(errors: Sequence[float] | np.ndarray) -> dict:
+    """Cumulative share of squared error against share of clips, worst clips first (Fig. 10).
+
+    Returns `share_clips` and `share_error` (both starting at 0), and `frac_50`/`frac_80`: the smallest
+    fraction of clips carrying at least 50 %/80 % of the total squared error (0.0 when there is no error).
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    if e.ndim != 1 or e.size == 0 or not np.isfinite(e).all():
+        raise SignalError("error concentration needs a non-empty, finite 1-D array of per-clip errors")
+    sq = np.sort(e ** 2)[::-1]
+    total = sq.sum()
+    share_clips = np.arange(e.size + 1) / e.size
+    share_err = np.concatenate(([0.0], np.cumsum(sq) / total)) if total > 0 else np.zeros(e.size + 1)
+
+    def frac(p: float) -> float:
+        if total == 0:
+            return 0.0
+        k = int(np.searchsorted(share_err, p - 1e-12, side="left"))
+        return float(share_clips[min(k, e.size)])
+
+    return {"n": int(e.size), "share_clips": share_clips, "share_error": share_err,
+            "frac_50": frac(0.5), "frac_80": frac(0.8)}
+
+
+# ---------------------------------------------------------------------------------------------- EF
+def long_axis(mask: np.ndarray) -> float:
+    """Long-axis length (px) of a mask: max Feret diameter of its largest connected component; 0 if empty."""
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return 0.0
+    regions = regionprops(label(m, connectivity=2))
+    return float(max(regions, key=lambda r: r.area).feret_diameter_max)
+
+
+def ef_area_ratio(area_ed: np.ndarray, area_es: np.ndarray) -> np.ndarray:
+    """EF (%) as 100·(A_ED − A_ES)/A_ED, the reference code's naive estimate; NaN where A_ED is 0."""
+    a_ed = np.asarray(area_ed, dtype=np.float64)
+    a_es = np.asarray(area_es, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a_ed > 0, 100.0 * (a_ed - a_es) / np.where(a_ed > 0, a_ed, 1.0), np.nan)
+
+
+def ef_area_length(area_ed: np.ndarray, length_ed: np.ndarray, area_es: np.ndarray,
+                   length_es: np.ndarray) -> np.ndarray:
+    """EF (%) from single-plane area-length volumes V = 8A²/(3πL); NaN where V_ED or a length is 0."""
+    a_ed, l_ed, a_es, l_es = (np.asarray(v, dtype=np.float64) for v in (area_ed, length_ed, area_es, length_es))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v_ed = 8 * a_ed ** 2 / (3 * np.pi * l_ed)
+        v_es = 8 * a_es ** 2 / (3 * np.pi * l_es)
+        ef = 100.0 * (v_ed - v_es) / v_ed
+    return np.where(np.isfinite(ef) & (l_ed > 0) & (l_es > 0), ef, np.nan)
+
+
+def ef_agreement(estimate: Sequence[float], reference: Sequence[float]) -> dict:
+    """Pearson r, MAE and bias (estimate − reference) of EF estimates over clips where both are finite."""
+    est = np.asarray(estimate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    ok = np.isfinite(est) & np.isfinite(ref)
+    out = {"n": int(ok.sum()), "n_invalid": int((~ok).sum())}
+    if ok.sum() >= 2 and np.ptp(est[ok]) > 0 and np.ptp(ref[ok]) > 0:
+        out["pearson_r"] = float(stats.pearsonr(est[ok], ref[ok])[0])
+    else:
+        out["pearson_r"] = None
+    out["mae"] = float(np.mean(np.abs(est[ok] - ref[ok]))) if ok.any() else None
+    out["bias"] = float(np.mean(est[ok] - ref[ok])) if ok.any() else None
+    return out
+
+
+# --------------------------------------------------------------------------------- annotator noise
+def rmse_floor(rmse_between_rounds: float) -> float:
+    """Best RMSE any model can reach against one annotation: σX = RMSE(Z1, Z2)/√2 (supp. §2)."""
+    return float(rmse_between_rounds) / math.sqrt(2.0)
+
+
+def correlation_ceiling(rho_between_rounds: float) -> float:
+    """Best correlation any model can reach with one annotation: √ρ(Z1, Z2) (supp. §2)."""
+    if not 0.0 <= rho_between_rounds <= 1.0:
+        raise SignalError(f"a correlation ceiling needs 0 <= rho <= 1, got {rho_between_rounds}")
+    return math.sqrt(rho_between_rounds)
+
+
+def annotator_noise_bounds(round1: Sequence[float], round2: Sequence[float]) -> dict:
+    """RMSE and Pearson ρ between two annotation rounds, with the RMSE floor and correlation ceiling."""
+    z1 = np.asarray(round1, dtype=np.float64)
+    z2 = np.asarray(round2, dtype=np.float64)
+    if z1.shape != z2.shape or z1.ndim != 1 or z1.size < 3:
+        raise SignalError("annotator noise needs two equal-length rounds of at least 3 values")
+    rmse = float(np.sqrt(np.mean((z1 - z2) ** 2)))
+    rho = float(stats.pearsonr(z1, z2)[0])
+    return {"n": int(z1.size), "rmse": rmse, "rmse_floor": rmse_floor(rmse), "rho": rho,
+            "correlation_ceiling": correlation_ceiling(max(rho, 0.0))}
+
+
+def _mixture_nll(theta: np.ndarray, d: np.ndarray, width: float, fit_mu: bool) -> float:
+    mu = theta[0] if fit_mu else 0.0
+    b = np.exp(theta[-2])
+    w = 1.0 / (1.0 + np.exp(-theta[-1]))
+    lap = np.exp(-np.abs(d - mu) / b) / (2 * b)
+    return -float(np.sum(np.log((1 - w) * lap + w / width + 1e-300)))
+
+
+def fit_laplace_uniform(differences: Sequence[float], support: tuple[float, float] | None = None,
+                        fit_mu: bool = True) -> dict:
+    """Maximum-likelihood Laplace(μ, b) + uniform "give-up" mixture of frame-label differences.
+
+    Density (1−w)·exp(−|d−μ|/b)/(2b) + w/(hi−lo) on `support` (default: the data range ± 0.5 frame).
+    Frame labels are integers; the continuous density is the usual approximation. Returns mu, b,
+    w, mean_abs (E|X−μ| = b for the Laplace part), loglik and n.
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    if d.ndim != 1 or d.size < 5 or not np.isfinite(d).all():
+        raise SignalError("a Laplace+uniform fit needs at least 5 finite differences")
+    lo, hi = support if support is not None else (float(d.min()) - 0.5, float(d.max()) + 0.5)
+    if not hi > lo or d.min() < lo or d.max() > hi:
+        raise SignalError(f"support [{lo}, {hi}] must contain every difference")
+    width = hi - lo
+    med = float(np.median(d))
+    b0 = max(float(np.mean(np.abs(d - med))), 0.1)
+    best = None
+    for w0 in (0.01, 0.1, 0.3):
+        start = ([med] if fit_mu else []) + [math.log(b0), math.log(w0 / (1 - w0))]
+        res = optimize.minimize(_mixture_nll, np.array(start), args=(d, width, fit_mu), method="Nelder-Mead",
+                                options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 4000})
+        if best is None or res.fun < best.fun:
+            best = res
+    theta = best.x
+    b = float(np.exp(theta[-2]))
+    return {"mu": float(theta[0]) if fit_mu else 0.0, "b": b, "w": float(1 / (1 + np.exp(-theta[-1]))),
+            "mean_abs": b, "loglik": float(-best.fun), "n": int(d.size), "support": [lo, hi]}
