@@ -1,25 +1,27 @@
-"""`echodfkd check DIR`: validate a dataset folder and list problem clips by reason."""
+"""`echodfkd check DIR`: validate a dataset folder (or one video) and list problem clips by reason."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
 NAME = "check"
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
 HELP = "validate an EchoNet-layout dataset folder and list problem clips (corrupted.csv)"
 DESCRIPTION = (
     "Decode every clip once and check it (missing/unreadable/short videos, blank or noise-only frames, "
     "size disagreeing with the FileList) and its tracings (missing, malformed, several annotators, "
     "incomplete, ED/ES too close, ED not larger). Exit 0 when the folder is usable even if some clips have "
     "problems; exit 2 with one line when it is not (no FileList, wrong columns, garbage values, no Videos/, "
-    "no usable clip)."
+    "no usable clip). DIR may also be a single .avi file."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    parser.add_argument("dir", metavar="DIR", help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv)")
+    parser.add_argument("dir", metavar="DIR", help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv) "
+                                                   "or one video file")
     parser.add_argument("--out", metavar="CSV", help="write the problem list as FileName,reason (corrupted.csv)")
     parser.add_argument("--details", action="store_true", help="add a detail column to --out")
     parser.add_argument("--json", action="store_true",
@@ -34,16 +36,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the folder, print a summary (or JSON), write --out, exit 2 when unusable."""
-    from echodfkd.data.check import check_dataset, summarize
+    from echodfkd.data.check import check_dataset, check_video, summarize
     from echodfkd.data.video_checks import CheckConfig
-    from echodfkd.errors import DatasetError
+    from echodfkd.errors import DatasetError, VideoError
 
     if args.workers is not None and args.workers < 1:
         raise DatasetError(f"--workers must be at least 1, got {args.workers}")
     if args.min_frames < 1:
         raise DatasetError(f"--min-frames must be at least 1, got {args.min_frames}")
-    report = check_dataset(args.dir, workers=args.workers, config=CheckConfig(min_frames=args.min_frames),
-                           fps_override=args.fps)
+    config = CheckConfig(min_frames=args.min_frames)
+    target = Path(args.dir)
+    if not target.is_dir() and target.suffix.lower() in VIDEO_SUFFIXES:
+        problems = check_video(target, config)
+        unreadable = [p for p in problems if p.reason in ("unreadable", "missing_video")]
+        if unreadable:
+            raise VideoError(f"{target}: {unreadable[0].detail}")
+        if args.json:
+            print(json.dumps({"videos": 1, "problems": [p._asdict() for p in problems]}, indent=2))
+        else:
+            print(f"{target}: " + ("no problem found" if not problems else
+                                   "; ".join(f"{p.reason}: {p.detail}" for p in problems)))
+        return 0
+    report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps)
     if args.out:
         report.to_csv(args.out, details=args.details)
     if args.json:
@@ -53,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             print(f"wrote {len(report.problems)} problem rows to {args.out}")
     if report.videos and report.usable == 0:
-        raise DatasetError(f"{report.root}: no usable clip: all {report.videos} have problems "
-                           f"({', '.join(f'{r} {n}' for r, n in report.by_reason().items())})")
+        first = report.problems[0]
+        counts = ", ".join(f"{r} {n}" for r, n in report.by_reason().items())
+        raise DatasetError(f"{report.root}: no usable clip ({counts}); first: "
+                           f"{report.root / 'Videos' / (first.FileName + '.avi')}: {first.reason}: {first.detail}")
     return 0

@@ -167,6 +167,13 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None, config: C
                        problems=problems)
 
 
+def check_video(path: str | os.PathLike, config: CheckConfig | None = None) -> list[Problem]:
+    """Check a single video file (no FileList): unreadable, too short, blank or noise-only frames."""
+    path = Path(path)
+    found = inspect_video(path.stem, path, None, config or CheckConfig())
+    return [Problem(found.name, reason, detail) for reason, detail in found.problems]
+
+
 def default_workers() -> int:
     """Worker processes for decoding: the usable CPUs, at most 8."""
     try:
@@ -189,4 +196,5 @@ def summarize(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckConfig", "CheckReport", "Problem", "REASONS", "check_dataset", "summarize", "tracing_problems"]
+__all__ = ["CheckConfig", "CheckReport", "Problem", "REASONS", "check_dataset", "check_video", "summarize",
+           "tracing_problems"]

@@ -123,7 +123,7 @@ def inspect_video(name: str, path: str | Path, expected: tuple[int, int, int] | 
     """Decode one clip once and report missing_video/unreadable/size_mismatch plus frame problems."""
     path = Path(path)
     if not path.is_file():
-        return VideoFindings(name, None, [("missing_video", f"{path} not found")])
+        return VideoFindings(name, None, [("missing_video", "file not found")])
     try:
         frames, _ = read_video(path, strict=True)
     except VideoError as exc:
