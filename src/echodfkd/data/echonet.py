@@ -159,8 +159,14 @@ class EchoNetDynamic(DatasetFolder):
         return annotations[annotator]
 
     def trace_mask(self, name: str, frame: int, annotator: int = 0,
-                   shape: tuple[int, int] = (112, 112)) -> np.ndarray:
-        """Bool (112, 112) mask of one annotator's trace at a traced frame."""
+                   shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Bool mask of one annotator's trace at a traced frame, (112, 112) for EchoNet clips.
+
+        The default shape is the clip's FileList size (traces are in video pixel coordinates).
+        """
+        if shape is None:
+            info = self.info(name)
+            shape = (info.height, info.width)
         return trace_to_mask(self._trace(name, frame, annotator), shape)
 
     def trace_area(self, name: str, frame: int, annotator: int | None = None) -> float:
