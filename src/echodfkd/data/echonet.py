@@ -47,8 +47,13 @@ def trace_to_mask(coords: np.ndarray, shape: tuple[int, int] = (112, 112)) -> np
 
 def trace_area(coords: np.ndarray) -> float:
     """Area of the trace polygon in square pixels (shoelace formula on the unrounded vertices)."""
-    x, y = trace_polygon(coords)
-    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return shoelace(*trace_polygon(coords))
+
+
+def shoelace(x: np.ndarray, y: np.ndarray) -> float:
+    """Area of a closed polygon given its vertex coordinates (absolute value of the signed area)."""
+    twice = np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]) + x[-1] * y[0] - y[-1] * x[0]
+    return float(0.5 * abs(twice))
 
 
 @dataclass
@@ -137,8 +142,7 @@ class EchoNetDynamic(DatasetFolder):
     # ------------------------------------------------------------------ traces
     def clip_tracings(self, name: str) -> ClipTracings:
         """All parsed traces of a clip, incomplete frames included (empty when untraced)."""
-        self._row(name)
-        return self._tracings.get(strip_avi(name), ClipTracings())
+        return self._tracings.get(self._key(name), ClipTracings())
 
     def tracings(self, name: str) -> dict[int, list[np.ndarray]]:
         """Complete traces of a clip: frame -> one (21, 4) X1,Y1,X2,Y2 array per annotator."""
@@ -182,11 +186,12 @@ class EchoNetDynamic(DatasetFolder):
         Ties (equal areas) keep the CSV order, first frame as ED. A clip with fewer than two complete
         traced frames raises a DatasetError.
         """
-        frames = list(self.tracings(name))
+        traced = self.tracings(name)
+        frames = list(traced)
         if len(frames) < 2:
             raise DatasetError(f"{self.tracings_path}: {strip_avi(name)} has {len(frames)} complete traced "
                                "frame(s); ED and ES need two")
-        areas = [self.trace_area(name, f) for f in frames]
+        areas = [np.mean([trace_area(c) for c in traced[f]]) for f in frames]
         ed = frames[int(np.argmax(areas))]
         es = frames[int(np.argmin(areas))]
         if ed == es:  # all areas equal: fall back to CSV order

@@ -99,8 +99,10 @@ class DatasetFolder:
         if not self.filelist_path.is_file():
             raise DatasetError(f"{self.root}: no {FILELIST} (expected an EchoNet-layout folder with "
                                f"{FILELIST} and {VIDEOS}/)")
+        #: The FileList as loaded and validated (treat as read-only).
         self.filelist = self._load_filelist()
         self._index = {n: i for i, n in enumerate(self.filelist["FileName"])}
+        self._records = self.filelist.to_dict("records")  # row lookups without pandas overhead
 
     # ------------------------------------------------------------------ FileList
     def _load_filelist(self) -> pd.DataFrame:
@@ -141,11 +143,15 @@ class DatasetFolder:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, videos={len(self)})"
 
-    def _row(self, name: str) -> pd.Series:
+    def _key(self, name: str) -> str:
+        """The FileList name of a clip (`.avi` stripped); unknown clips raise a DatasetError."""
         key = strip_avi(name)
         if key not in self._index:
             raise DatasetError(f"{self.filelist_path}: no clip named {key!r}")
-        return self.filelist.iloc[self._index[key]]
+        return key
+
+    def _row(self, name: str) -> dict:
+        return self._records[self._index[self._key(name)]]
 
     @staticmethod
     def parse_splits(split: str | None) -> tuple[str, ...]:
@@ -171,7 +177,7 @@ class DatasetFolder:
     def ef(self, name: str) -> float:
         """The clip's ejection fraction from the FileList (NaN when the column is absent)."""
         row = self._row(name)
-        return float(row["EF"]) if "EF" in row.index else float("nan")
+        return float(row["EF"]) if "EF" in row else float("nan")
 
     # ------------------------------------------------------------------ videos
     @property
