@@ -1,0 +1,102 @@
+"""The distillation LightningModule: a student trained on the teacher's soft masks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from echodfkd.models.student import Student
+
+INITS = ("default", "xavier", "kaiming", "orthogonal")
+SCHEDULES = ("none", "cosine", "step")
+
+
+def init_weights(student: nn.Module, scheme: str) -> None:
+    """Re-initialise every conv weight with `scheme` (biases to zero); "default" keeps PyTorch's init."""
+    if scheme not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {scheme!r}")
+    if scheme == "default":
+        return
+    for m in student.modules():
+        if isinstance(m, nn.Conv2d):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            elif scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+            else:
+                nn.init.orthogonal_(m.weight)  # rows = output channels, trailing dims flattened
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice, per sample and channel over (T, H, W), averaged; target in [0, 1]."""
+    prob = torch.sigmoid(logits.float())
+    dims = (1, 3, 4)  # (N, T, C, H, W): pool time and space
+    inter = (prob * target).sum(dims)
+    total = prob.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+class DistillModule(pl.LightningModule):
+    """Student + soft-target loss (BCE with logits, optional Dice term) + Adam with an optional schedule."""
+
+    def __init__(self, student: dict[str, Any], lr: float = 1e-3, dice_weight: float = 0.0,
+                 lr_schedule: str = "none", max_epochs: int = 400, init: str = "default",
+                 weight_decay: float = 0.0) -> None:
+        super().__init__()
+        if lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
+        # Only JSON-like values here: the checkpoint must load with torch.load(weights_only=True).
+        self.save_hyperparameters()
+        self.student = Student(**student)
+        init_weights(self.student, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Student logits (N, T, C, H, W) for frames (N, T, 1, H, W) on the 0-255 scale."""
+        return self.student(x)
+
+    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        frames, targets = batch
+        logits = self.student(frames.float())
+        prob = targets.float() / 255.0
+        # BCE in float32 even under bf16 autocast: the soft targets need the precision.
+        bce = F.binary_cross_entropy_with_logits(logits.float(), prob)
+        out = {"bce": bce, "loss": bce}
+        if self.hparams.dice_weight > 0:
+            out["dice"] = soft_dice_loss(logits, prob)
+            out["loss"] = bce + self.hparams.dice_weight * out["dice"]
+        return out
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step on a batch of windows."""
+        losses = self._losses(batch)
+        n = batch[0].shape[0]
+        self.log("train_loss", losses["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Validation losses (val_loss drives checkpoints and early stopping; val_bce compares runs)."""
+        losses = self._losses(batch)
+        n = batch[0].shape[0]
+        self.log("val_loss", losses["loss"], prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_bce", losses["bce"], batch_size=n, sync_dist=True)
+        if "dice" in losses:
+            self.log("val_dice_loss", losses["dice"], batch_size=n, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """Adam (lr 1e-3 by default) with no schedule, cosine annealing, or a x0.1 step every third of the run."""
+        hp = self.hparams
+        opt = torch.optim.Adam(self.student.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "none":
+            return opt
+        if hp.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, hp.max_epochs))
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, hp.max_epochs // 3), gamma=0.1)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -1,0 +1,183 @@
+"""(B, l) sweeps for the scaling-law study and an Optuna search over the paper's training choices.
+
+Both resume: a sweep skips finished runs and continues unfinished ones from their last checkpoint; a search
+keeps its study in `OUT/study.db` (SQLite) and re-runs interrupted trials with the same settings, resuming
+their run folder. Several `echodfkd search` processes may share one study (e.g. one per GPU). For DDP
+inside a sweep or search, launch the processes externally (`torchrun ... -m echodfkd sweep ...`): Lightning's
+own process launcher supports a single `fit` per script only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from echodfkd.distill.train import distill, is_finished
+from echodfkd.errors import EchoDFKDError
+from echodfkd.io.atomic import save_json, save_text
+from echodfkd.progress import progress
+
+#: The paper's search space (supp.): init, widths, loss, batch size, window length, lr schedule, skip/residual.
+SEARCH_SPACE: dict[str, list[Any]] = {
+    "init": ["default", "xavier", "kaiming", "orthogonal"],
+    "filters": [8, 12, 16],
+    "loss": ["bce", "bce+dice"],
+    "batch_size": [8, 16, 32],
+    "seq_len": [15, 25, 35],
+    "lr_schedule": ["none", "cosine", "step"],
+    "skip": [False, True],
+    "residual": [False, True],
+}
+DICE_WEIGHT = 1.0  # weight of the Dice term when a trial picks "bce+dice"
+
+
+def parse_range(text: str | int, what: str = "value") -> list[int]:
+    """'1-4' -> [1, 2, 3, 4]; '1,3' -> [1, 3]; '2' -> [2]."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise EchoDFKDError(f"{what} {text!r}: use a number, a range like 1-4, or a comma list")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if lo < 1 or hi < lo:
+            raise EchoDFKDError(f"{what} {text!r}: ranges go from 1 upwards (lo-hi with lo <= hi)")
+        out.extend(v for v in range(lo, hi + 1) if v not in out)
+    return out
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """One row describing a finished run (architecture, size, training outcome, thresholds)."""
+    cfg = json.loads((run / "config.json").read_text())
+    training, cal, thr = cfg.get("training", {}), cfg.get("calibration", {}), cfg.get("thresholds", {})
+    return {"run": run.name, "blocks": cfg["blocks"], "layers": cfg["layers"], "params": cfg.get("params"),
+            "best_val_loss": training.get("best_val_loss"), "epochs_trained": training.get("epochs_trained"),
+            "threshold_dice": thr.get("dice"), "threshold_afd": thr.get("afd"),
+            "val_dice": cal.get("val_dice"), "afd_consistency": cal.get("afd_consistency")}
+
+
+def sweep(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
+          blocks: list[int] | str = "1-4", layers: list[int] | str = "1-4", shard: tuple[int, int] = (0, 1),
+          **kw: Any) -> pd.DataFrame:
+    """Train every (B, l) of the grid into `out/b{B}_l{l}/`; finished runs are skipped. Returns the summary."""
+    out = Path(out)
+    bs = parse_range(blocks, "blocks") if isinstance(blocks, str) else list(blocks)
+    ls = parse_range(layers, "layers") if isinstance(layers, str) else list(layers)
+    index, count = shard
+    if not 0 <= index < count:
+        raise EchoDFKDError(f"shard {index}/{count}: use i/n with 0 <= i < n")
+    grid = [(b, l) for b in bs for l in ls][index::count]
+    for b, l in progress(grid, desc="sweep", unit="run"):
+        run = out / f"b{b}_l{l}"
+        if not is_finished(run):
+            distill(data_root, targets_dir, run, blocks=b, layers=l, resume=True, **kw)
+    rows = [run_summary(p) for p in sorted(out.glob("b*_l*")) if is_finished(p)]
+    summary = pd.DataFrame(rows).sort_values(["params", "run"]) if rows else pd.DataFrame()
+    save_text(out / "summary.csv", summary.to_csv(index=False))
+    return summary
+
+
+def pruning_callback(trial: Any, monitor: str = "val_bce") -> Any:
+    """A Lightning callback reporting `monitor` to an Optuna trial each epoch and pruning when told."""
+    import lightning.pytorch as pl
+    import optuna
+
+    class OptunaPruning(pl.Callback):
+        """Report the validation metric each epoch; raise TrialPruned when the pruner says so."""
+
+        def __init__(self) -> None:
+            self.best: float | None = None
+
+        def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.sanity_checking or monitor not in trainer.callback_metrics:
+                return
+            value = float(trainer.callback_metrics[monitor])
+            self.best = value if self.best is None else min(self.best, value)
+            epoch = trainer.current_epoch
+            trial.report(value, step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{monitor}={value:.4f} at epoch {epoch}")
+
+    return OptunaPruning()
+
+
+def _retry_failed(study: Any) -> None:
+    """Queue one retry of each failed (e.g. interrupted) trial with its settings; it resumes the same run folder."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.number not in retried and t.params:
+            root = t.user_attrs.get("retry_of", t.number)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "run_number": root},
+                                skip_if_exists=False)
+
+
+def search(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
+           trials: int = 20, study_name: str = "echodfkd", seed: int = 0, startup_trials: int = 5,
+           warmup_epochs: int = 3, space: dict[str, list[Any]] | None = None, **kw: Any) -> dict[str, Any]:
+    """Optuna study (TPE + MedianPruner) over `space`; runs until `trials` trials are complete or pruned."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = space or SEARCH_SPACE
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, load_if_exists=True, direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs))
+    _retry_failed(study)
+    done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: trial.suggest_categorical(name, choices) for name, choices in space.items()}
+        settings = dict(kw, seed=seed)
+        for name, value in params.items():
+            if name == "loss":
+                settings["dice_weight"] = DICE_WEIGHT if value == "bce+dice" else 0.0
+            else:
+                settings[name] = value
+        run = out / "trials" / f"trial_{int(trial.user_attrs.get('run_number', trial.number)):04d}"
+        trial.set_user_attr("run", str(run))
+        cb = pruning_callback(trial)
+        distill(data_root, targets_dir, run, resume=True, callbacks=[cb], **settings)
+        cfg = json.loads((run / "config.json").read_text())
+        trial.set_user_attr("params_count", cfg.get("params"))
+        trial.set_user_attr("thresholds", cfg.get("thresholds"))
+        best = cfg["training"].get("best_val_bce")  # every epoch, including those before a resume
+        return float(best if best is not None else cb.best if cb.best is not None else cfg["training"]["best_val_loss"])
+
+    remaining = trials - len(study.get_trials(deepcopy=False, states=done_states))
+    if remaining > 0:
+        optuna.logging.set_verbosity(optuna.logging.WARNING if os.environ.get("ECHODFKD_QUIET") == "1"
+                                     else optuna.logging.INFO)
+        study.optimize(objective, n_trials=remaining, catch=(),
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states)])
+    return _write_results(study, out)
+
+
+def _write_results(study: Any, out: Path) -> dict[str, Any]:
+    """trials.csv (every trial) and best.json (the best complete trial)."""
+    from optuna.trial import TrialState
+
+    save_text(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        result = {"best": None, "trials": len(study.trials)}
+    else:
+        best = study.best_trial
+        result = {"best": {"number": best.number, "value": best.value, "params": best.params,
+                           "run": best.user_attrs.get("run"), "thresholds": best.user_attrs.get("thresholds")},
+                  "trials": len(study.trials),
+                  "complete": len(complete),
+                  "pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))}
+    save_json(out / "best.json", result)
+    return result

@@ -1,0 +1,264 @@
+"""Distil the teacher into a student: validate inputs, train with Lightning, export, calibrate thresholds.
+
+Run directory layout (`out`):
+- `config.json`: student architecture + `training` settings + `data` paths + `thresholds`
+  (`{"dice": t, "afd": t}`, LV channel; `thresholds_rv` for a 2-channel student) + `calibration` report.
+  Written at the start (status "training") and rewritten with the thresholds at the end.
+- `model.safetensors`: the best-val-loss weights (present only once the run has finished).
+- `checkpoints/best.ckpt`, `checkpoints/last.ckpt`: Lightning checkpoints; `resume=True` continues from last.
+- `logs/csv/version_N/metrics.csv` and `logs/tensorboard/version_N/` (one version per (re)start).
+
+Checkpoints hold only tensors and plain values, so Lightning restores them with `weights_only=True`
+(passed to `Trainer.fit`) and the export reads the best one with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from echodfkd.data.clips import ClipStore, FixedWindows, TargetsFolder, TrainWindows, check_targets
+from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
+from echodfkd.errors import DatasetError, ModelError
+from echodfkd.io.atomic import save_json
+from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student
+
+log = logging.getLogger(__name__)
+CHECKPOINTS, LOGS = "checkpoints", "logs"
+# Lightning advice that does not apply to small in-memory clip sets, or to resuming into the same folder.
+_QUIET_WARNINGS = (".*does not have many workers.*", ".*number of training batches.*smaller than the logging.*",
+                   ".*exists and is not empty.*", ".*Found .* module.s. in eval mode.*", ".*LeafSpec.*")
+
+
+def is_finished(run: str | os.PathLike) -> bool:
+    """A run is finished when it has exported its weights and calibrated thresholds."""
+    run = Path(run)
+    if not (run / WEIGHTS_NAME).is_file() or not (run / CONFIG_NAME).is_file():
+        return False
+    try:
+        return "thresholds" in json.loads((run / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _quiet() -> bool:
+    return os.environ.get("ECHODFKD_QUIET") == "1"
+
+
+def _identity(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a targets meta that names the teacher (not counts or dates that grow on resume)."""
+    keys = ("teacher", "hash", "sha", "arch", "normal", "checkpoint", "weights")
+    return {k: v for k, v in (meta or {}).items() if any(s in k.lower() for s in keys)}
+
+
+def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None:
+    """A resumed run must keep its architecture and its teacher."""
+    path = run / CONFIG_NAME
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable run config ({exc})") from None
+    changed = [f"{k}={old.get(k)}->{getattr(cfg, k)}" for k in ARCH_KEYS if k in old and old[k] != getattr(cfg, k)]
+    if changed:
+        raise ModelError(f"{path}: cannot resume with a different architecture ({', '.join(changed)}); "
+                         f"use a new output folder")
+    before = _identity((old.get("data") or {}).get("targets_meta"))
+    now = _identity(targets.meta)
+    if before and before != now:
+        raise DatasetError(f"{targets.root / 'meta.json'}: targets come from another teacher than the run "
+                           f"being resumed ({path} records {before})")
+
+
+def _accelerator(cfg: DistillConfig) -> str:
+    import torch
+
+    if cfg.accelerator in ("auto", "gpu", "cuda"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.accelerator
+
+
+def _precision(cfg: DistillConfig, accelerator: str) -> str:
+    import torch
+
+    if cfg.precision:
+        return cfg.precision
+    # bf16 autocast only where the hardware has it; CPU convs are slower in bf16, so full precision there.
+    return "bf16-mixed" if accelerator == "cuda" and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def _strategy(cfg: DistillConfig, accelerator: str) -> Any:
+    if cfg.strategy == "ddp" and accelerator == "cpu":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(process_group_backend="gloo")
+    return cfg.strategy
+
+
+def best_logged(run: Path, metric: str) -> float | None:
+    """The lowest value of `metric` over every (re)start's CSV log of a run."""
+    import pandas as pd
+
+    values = []
+    for path in sorted((run / LOGS / "csv").glob("version_*/metrics.csv")):
+        try:
+            table = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            continue
+        if metric in table:
+            values.extend(table[metric].dropna().tolist())
+    return float(min(values)) if values else None
+
+
+def _val_clips(dataset: Any, names: list[str], targets: TargetsFolder,
+               channels: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for name in names:
+        frames, _ = dataset.video(name)
+        yield frames, targets.load(name, channels)
+
+
+def _best_student(ckpt_path: str | None, fallback: Any, student_cfg: dict[str, Any]) -> Student:
+    """The student of the best checkpoint (safe tensor-only loading), else the in-memory one."""
+    import torch
+
+    student = Student(**student_cfg)
+    if ckpt_path and Path(ckpt_path).is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = {k[len("student."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("student.")}
+        student.load_state_dict(state)
+    else:
+        student.load_state_dict(fallback.student.state_dict())
+    return student.eval()
+
+
+def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
+            blocks: int = 4, layers: int = 1, epochs: int = 400, frame_size: int | None = None,
+            seq_len: int = 25, batch_size: int = 32, max_time: Any = None, resume: bool = False,
+            callbacks: list[Any] | None = None, **kw: Any) -> Path:
+    """Train a (blocks, layers) student on the teacher targets; returns the run directory.
+
+    Other settings are the fields of `DistillConfig` (lr, dice_weight, lr_schedule, init, skip, residual,
+    train_split, val_split, devices, strategy, ...). `callbacks` are extra Lightning callbacks.
+    """
+    import lightning.pytorch as pl
+    import torch
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from torch.utils.data import DataLoader
+
+    from echodfkd.data import open_dataset
+    from echodfkd.distill.calibrate import calibrate
+    from echodfkd.distill.module import DistillModule
+
+    if max_time is not None and not isinstance(max_time, str):
+        max_time = str(parse_duration(max_time).total_seconds())
+    try:
+        cfg = DistillConfig.from_kwargs(blocks=blocks, layers=layers, epochs=epochs, frame_size=frame_size,
+                                        seq_len=seq_len, batch_size=batch_size, max_time=max_time, **kw)
+    except ValueError as exc:
+        raise ModelError(f"distill: {exc}") from None
+    run = Path(out)
+    if is_finished(run):
+        if resume:
+            log.info("%s: already finished; nothing to resume", run)
+            return run
+        raise ModelError(f"{run}: already holds a finished run (model.safetensors); choose another output folder")
+    last = run / CHECKPOINTS / "last.ckpt"
+    if last.is_file() and not resume:
+        raise ModelError(f"{last}: an unfinished run is there; pass --resume to continue it or choose another output folder")
+
+    # ---------------------------------------------------------------- validate everything before training
+    dataset = open_dataset(data_root)
+    targets = TargetsFolder(targets_dir)
+    train_names, val_names = dataset.names(cfg.train_split), dataset.names(cfg.val_split)
+    want = None if cfg.channels is None else tuple(cfg.channels.split(","))
+    train_check = check_targets(dataset, train_names, targets, cfg.train_split, want)
+    val_check = check_targets(dataset, val_names, targets, cfg.val_split, train_check.channels)
+    channels = train_check.channels
+    if resume:
+        _check_resume(run, cfg, targets)
+    student_cfg = cfg.student(out_channels=len(channels))
+    data_info = {"data_root": str(Path(data_root).resolve()), "targets_dir": str(targets.root.resolve()),
+                 "train_split": cfg.train_split, "val_split": cfg.val_split, "train_clips": len(train_names),
+                 "val_clips": len(val_names), "channels": list(channels), "targets_meta": targets.meta}
+    if rank_zero_only.rank == 0:
+        arch = Student(**student_cfg)
+        save_json(run / CONFIG_NAME, dict(arch.config, params=arch.num_parameters(), status="training",
+                                          training=cfg.as_dict(), data=data_info))
+
+    # ---------------------------------------------------------------- data
+    cache = int(cfg.cache_gb * 2 ** 30)
+    train_store = ClipStore(dataset, train_names, targets, channels, train_check.frames, cfg.frame_size,
+                            cache, desc=f"loading {cfg.train_split} clips")
+    val_store = ClipStore(dataset, val_names, targets, channels, val_check.frames, cfg.frame_size,
+                          cache, desc=f"loading {cfg.val_split} clips")
+    accelerator = _accelerator(cfg)
+    loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                     pin_memory=accelerator == "cuda")
+    train_dl = DataLoader(TrainWindows(train_store, cfg.seq_len, cfg.clips_per_epoch), shuffle=True, **loader_kw)
+    val_dl = DataLoader(FixedWindows(val_store, cfg.seq_len, cfg.val_windows), shuffle=False, **loader_kw)
+
+    # ---------------------------------------------------------------- trainer
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = DistillModule(student_cfg, lr=cfg.lr, dice_weight=cfg.dice_weight, lr_schedule=cfg.lr_schedule,
+                           max_epochs=cfg.epochs, init=cfg.init, weight_decay=cfg.weight_decay)
+    ckpt_cb = ModelCheckpoint(dirpath=run / CHECKPOINTS, filename="best", monitor="val_loss", mode="min",
+                              save_top_k=1, save_last=True, enable_version_counter=False)
+    early = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
+    cbs = [ckpt_cb, early]
+    if not _quiet():
+        cbs.append(TQDMProgressBar())
+    cbs.extend(callbacks or [])
+    loggers = [CSVLogger(run / LOGS, name="csv"), TensorBoardLogger(run / LOGS, name="tensorboard",
+                                                                    default_hp_metric=False)]
+    if _quiet():
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    trainer = pl.Trainer(
+        default_root_dir=run, max_epochs=cfg.epochs, max_time=cfg.max_time, accelerator=accelerator,
+        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg, accelerator),
+        precision=_precision(cfg, accelerator), callbacks=cbs, logger=loggers,
+        log_every_n_steps=max(1, min(50, len(train_dl))), num_sanity_val_steps=0,
+        enable_progress_bar=not _quiet(), enable_model_summary=not _quiet())
+    with warnings.catch_warnings():
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            trainer.fit(module, train_dl, val_dl, ckpt_path=last if resume and last.is_file() else None,
+                        weights_only=True)
+        except SystemExit:
+            # Lightning turns Ctrl-C into sys.exit(1) after saving nothing more; report it as an interruption.
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if not trainer.is_global_zero:
+        return run
+
+    # ---------------------------------------------------------------- export + calibration (rank 0)
+    student = _best_student(ckpt_cb.best_model_path, module, student_cfg)
+    device = "cuda" if accelerator == "cuda" else "cpu"
+    cal = calibrate(student, _val_clips(dataset, val_names, targets, channels), channels,
+                    count=len(val_names), infer_size=cfg.infer_size, device=device)
+    best = ckpt_cb.best_model_score
+    training = dict(cfg.as_dict(), epochs_trained=int(trainer.current_epoch),
+                    stopped_early=bool(early.stopped_epoch > 0),
+                    best_val_loss=None if best is None else float(best),
+                    best_val_bce=best_logged(run, "val_bce"),
+                    best_checkpoint=str(ckpt_cb.best_model_path) or None, precision=trainer.precision)
+    extra = dict(status="done", training=training, data=data_info, infer_size=cfg.infer_size, **cal)
+    student.cpu().save_pretrained(run, extra_config=extra)
+    return run
