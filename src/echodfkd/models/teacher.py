@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -154,17 +154,20 @@ def weights_hash(model: nn.Module) -> str:
 def save_echonet_checkpoint(model: nn.Module, path: str | os.PathLike, epoch: int = 0,
                             best_loss: float = float("nan"), loss: float = float("nan"),
                             opt_dict: dict | None = None, scheduler_dict: dict | None = None,
-                            arch: str | None = None, **extra: Any) -> Path:
+                            arch: str | None = None, state_dict: dict[str, torch.Tensor] | None = None,
+                            **extra: Any) -> Path:
     """Write EchoNet's checkpoint format (`module.`-prefixed state_dict + training fields), atomically.
 
     Extra keys record the teacher's arch and normalisation (plain types, so `weights_only` loading works).
+    `state_dict` replaces the model's current weights (e.g. a kept best epoch).
     """
     from echodfkd.io.atomic import atomic_path
 
     path = Path(path)
     teacher = model if isinstance(model, Teacher) else None
     net = teacher.model if teacher is not None else model
-    state = {f"module.{k}": v.detach().cpu() for k, v in net.state_dict().items()}
+    weights = net.state_dict() if state_dict is None else state_dict
+    state = {f"module.{k}": v.detach().cpu() for k, v in weights.items()}
     checkpoint: dict[str, Any] = {
         "epoch": int(epoch), "state_dict": state, "best_loss": float(best_loss), "loss": float(loss),
         "opt_dict": opt_dict or {}, "scheduler_dict": scheduler_dict or {},
@@ -197,7 +200,9 @@ def _read_checkpoint(path: Path, device: str | torch.device) -> Any:
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # pickle-protocol chatter on foreign files
+            return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
@@ -207,7 +212,7 @@ def _read_checkpoint(path: Path, device: str | torch.device) -> Any:
                 f"({what or 'needs arbitrary classes'}); loading it could run arbitrary code. "
                 "Re-save the weights with torch.save(model.state_dict(), path)") from None
         raise ModelError(f"{path}: not a PyTorch checkpoint ({text.splitlines()[0] if text else 'unpickling failed'})") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load on foreign bytes raises anything (KeyError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a PyTorch checkpoint ({first})") from None
 

@@ -1,0 +1,92 @@
+"""`echodfkd teacher`: train a teacher on traced frames (`train`) or describe a checkpoint (`info`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "teacher"
+HELP = "train a teacher segmenter on the traced frames (EchoNet recipe) or describe a teacher checkpoint"
+DESCRIPTION = (
+    "'teacher train DATA --arch A --out teacher.pt' trains a torchvision segmenter with a 1-channel head on "
+    "the two traced frames of every TRAIN clip (masks from VolumeTracings.csv), keeps the epoch with the best "
+    "VAL Dice and saves it in EchoNet's checkpoint format. 'teacher info teacher.pt' loads a checkpoint "
+    "(EchoNet's or ours, weights_only) and prints its architecture, size and weights hash."
+)
+ARCH_CHOICES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sub-commands `train` and `info`."""
+    sub = parser.add_subparsers(dest="teacher_command", metavar="{train,info}")
+    sub.required = True
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    train = sub.add_parser("train", help="train a teacher on the traced frames of TRAIN", formatter_class=fmt)
+    train.add_argument("data", help="EchoNet-layout folder with VolumeTracings.csv (e.g. a phantom)")
+    train.add_argument("--arch", default="lraspp_mobilenet_v3_large", choices=ARCH_CHOICES,
+                       help="segmenter (EchoNet's own teacher is deeplabv3_resnet50; the mobilenet ones train "
+                       "in minutes on a CPU)")
+    train.add_argument("--out", required=True, help="checkpoint to write (EchoNet format, .pt)")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 adam, 1e-2 sgd)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                       help="adam, or sgd with momentum 0.9 / weight decay 1e-5 like EchoNet")
+    train.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE (default: as stored)")
+    train.add_argument("--no-augment", action="store_true", help="turn off random shifts and intensity gain")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    info = sub.add_parser("info", help="load a teacher checkpoint and print arch, parameters and weights hash",
+                          formatter_class=fmt)
+    info.add_argument("checkpoint", help="teacher checkpoint (.pt EchoNet/ours, plain state dict, .safetensors)")
+    info.add_argument("--arch", default=None, choices=ARCH_CHOICES,
+                      help="architecture (default: recorded in the checkpoint, else deeplabv3_resnet50)")
+    info.add_argument("--size", type=int, default=112, help="frame size for the GMAC figure")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from echodfkd.models.teacher_train import train_teacher
+
+    result = train_teacher(args.data, args.arch, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                           lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
+                           augment=not args.no_augment, seed=args.seed,
+                           max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+    if args.json:
+        print(json.dumps({"out": str(result.path), "arch": result.arch, "best_epoch": result.best_epoch,
+                          "best_val_dice": result.best_val_dice, "validated_on": result.validated_on,
+                          "train_frames": result.train_frames, "val_frames": result.val_frames,
+                          "seconds": round(result.seconds, 2), "history": result.history,
+                          "skipped": [list(s) for s in result.skipped]}, indent=2))
+        return 0
+    for name, reason in result.skipped:
+        print(f"skipped {name}: {reason}")
+    print(f"{result.arch}: best {result.validated_on} Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} "
+          f"({result.train_frames} train / {result.val_frames} val traced frames, {result.seconds:.0f} s) "
+          f"-> {result.path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from echodfkd.models.flops import count_gmac_per_frame
+    from echodfkd.models.teacher import load_teacher, weights_hash
+
+    teacher = load_teacher(args.checkpoint, arch=args.arch)
+    row = {"checkpoint": args.checkpoint, "arch": teacher.arch, "params": teacher.num_parameters(),
+           "gmac_per_frame": round(count_gmac_per_frame(teacher, args.size), 6), "size": args.size,
+           "weights_hash": weights_hash(teacher), **teacher.normalisation}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"{row['checkpoint']}: {row['arch']}, {row['params']:,} parameters, "
+              f"{row['gmac_per_frame']:.3f} GMAC per {args.size}x{args.size} frame")
+        print(f"  weights sha256 {row['weights_hash']}")
+        print(f"  input mean {[round(v, 4) for v in row['mean']]} std {[round(v, 4) for v in row['std']]}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to `train` or `info`."""
+    return _train(args) if args.teacher_command == "train" else _info(args)
