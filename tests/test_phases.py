@@ -223,3 +223,17 @@ def test_read_corrupted_both_layouts(tmp_path):
     assert read_corrupted(p) == {"x": "blank_frames;too_short", "y": "noisy_video"}
     p.write_text("FileName,kind\nz,label_shift\n")
     assert read_corrupted(p) == {"z": "label_shift"}
+
+
+@pytest.mark.parametrize("compat", ["paper", "reference"])
+def test_batch_finder_agrees_with_the_scalar_one(compat):
+    from echodfkd.evaluate.phases import find_phase_frames_batch
+    rng = np.random.default_rng(5)
+    signals = [rng.integers(0, 5, size=int(rng.integers(1, 30))).astype(float) for _ in range(200)]
+    signals += [np.full(7, 2.0), np.array([3.0]), np.array([1.0, 1, 1, 5]), np.array(TWO_BEATS, float)]
+    clip = np.repeat(np.arange(len(signals)), 3)
+    refs = np.array([rng.integers(-3, s.size + 3) for s in signals for _ in range(3)], dtype=float)
+    for phase in ("ED", "ES"):
+        got = find_phase_frames_batch(signals, clip, refs, phase, compat)
+        want = [find_phase_frame(signals[c], r, phase, compat) for c, r in zip(clip, refs)]
+        assert got.tolist() == want

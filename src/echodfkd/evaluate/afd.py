@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import DatasetError, SignalError
-from echodfkd.evaluate.phases import echonet_es_frames, find_phase_frame, nearest_frame
-from echodfkd.evaluate.segmentation import bootstrap_ci
+from echodfkd.evaluate.phases import check_signal, echonet_es_frames, find_phase_frames_batch, nearest_frame
+from echodfkd.evaluate.segmentation import bootstrap_ci, resampled_sums
 
 References = Mapping[str, Mapping[str, Sequence[int]]]  # name -> {"ED": [frames], "ES": [frames]}
 
@@ -25,25 +25,34 @@ References = Mapping[str, Mapping[str, Sequence[int]]]  # name -> {"ED": [frames
 def phase_table(signals: Mapping[str, np.ndarray], references: References,
                 fps: Mapping[str, float] | None = None, compat: str = "paper") -> pd.DataFrame:
     """One row per (clip, phase, reference): FileName, Phase, Human, Found, Delay (found - human), Error, FPS."""
-    names, phases, human, found, rates = [], [], [], [], []
-    for name, refs in references.items():
+    order = list(references)
+    index = {name: i for i, name in enumerate(order)}
+    clean = []
+    for name in order:
         if name not in signals:
             raise SignalError(f"{name}: no signal for this clip")
-        sig = signals[name]
-        rate = float(fps.get(name, np.nan)) if fps is not None else np.nan
-        for phase in ("ED", "ES"):
-            for ref in refs.get(phase, ()):
-                try:
-                    f = find_phase_frame(sig, ref, phase, compat=compat)
-                except SignalError as exc:
-                    raise SignalError(f"{name}: {exc}") from None
-                names.append(name)
-                phases.append(phase)
-                human.append(int(ref))
-                found.append(f)
-                rates.append(rate)
-    h = np.asarray(human, dtype=np.int64)
-    f = np.asarray(found, dtype=np.int64)
+        try:
+            clean.append(check_signal(signals[name], name))
+        except SignalError as exc:
+            raise SignalError(f"{name}: {exc}") from None
+    parts = []
+    for phase in ("ED", "ES"):
+        rows = [(index[n], r) for n in order for r in references[n].get(phase, ())]
+        if not rows:
+            continue
+        clip = np.array([c for c, _ in rows], dtype=np.int64)
+        ref = np.array([r for _, r in rows], dtype=np.float64)
+        try:
+            found = find_phase_frames_batch(clean, clip, ref, phase, compat)
+        except SignalError as exc:
+            raise SignalError(f"{phase} references: {exc}") from None
+        parts.append((clip, phase, np.rint(ref).astype(np.int64), found))
+    names = [order[c] for clip, *_ in parts for c in clip]
+    phases = [p for clip, p, *_ in parts for _ in clip]
+    h = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    f = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+    rate_of = np.array([float(fps.get(n, np.nan)) if fps is not None else np.nan for n in order])
+    rates = np.concatenate([rate_of[p[0]] for p in parts]) if parts else np.zeros(0)
     return pd.DataFrame({"FileName": names, "Phase": phases, "Human": h, "Found": f,
                          "Delay": (f - h).astype(np.float64), "Error": np.abs(f - h).astype(np.float64),
                          "FPS": np.asarray(rates, float)})
@@ -64,19 +73,32 @@ def clip_errors(table: pd.DataFrame) -> pd.DataFrame:
 
 def _summary(per_clip: pd.DataFrame, n_boot: int, seed: int) -> dict:
     out: dict = {"n_clips": int(len(per_clip))}
+    err = per_clip[["ED", "ES"]].to_numpy(dtype=np.float64)
+    shared = None
+    if len(err) and np.isfinite(err).all():  # one bootstrap draw for ED, ES and their sum
+        means = resampled_sums(err, n_boot, seed) / len(err)
+        shared = {"ED": means[:, 0], "ES": means[:, 1], "sum": means[:, 0] + means[:, 1]}
+
+    def ci(vals: np.ndarray, key: str) -> list[float] | None:
+        if not vals.size:
+            return None
+        if shared is not None:
+            return list(np.quantile(shared[key], [0.05, 0.95]).astype(float))
+        return list(bootstrap_ci(vals, "mean", n_boot, seed=seed))
+
     for phase in ("ED", "ES"):
         vals = per_clip[phase].dropna().to_numpy()
         secs = per_clip[f"{phase}_s"].dropna().to_numpy()
-        out[f"aFD_{phase}"] = float(vals.mean()) if vals.size else None
-        out[f"aFD_{phase}_ci90"] = list(bootstrap_ci(vals, "mean", n_boot, seed=seed)) if vals.size else None
-        out[f"aFD_{phase}_seconds"] = float(secs.mean()) if secs.size else None
         delay = per_clip[f"{phase}_d"].dropna().to_numpy()
+        out[f"aFD_{phase}"] = float(vals.mean()) if vals.size else None
+        out[f"aFD_{phase}_ci90"] = ci(vals, phase)
+        out[f"aFD_{phase}_seconds"] = float(secs.mean()) if secs.size else None
         out[f"bias_{phase}"] = float(delay.mean()) if delay.size else None  # mean found - human, frames
     both = per_clip[["ED", "ES"]].dropna()
     if len(both):
         total = (both["ED"] + both["ES"]).to_numpy()
         out["aFD_sum"] = float(total.mean())
-        out["aFD_sum_ci90"] = list(bootstrap_ci(total, "mean", n_boot, seed=seed))
+        out["aFD_sum_ci90"] = ci(total, "sum")
     return out
 
 

@@ -54,54 +54,146 @@ def _phase(phase: str) -> str:
     return p
 
 
-def phase_blocks(signal: np.ndarray, phase: str) -> tuple[np.ndarray, np.ndarray]:
-    """Start and inclusive end frames of the runs below (ES) / above (ED) the median (module doc)."""
-    x = check_signal(signal)
-    med = np.median(x)
-    es = _phase(phase) == "ES"
+def _blocks(x: np.ndarray, med: float, es: bool) -> tuple[np.ndarray, np.ndarray]:
     mask = x < med if es else x > med
     if not mask.any():  # the extreme value fills half the clip or more: use the plateau(s) at the median
         mask = x <= med if es else x >= med
-    edges = np.diff(np.concatenate(([False], mask, [False])).astype(np.int8))
+    edges = np.diff(mask.view(np.int8), prepend=0, append=0)
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
 
-def _extremum(x: np.ndarray, start: int, end: int, phase: str) -> int:
+def phase_blocks(signal: np.ndarray, phase: str) -> tuple[np.ndarray, np.ndarray]:
+    """Start and inclusive end frames of the runs below (ES) / above (ED) the median (module doc)."""
+    x = check_signal(signal)
+    return _blocks(x, float(np.median(x)), _phase(phase) == "ES")
+
+
+def _extremum(x: np.ndarray, start: int, end: int, es: bool) -> int:
     # argmin/argmax return the first occurrence: ties inside a block go to the earliest frame.
     seg = x[start:end + 1]
-    return start + int(np.argmin(seg) if phase == "ES" else np.argmax(seg))
+    return start + int(np.argmin(seg) if es else np.argmax(seg))
 
 
-def find_phase_frame(signal: Sequence[float] | np.ndarray, reference: int, phase: str,
-                     compat: str = "paper") -> int:
-    """Frame of the ED (max) / ES (min) in the median block nearest `reference` (paper §3.9)."""
-    if compat not in COMPAT:
-        raise SignalError(f"compat must be one of {COMPAT}, got {compat!r}")
-    p = _phase(phase)
-    x = check_signal(signal)
-    if not np.isfinite(reference):
-        raise SignalError(f"reference frame must be finite, got {reference!r}")
-    ref = int(round(float(reference)))
-    if compat == "paper" and x.min() == x.max():
-        return int(min(max(ref, 0), x.size - 1))
-    starts, ends = phase_blocks(x, p)
+def _reference(reference: float) -> int:
+    try:
+        ok = np.isfinite(reference)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise SignalError(f"reference frame must be a finite number, got {reference!r}")
+    return int(round(float(reference)))
+
+
+def _pick(x: np.ndarray, starts: np.ndarray, ends: np.ndarray, ref: int, es: bool, compat: str) -> int:
     to_ends = np.minimum(np.abs(ref - starts), np.abs(ref - ends))
     if compat == "paper":
         dist = np.where((starts <= ref) & (ref <= ends), 0, to_ends)
     else:  # the reference code: distance to the nearest end, even from inside the block
         dist = to_ends
     k = int(np.argmin(dist))  # ties -> the earlier block
-    return _extremum(x, int(starts[k]), int(ends[k]), p)
+    return _extremum(x, int(starts[k]), int(ends[k]), es)
+
+
+def find_reference_frames(signal: Sequence[float] | np.ndarray, references: dict[str, Sequence[float]],
+                          compat: str = "paper") -> dict[str, list[int]]:
+    """`find_phase_frame` for several references at once ({"ED": [...], "ES": [...]}), median computed once."""
+    if compat not in COMPAT:
+        raise SignalError(f"compat must be one of {COMPAT}, got {compat!r}")
+    x = check_signal(signal)
+    flat = x.min() == x.max()
+    med = float(np.median(x))
+    out: dict[str, list[int]] = {}
+    for phase, refs in references.items():
+        es = _phase(phase) == "ES"
+        refs = [_reference(r) for r in refs]
+        if not refs:
+            out[phase] = []
+        elif flat and compat == "paper":  # no information: the reference itself, clipped to the clip
+            out[phase] = [min(max(r, 0), x.size - 1) for r in refs]
+        else:
+            starts, ends = _blocks(x, med, es)
+            out[phase] = [_pick(x, starts, ends, r, es, compat) for r in refs]
+    return out
+
+
+def find_phase_frame(signal: Sequence[float] | np.ndarray, reference: int, phase: str,
+                     compat: str = "paper") -> int:
+    """Frame of the ED (max) / ES (min) in the median block nearest `reference` (paper §3.9)."""
+    p = _phase(phase)
+    return find_reference_frames(signal, {p: [reference]}, compat)[p][0]
 
 
 def find_phase_frames(signal: Sequence[float] | np.ndarray, phase: str) -> list[int]:
     """Every beat's ED (max) / ES (min) frame: one extremum per median block; [] when there is none."""
-    p = _phase(phase)
+    es = _phase(phase) == "ES"
     x = check_signal(signal)
     if x.min() == x.max():
         return []
-    starts, ends = phase_blocks(x, p)
-    return [_extremum(x, int(s), int(e), p) for s, e in zip(starts, ends)]
+    starts, ends = _blocks(x, float(np.median(x)), es)
+    return [_extremum(x, int(s), int(e), es) for s, e in zip(starts, ends)]
+
+
+def find_phase_frames_batch(signals: Sequence[np.ndarray], clip: np.ndarray, references: np.ndarray,
+                            phase: str, compat: str = "paper") -> np.ndarray:
+    """Vectorised `find_phase_frame` over many clips: row r uses signals[clip[r]] and references[r].
+
+    Same rules as the scalar function (tests check they agree); signals must already be finite 1-D
+    float arrays (see `check_signal`). All clips are concatenated, so the cost is a few sorts in total.
+    """
+    if compat not in COMPAT:
+        raise SignalError(f"compat must be one of {COMPAT}, got {compat!r}")
+    es = _phase(phase) == "ES"
+    clip = np.asarray(clip, dtype=np.int64)
+    refs = np.asarray(references, dtype=np.float64)
+    if not np.isfinite(refs).all():
+        raise SignalError("reference frames must be finite numbers")
+    if clip.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lengths = np.fromiter((s.size for s in signals), dtype=np.int64, count=len(signals))
+    x = np.concatenate([np.asarray(s, dtype=np.float64) for s in signals])
+    off = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    cid = np.repeat(np.arange(len(signals)), lengths)
+    # medians per clip: sort the rows of a padded (clips, longest) matrix; +inf pads sort last
+    padded = np.full((len(signals), int(lengths.max())), np.inf)
+    padded[cid, np.arange(x.size) - off[cid]] = x
+    padded.sort(axis=1)
+    rows = np.arange(len(signals))
+    med = (padded[rows, (lengths - 1) // 2] + padded[rows, lengths // 2]) / 2.0
+    flat = np.minimum.reduceat(x, off) == np.maximum.reduceat(x, off)
+    strict = x < med[cid] if es else x > med[cid]
+    loose = x <= med[cid] if es else x >= med[cid]
+    mask = np.where(np.logical_or.reduceat(strict, off)[cid], strict, loose)
+    first = np.zeros(x.size, dtype=bool)
+    first[off] = True
+    last = np.zeros(x.size, dtype=bool)
+    last[off + lengths - 1] = True
+    start_flag = mask & ~(np.concatenate(([False], mask[:-1])) & ~first)
+    end_flag = mask & ~(np.concatenate((mask[1:], [False])) & ~last)
+    starts, ends = np.flatnonzero(start_flag), np.flatnonzero(end_flag)
+    bclip = cid[starts]
+    # extremum of every block, earliest frame on ties: the first frame equal to the block's minimum
+    inside = np.flatnonzero(mask)
+    block = (np.cumsum(start_flag) - 1)[inside]
+    vals = x[inside] if es else -x[inside]
+    heads = np.flatnonzero(np.diff(block, prepend=-1))
+    hits = np.flatnonzero(vals == np.minimum.reduceat(vals, heads)[block])
+    best = inside[hits[np.flatnonzero(np.diff(block[hits], prepend=-1))]]
+    # nearest block to each reference (clipping the reference into the clip keeps the same choice)
+    n_blocks = starts.size
+    local = np.clip(np.rint(refs).astype(np.int64), 0, lengths[clip] - 1)
+    g = off[clip] + local
+    k = np.searchsorted(starts, g, side="right") - 1
+    kp, kn = np.clip(k, 0, n_blocks - 1), np.clip(k + 1, 0, n_blocks - 1)
+    prev_ok = (k >= 0) & (bclip[kp] == clip)
+    next_ok = (k + 1 < n_blocks) & (bclip[kn] == clip)
+    within = prev_ok & (ends[kp] >= g)
+    d_prev = np.where(prev_ok, g - ends[kp], np.iinfo(np.int64).max)
+    d_next = np.where(next_ok, starts[kn] - g, np.iinfo(np.int64).max)
+    chosen = np.where(within | (d_prev <= d_next), kp, kn)  # ties -> the earlier block
+    found = best[chosen] - off[clip]
+    if compat == "paper":
+        found = np.where(flat[clip], local, found)
+    return found.astype(np.int64)
 
 
 def afd(found: Sequence[int] | np.ndarray, human: Sequence[int] | np.ndarray) -> float:

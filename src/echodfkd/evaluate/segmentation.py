@@ -87,19 +87,56 @@ def iou(pred: np.ndarray, true: np.ndarray, reduction: str = "mean") -> float | 
     return iou_from_counts(*overlap_counts(pred, true), reduction=reduction)
 
 
-def _pooled(kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    def stat(sample: np.ndarray) -> np.ndarray:  # sample (B, N, 2) of (I, U)
-        i = sample[..., 0].sum(axis=1)
-        u = sample[..., 1].sum(axis=1)
+def resampled_sums(data: np.ndarray, n: int = 10000, seed: int = 0) -> np.ndarray:
+    """Column sums of `n` bootstrap resamples of the rows of `data` (m, k) -> (n, k).
+
+    Each resample draws m row indices with replacement (int32, in chunks of ~2 M draws) and sums the
+    gathered rows column by column; every statistic built from sums (means, pooled ratios) follows.
+    """
+    data = np.asarray(data, dtype=np.float64).reshape(len(data), -1)
+    rng = np.random.default_rng(seed)
+    m = data.shape[0]
+    if m >= 2 ** 31:
+        raise MaskError("too many items to bootstrap")
+    chunk = max(1, min(n, 2_000_000 // max(m, 1)))
+    columns = [np.ascontiguousarray(data[:, j]) for j in range(data.shape[1])]
+    out = []
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, m, size=(min(chunk, n - start), m), dtype=np.int32)
+        out.append(np.stack([np.take(col, idx).sum(axis=1) for col in columns], axis=1))
+    return np.concatenate(out)
+
+
+def _pooled(kind: str) -> Callable[[np.ndarray, int], np.ndarray]:
+    def stat(sums: np.ndarray, m: int) -> np.ndarray:  # sums (B, 2) of (I, U)
+        i, u = sums[:, 0], sums[:, 1]
         return _ratio(2 * i, u + i) if kind == "dice" else _ratio(i, u)
     return stat
 
 
-STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "mean": lambda s: s.mean(axis=1),
+STATS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "mean": lambda sums, m: sums[:, 0] / m,
     "pooled_dice": _pooled("dice"),
     "pooled_iou": _pooled("iou"),
 }
+
+
+def _resample(data: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], n: int, seed: int) -> np.ndarray:
+    """Values of a general statistic `fn` over `n` resamples (B, m, ...) of the rows of `data`."""
+    rng = np.random.default_rng(seed)
+    m = data.shape[0]
+    chunk = max(1, min(n, 4_000_000 // max(m * int(np.prod(data.shape[1:], dtype=np.int64)), 1)))
+    values = []
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, m, size=(min(chunk, n - start), m), dtype=np.int64)
+        values.append(np.asarray(fn(data[idx]), dtype=np.float64))
+    return np.concatenate(values)
+
+
+def _interval(vals: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
 
 
 def bootstrap_ci(data: np.ndarray, stat: str | Callable[[np.ndarray], np.ndarray] = "mean", n: int = 10000,
@@ -111,20 +148,11 @@ def bootstrap_ci(data: np.ndarray, stat: str | Callable[[np.ndarray], np.ndarray
     level 0.90 gives EchoNet's 5th-95th percentile interval. No items -> (nan, nan).
     """
     data = np.asarray(data, dtype=np.float64)
-    fn = STATS[stat] if isinstance(stat, str) else stat
     if data.shape[0] == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    m = data.shape[0]
-    chunk = max(1, min(n, 2_000_000 // max(m, 1)))
-    values = []
-    for start in range(0, n, chunk):
-        idx = rng.integers(0, m, size=(min(chunk, n - start), m))
-        values.append(np.asarray(fn(data[idx]), dtype=np.float64))
-    vals = np.concatenate(values)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    if isinstance(stat, str):
+        return _interval(STATS[stat](resampled_sums(data, n, seed), data.shape[0]), level)
+    return _interval(_resample(data, stat, n, seed), level)
 
 
 def summarize_overlap(items: pd.DataFrame, n_boot: int = 10000, seed: int = 0, level: float = 0.90) -> dict:
@@ -132,25 +160,31 @@ def summarize_overlap(items: pd.DataFrame, n_boot: int = 10000, seed: int = 0, l
 
     "per_video_mean": mean over items within each video, then mean over videos (with one traced ED frame
     per video this is the paper's per-video Dice); "pooled": EchoNet's pixel pooling over all items.
-    The per-video intervals resample videos; the pooled ones resample items.
+    All intervals resample videos (frames of one video are not independent), one shared draw per summary.
     """
     if items.empty:
         return {"n_videos": 0, "n_frames": 0}
     inter = items["I"].to_numpy(np.int64)
     union = items["U"].to_numpy(np.int64)
-    per = pd.DataFrame({"FileName": items["FileName"].to_numpy(),
+    per = pd.DataFrame({"FileName": items["FileName"].to_numpy(), "I": inter, "U": union,
                         "dice": dice_from_counts(inter, union, "none"),
                         "iou": iou_from_counts(inter, union, "none")})
-    video = per.groupby("FileName", sort=False)[["dice", "iou"]].mean()
-    counts = np.stack([inter, union], axis=1)
+    video = per.groupby("FileName", sort=False).agg(dice=("dice", "mean"), iou=("iou", "mean"),
+                                                    I=("I", "sum"), U=("U", "sum"))
+    table = video[["dice", "iou", "I", "U"]].to_numpy(dtype=np.float64)
+
+    def stats4(sums: np.ndarray, m: int) -> np.ndarray:  # column sums (B, 4) -> (B, 4) statistics
+        i, u = sums[:, 2], sums[:, 3]
+        return np.stack([sums[:, 0] / m, _ratio(2 * i, u + i), sums[:, 1] / m, _ratio(i, u)], axis=1)
+
+    m = len(table)
+    vals = stats4(resampled_sums(table, n_boot, seed), m)
+    point = stats4(table.sum(axis=0)[None], m)[0]
     out: dict = {"n_videos": int(len(video)), "n_frames": int(len(items))}
-    for name in ("dice", "iou"):
-        vals = video[name].to_numpy()
-        out[f"{name}_per_video_mean"] = float(vals.mean())
-        out[f"{name}_per_video_mean_ci90"] = list(bootstrap_ci(vals, "mean", n_boot, level, seed))
-        pooled = (dice_from_counts if name == "dice" else iou_from_counts)(inter, union, "pooled")
-        out[f"{name}_pooled"] = float(pooled)
-        out[f"{name}_pooled_ci90"] = list(bootstrap_ci(counts, f"pooled_{name}", n_boot, level, seed))
+    for k, (name, kind) in enumerate((("dice", "per_video_mean"), ("dice", "pooled"),
+                                      ("iou", "per_video_mean"), ("iou", "pooled"))):
+        out[f"{name}_{kind}"] = float(point[k])
+        out[f"{name}_{kind}_ci90"] = list(_interval(vals[:, k], level))
     return out
 
 

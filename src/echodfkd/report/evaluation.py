@@ -1,0 +1,171 @@
+"""Write an evaluation report: metrics.json, report.md, per-clip CSVs, figures/*.png and overlays/*.gif."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from echodfkd.errors import EchoDFKDError
+from echodfkd.evaluate.phases import echonet_es_frames, find_phase_frame
+from echodfkd.evaluate.segmentation import binarize
+from echodfkd.io.atomic import save_json, save_text
+from echodfkd.report import figures
+from echodfkd.report.overlays import save_overlay
+from echodfkd.report.tables import afd_table, fmt, markdown, segmentation_table, table2
+
+
+def _picks(per_clip: pd.DataFrame | None, names: list[str], k: int) -> list[tuple[str, str]]:
+    """Clips to show: best, median and worst by ED+ES error (else the first ones)."""
+    if k <= 0:
+        return []
+    if per_clip is None or per_clip.empty:
+        return [(n, "") for n in names[:k]]
+    total = (per_clip["ED"].fillna(0) + per_clip["ES"].fillna(0)).sort_values(kind="stable")
+    order = list(total.index)
+    idx = sorted({0, len(order) // 2, len(order) - 1})[:k]
+    tags = {0: "best", len(order) // 2: "median", len(order) - 1: "worst"}
+    return [(order[i], tags[i]) for i in idx]
+
+
+def _table2_rows(metrics: dict) -> list[dict]:
+    rows = []
+    model = metrics.get("model", {})
+    for key, method in (("afd", "this model, median-block method"),
+                        ("es_baseline", "this model, find_peaks ES rule"),
+                        ("teacher_afd", "teacher, median-block method"),
+                        ("teacher_es_baseline", "teacher, find_peaks ES rule (DeepLabv3 baseline)")):
+        m = metrics.get(key)
+        if not m:
+            continue
+        full, clean = m.get("full", {}), m.get("clean", {})
+        rows.append({"method": method, "params": model.get("params") if key in ("afd", "es_baseline") else None,
+                     "aFD_ED": full.get("aFD_ED"), "aFD_ES": full.get("aFD_ES"),
+                     "clean_aFD_ED": clean.get("aFD_ED"), "clean_aFD_ES": clean.get("aFD_ES"),
+                     "n": full.get("n_clips")})
+    return rows
+
+
+def _markdown(metrics: dict, figs: list[Path], gifs: list[Path], out: Path) -> str:
+    th = metrics["thresholds"]
+    lines = ["# EchoDFKD evaluation report", "",
+             f"- Dataset: `{metrics['dataset']}` (split {metrics['split']}, {metrics['n_clips']} clips evaluated, "
+             f"{metrics['n_missing_predictions']} without predictions)",
+             f"- Predictions: `{metrics['predictions']}`",
+             f"- Thresholds (fraction of 255, from {th['source']}): Dice {th['dice']:.4g}, aFD area {th['afd']:.4g}",
+             ""]
+    seg = metrics.get("segmentation", {})
+    titles = {"vs_tracings": "Segmentation against human tracings (traced ED/ES frames)",
+              "vs_ground_truth": "Segmentation against phantom ground truth (every frame)",
+              "vs_teacher": "Agreement with the teacher (every frame)"}
+    for key, title in titles.items():
+        if key in seg:
+            lines += [f"## {title}", "", segmentation_table(seg[key]),
+                      "Per-video mean: mean over each video's frames, then over videos (the paper's Table 1). "
+                      "Pooled: 2·ΣI / (ΣU + ΣI) over all pixels (EchoNet's). Brackets: bootstrap 90 % interval "
+                      f"({metrics.get('bootstrap_resamples', '?')} resamples of videos). "
+                      f"{seg[key].get('note', '')}.", ""]
+    if "afd" in metrics:
+        a = metrics["afd"]
+        lines += ["## Phase detection (aFD)", "",
+                  f"Signal: {a['signal']}. References: {a['references']}. Block distance: `{a['compat']}`. "
+                  f"Clean subset excludes {a['n_corrupted_excluded']} clip(s) listed in "
+                  f"`{a['corrupted_source'] or 'no corrupted list'}`. No example is removed from the full set.",
+                  "", afd_table(a), "### Table 2 (paper layout)", "", table2(_table2_rows(metrics))]
+        if a.get("unscorable"):
+            lines += [f"Clips without usable references ({len(a['unscorable'])}): "
+                      + "; ".join(f"{k}: {v}" for k, v in list(a["unscorable"].items())[:10]), ""]
+        if "afd_vs_ground_truth" in metrics:
+            g = metrics["afd_vs_ground_truth"]["full"]
+            lines += [f"Against the phantom's true ED/ES frames instead of the human ones: aFD ED "
+                      f"{fmt(g.get('aFD_ED'))}, ES {fmt(g.get('aFD_ES'))} frames.", ""]
+    an = metrics.get("analysis", {})
+    if an.get("afd_by_fps"):
+        lines += ["## aFD against sampling rate", "",
+                  markdown(["FPS bin (frames/s)", "Clips", "aFD ED (frames)", "aFD ES (frames)", "aFD ED (ms)",
+                            "aFD ES (ms)"],
+                           [[b["bin"], b["n"], fmt(b["aFD_ED"]), fmt(b["aFD_ES"]), fmt(b["ms_ED"], 1),
+                             fmt(b["ms_ES"], 1)] for b in an["afd_by_fps"]])]
+    if an.get("error_concentration"):
+        lines += ["## Error concentration", "",
+                  markdown(["Phase", "Clips", "Share of clips carrying 50 % of squared error",
+                            "... carrying 80 %"],
+                           [[p, c["n"], f"{100 * c['frac_50']:.1f} %", f"{100 * c['frac_80']:.1f} %"]
+                            for p, c in an["error_concentration"].items()])]
+    if an.get("ef"):
+        lines += ["## EF from mask areas", "",
+                  markdown(["Estimate", "Clips", "Pearson r", "MAE (EF %)", "Bias (EF %)"],
+                           [[k.replace("_", " "), v["n"], fmt(v["pearson_r"], 3), fmt(v["mae"]), fmt(v["bias"])]
+                            for k, v in an["ef"].items()]),
+                  "area = 100·(A_ED − A_ES)/A_ED (the reference code's estimate); arealength uses "
+                  "V = 8A²/(3πL) with L the mask's max Feret diameter. 'human frames' = traced frames, "
+                  "'found frames' = frames found by the median-block method.", ""]
+    if an.get("label_noise"):
+        lines += ["## Frame-label noise (Laplace + uniform fit)", "",
+                  markdown(["Phase", "Differences", "n", "μ (frames)", "b, mean abs. deviation (frames)", "uniform weight w"],
+                           [[p, f["source"], f["n"], fmt(f["mu"]), fmt(f["b"]), fmt(f["w"], 3)]
+                            for p, f in an["label_noise"].items()])]
+    if figs:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figs] + [""]
+    if gifs:
+        lines += ["## Overlays (student contour green, teacher red)", ""]
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in gifs] + [""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_path: Path | None,
+                 t_dice: float, overlays: int) -> None:
+    """Write metrics.json, report.md, phases.csv/ef.csv, figures and overlays under `out`."""
+    fig_dir = out / "figures"
+    figs: list[Path] = []
+    gifs: list[Path] = []
+    table: pd.DataFrame = extra.get("phase_table", pd.DataFrame())
+    if not table.empty:
+        save_text(out / "phases.csv", table.to_csv(index=False))
+    if extra.get("ef_table") is not None:
+        save_text(out / "ef.csv", extra["ef_table"].to_csv(index=False))
+    an = metrics.get("analysis", {})
+    if an.get("afd_by_fps"):
+        figs.append(figures.afd_vs_fps(pd.DataFrame(an["afd_by_fps"]), fig_dir / "afd_vs_fps.png"))
+    if extra.get("concentration"):
+        figs.append(figures.error_concentration(extra["concentration"], fig_dir / "error_concentration.png"))
+    ef = extra.get("ef_table")
+    if ef is not None and "EF_area_found" in ef and np.isfinite(ef["EF_ref"].to_numpy(float)).sum() >= 2:
+        series = {"area ratio, found frames": ef["EF_area_found"].to_numpy(),
+                  "area-length, found frames": ef["EF_arealength_found"].to_numpy()}
+        stats = {"area ratio, found frames": an["ef"].get("area_at_found_frames", {}),
+                 "area-length, found frames": an["ef"].get("arealength_at_found_frames", {})}
+        figs.append(figures.ef_scatter(series, ef["EF_ref"].to_numpy(), stats, fig_dir / "ef_scatter.png"))
+    refs, signals, fps = extra.get("refs", {}), extra.get("signals", {}), extra.get("fps", {})
+    compat = metrics.get("afd", {}).get("compat", "paper")
+    for name, tag in _picks(extra.get("per_clip"), list(signals), overlays):
+        sig, ref = signals.get(name), refs.get(name, {})
+        if sig is None:
+            continue
+        found = {p: [find_phase_frame(sig, r, p, compat) for r in ref.get(p, [])] for p in ("ED", "ES")}
+        label = "LV mask area (pixels)" if not metrics.get("afd", {}).get("signal", "").startswith("user") \
+            else "signal (user units)"
+        title = f"{name} ({tag} aFD clip)" if tag else name
+        figs.append(figures.area_curve(sig, fig_dir / f"area_curve_{tag or 'clip'}_{name}.png", title,
+                                       fps.get(name), ref, found, label, echonet_es_frames(sig)))
+        npz = pred / f"{name}.npz"
+        if npz.is_file():
+            gifs.append(_overlay(ds, name, npz, teacher_path, t_dice, out / "overlays" / f"{name}.gif"))
+    gifs = [g for g in gifs if g is not None]
+    metrics["figures"] = [p.relative_to(out).as_posix() for p in figs + gifs]
+    save_json(out / "metrics.json", metrics)
+    save_text(out / "report.md", _markdown(metrics, figs, gifs, out))
+
+
+def _overlay(ds, name: str, npz: Path, teacher_path: Path | None, t_dice: float, path: Path) -> Path | None:
+    from echodfkd.evaluate.runner import TEACHER_THRESHOLD, load_masks
+    try:
+        frames, fps = ds.video(name)
+    except EchoDFKDError:
+        return None  # an unreadable video is reported by `check`; the overlay is only an illustration
+    student = binarize(load_masks(npz), t_dice)
+    teacher = None
+    if teacher_path is not None and (teacher_path / f"{name}.npz").is_file():
+        teacher = binarize(load_masks(teacher_path / f"{name}.npz"), TEACHER_THRESHOLD)
+    return save_overlay(frames, student, path, fps, teacher)
