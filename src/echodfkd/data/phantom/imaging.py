@@ -1,0 +1,212 @@
+"""B-mode image formation: sector fan, beam-correlated speckle, attenuation, blur, clutter, dropout.
+
+Speckle is generated in beam (polar) coordinates, so its grains are short along the beam, and their
+lateral size grows with depth once scan-converted onto the image grid. A small pool of speckle fields is
+cross-faded over time (preserving the Rayleigh statistics), faster while the heart moves. Everything is
+precomputed per clip on polar grids, then applied to whole clips with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_POOL = 6    # speckle fields cross-faded over time
+_STEPS = 6   # quantisation of the cross-fade between two pool fields
+_LUT_STEPS = 1024
+_SQUARE = (np.arange(256, dtype=np.float32) / 255.0) ** 2
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Per-clip scanner settings (lengths in image-width units unless noted)."""
+
+    sector_apex: tuple[float, float]
+    half_angle: float       # rad
+    depth: float
+    gain_db: float
+    dynamic_range_db: float
+    gamma: float
+    attenuation_db: float   # net loss at full depth after time-gain compensation
+    tgc_db: tuple[float, ...]   # residual gain knots along depth
+    clutter: float
+    clutter_depth: float
+    psf: float              # axial blur sigma, pixels at 112
+    lateral_blur: float     # extra blur sigma at full depth, pixels at 112
+    speckle_axial: float    # speckle correlation along the beam, polar samples
+    speckle_lateral: float  # speckle correlation across beams, polar samples
+    speckle_rate: float     # speckle fields per second at rest
+    dropout: float          # depth of wall dropout (0 none, 1 full)
+    markers: bool           # depth-scale dots beside the sector
+    synthetic: bool         # generator-like look (EchoNet-Synthetic stand-in)
+    flicker: float          # per-frame gain jitter (synthetic)
+
+
+def sample_acquisition(rng: np.random.Generator, style: str) -> Acquisition:
+    """Draw scanner settings; the `synthetic` style is smoother, brighter and flickers slightly."""
+    synthetic = style == "synthetic"
+    return Acquisition(
+        sector_apex=(rng.uniform(0.5, 0.56), rng.uniform(0.03, 0.08)),
+        half_angle=np.deg2rad(rng.uniform(41, 46)),
+        depth=rng.uniform(0.98, 1.1),
+        gain_db=rng.uniform(-13, -7) + (4.0 if synthetic else 0.0),
+        dynamic_range_db=rng.uniform(38, 48),
+        gamma=rng.uniform(1.2, 1.6) * (0.8 if synthetic else 1.0),
+        attenuation_db=rng.uniform(3, 10),
+        tgc_db=tuple(rng.normal(0, 1.5, size=4)),
+        clutter=rng.uniform(0.05, 0.25) * (0.5 if synthetic else 1.0),
+        clutter_depth=rng.uniform(0.04, 0.09),
+        psf=rng.uniform(0.3, 0.5) * (2.5 if synthetic else 1.0),
+        lateral_blur=rng.uniform(0.5, 1.2),
+        speckle_axial=rng.uniform(0.5, 0.8) * (2.2 if synthetic else 1.0),
+        speckle_lateral=rng.uniform(0.9, 1.4) * (1.8 if synthetic else 1.0),
+        speckle_rate=rng.uniform(2.0, 4.0),
+        dropout=rng.uniform(0.3, 0.85),
+        markers=(not synthetic) and rng.random() < 0.8,
+        synthetic=synthetic,
+        flicker=0.04 if synthetic else 0.0,
+    )
+
+
+class Scanner:
+    """Precomputed per-clip maps that turn reflectivity frames into B-mode frames."""
+
+    def __init__(self, acq: Acquisition, size: int, rng: np.random.Generator,
+                 dropout_centres: np.ndarray | None = None):
+        self.acq, self.size = acq, size
+        px = (np.arange(size, dtype=np.float32) + 0.5) / size
+        x, y = np.meshgrid(px, px)
+        dx, dy = x - acq.sector_apex[0], y - acq.sector_apex[1]
+        r = np.hypot(dx, dy)
+        theta = np.arctan2(dx, dy)  # 0 = straight down the fan
+        self.r, self.theta = r, theta
+        edge = size * np.minimum((acq.half_angle - np.abs(theta)) * r, acq.depth - r) + 0.5
+        self.sector = (np.clip(edge, 0.0, 1.0) * (dy > 0)).astype(np.float32)
+        depth = np.clip(r / acq.depth, 0.0, 1.0)
+        tgc = np.interp(depth, np.linspace(0, 1, len(acq.tgc_db)), acq.tgc_db)
+        side = 1.0 - 0.45 * np.clip(np.abs(theta) / acq.half_angle, 0, 1) ** 4
+        gain_db = acq.gain_db - acq.attenuation_db * depth + tgc
+        self.gain = (10.0 ** (gain_db / 10.0) * side * self.sector ** 2).astype(np.float32)
+        self.depth_weight = depth.astype(np.float32) ** 1.2
+        self._polar_maps(r, theta)
+        self.pool = self._speckle_pool(rng)
+        streaks = np.interp(theta, np.linspace(-1.0, 1.0, 24), rng.uniform(0.2, 1.0, 24))
+        near = acq.clutter * np.exp(-r / acq.clutter_depth) * streaks
+        self.clutter = near.astype(np.float32)
+        self.dropout = self._dropout_map(rng, dropout_centres, x, y)
+        self.texture = self._texture(rng) * self.dropout
+        self.overlay = self._markers(rng) if acq.markers else None
+        grey = np.linspace(0.0, 1.0, _LUT_STEPS + 1) ** acq.gamma
+        self.lut = np.clip(255.0 * grey + 0.5, 0, 255).astype(np.uint8)
+        self.lut[0] = 0
+
+    # ------------------------------------------------------------ static maps
+    def _polar_maps(self, r: np.ndarray, theta: np.ndarray) -> None:
+        """Image-grid -> beam-grid lookup (column = beam angle, row = depth) for cv2.remap."""
+        self.n_beams, self.n_depth = self.size, self.size
+        self.map_beam = ((theta / self.acq.half_angle + 1.0) * 0.5 * (self.n_beams - 1)).astype(np.float32)
+        self.map_depth = (r / self.acq.depth * (self.n_depth - 1)).astype(np.float32)
+
+    def _speckle_fields(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Complex Gaussian speckle fields (count, 2, H, W) correlated in beam coordinates, unit variance."""
+        shape = (count, 2, self.n_depth, self.n_beams)
+        raw = rng.standard_normal(shape, dtype=np.float32)
+        out = np.empty((count, 2, self.size, self.size), dtype=np.float32)
+        sx, sy = self.acq.speckle_lateral, self.acq.speckle_axial
+        for i in range(count):
+            for c in range(2):
+                field = cv2.GaussianBlur(raw[i, c], (0, 0), sigmaX=sx, sigmaY=sy, borderType=cv2.BORDER_REFLECT)
+                field /= field.std() + 1e-8
+                out[i, c] = cv2.remap(field, self.map_beam, self.map_depth, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT)
+        return out
+
+    def _speckle_pool(self, rng: np.random.Generator) -> np.ndarray:
+        return self._speckle_fields(rng, _POOL)
+
+    def _texture(self, rng: np.random.Generator) -> np.ndarray:
+        """Static tissue heterogeneity (bright and weak patches, streaks along the beams)."""
+        coarse = rng.lognormal(0.0, 0.6, size=(self.n_depth // 6 + 2, self.n_beams // 10 + 2)).astype(np.float32)
+        polar = cv2.resize(coarse, (self.n_beams, self.n_depth), interpolation=cv2.INTER_CUBIC)
+        tex = cv2.remap(polar, self.map_beam, self.map_depth, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        return np.clip(tex, 0.25, 3.0).astype(np.float32)
+
+    def _dropout_map(self, rng: np.random.Generator, centres: np.ndarray | None, x: np.ndarray,
+                     y: np.ndarray) -> np.ndarray:
+        """Static echo loss where walls run along the beam (lateral wall, atrial septum) or deep."""
+        loss = np.zeros_like(x)
+        if centres is not None and self.acq.dropout > 0:
+            for cx, cy in centres:
+                if rng.random() < 0.65:
+                    radius = rng.uniform(0.04, 0.09)
+                    loss += rng.uniform(0.5, 1.0) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius ** 2))
+        return (1.0 - self.acq.dropout * np.clip(loss, 0.0, 1.0)).astype(np.float32)
+
+    def _markers(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Depth-scale dots just outside the right fan edge, as burned into EchoNet clips."""
+        img = np.zeros((self.size, self.size), dtype=np.uint8)
+        ax, ay = self.acq.sector_apex
+        ang = self.acq.half_angle + 0.08
+        direction = np.array([np.sin(ang), np.cos(ang)])
+        for d in np.arange(0.12, rng.uniform(0.32, 0.45), 0.022):
+            px = (np.array([ax, ay]) + d * direction) * self.size
+            cv2.circle(img, (int(px[0]), int(px[1])), 0, int(rng.uniform(170, 230)), -1)
+        tip = (np.array([ax, ay]) + np.array([0.06, -0.035])) * self.size
+        cv2.circle(img, (int(tip[0]), int(tip[1])), max(1, self.size // 90), 150, -1)
+        mask = img > 0
+        return mask, img[mask]
+
+    # ------------------------------------------------------------ per clip
+    def speckle(self, rng: np.random.Generator, speed: np.ndarray, fps: float) -> np.ndarray:
+        """Speckle power (T, H, W), mean 1, decorrelating over time (faster while the heart moves).
+
+        Consecutive pool fields are cross-faded as complex fields (cos/sin weights keep the statistics);
+        the fade is quantised to _STEPS levels so every frame is a lookup into a small per-clip table.
+        """
+        rate = self.acq.speckle_rate * (1.0 + 1.5 * np.abs(speed))  # fields per second
+        phase = np.cumsum(rate / fps) + rng.uniform(0, _POOL)
+        step = np.floor(phase * _STEPS).astype(np.int64) % (_POOL * _STEPS)
+        k, f = np.divmod(np.arange(_POOL * _STEPS), _STEPS)
+        w = (0.5 * np.pi * f / _STEPS).astype(np.float32)
+        ca, cb = np.cos(w)[:, None, None], np.sin(w)[:, None, None]
+        a, b = self.pool[k], self.pool[(k + 1) % _POOL]
+        i = ca * a[:, 0] + cb * b[:, 0]
+        q = ca * a[:, 1] + cb * b[:, 1]
+        table = (i * i + q * q) * np.float32(0.5)  # unit-variance components: mean power 1
+        return table[step]
+
+    def render(self, reflectivity: np.ndarray, power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """B-mode frames (T, H, W) uint8 from reflectivity (T, H, W) uint8 and speckle power."""
+        acq, scale = self.acq, self.size / 112.0
+        # Backscattered power of the tissue: reflectivity squared (a lookup), times static heterogeneity.
+        x = _SQUARE[reflectivity]
+        x *= self.texture
+        wide = np.empty_like(x)
+        for t in range(x.shape[0]):
+            cv2.GaussianBlur(x[t], (0, 0), acq.lateral_blur * scale, dst=wide[t])
+        wide -= x
+        wide *= self.depth_weight
+        x += wide  # beam widens with depth: blend towards the blurred image
+        # Speckle, attenuation/TGC/gain, fan mask, and the near-field clutter.
+        x += self.clutter
+        x *= power
+        x *= self.gain
+        if acq.flicker:
+            x *= (1.0 + rng.normal(0, acq.flicker, size=(x.shape[0], 1, 1))).astype(np.float32)
+        # The 112-px grid averages several speckle cells (as EchoNet's downsampling does).
+        blur = acq.psf * scale
+        for t in range(x.shape[0]):
+            cv2.GaussianBlur(x[t], (0, 0), blur, dst=x[t])
+        # Log compression and grey map through a lookup table on quantised decibels.
+        x += np.float32(1e-12)
+        np.log10(x, out=x)
+        x *= np.float32(10.0 * _LUT_STEPS / acq.dynamic_range_db)
+        x += np.float32(_LUT_STEPS)
+        np.clip(x, 0, _LUT_STEPS, out=x)
+        frames = self.lut[x.astype(np.int32)]
+        if self.overlay is not None:
+            mask, values = self.overlay
+            frames[:, mask] = values
+        return frames
