@@ -25,35 +25,48 @@ class ConvLSTMCell(nn.Module):
         z = x.new_zeros(n, self.hidden_channels, h, w)
         return z, z
 
-    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
-        """Gate pre-activations from the input alone (plus bias); batchable over all frames."""
-        return F.conv2d(x, self.conv.weight[:, : self.in_channels], self.conv.bias,
-                        padding=self.conv.padding)
+    def split_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gate kernel's input and hidden halves, contiguous (oneDNN's fast path needs that)."""
+        w = self.conv.weight
+        return w[:, : self.in_channels].contiguous(), w[:, self.in_channels:].contiguous()
 
-    def recurrent_step(self, gates_x: torch.Tensor, state: LSTMState) -> LSTMState:
+    def input_gates(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Gate pre-activations from the input alone (plus bias); batchable over all frames."""
+        weight = self.split_weights()[0] if weight is None else weight
+        return F.conv2d(x, weight, self.conv.bias, padding=self.conv.padding)
+
+    @staticmethod
+    def update(gates: torch.Tensor, c: torch.Tensor) -> LSTMState:
+        """LSTM state update from gate pre-activations ordered i, f, o, g."""
+        hidden = c.shape[1]
+        ifo = torch.sigmoid(gates[:, : 3 * hidden])
+        i, f, o = ifo[:, :hidden], ifo[:, hidden:2 * hidden], ifo[:, 2 * hidden:]
+        c = torch.addcmul(f * c, i, torch.tanh(gates[:, 3 * hidden:]))
+        return o * torch.tanh(c), c
+
+    def recurrent_step(self, gates_x: torch.Tensor, state: LSTMState, weight_h: torch.Tensor | None = None) -> LSTMState:
         """Advance one frame given precomputed input gates; returns the new (h, c)."""
         h, c = state
-        gates = gates_x + F.conv2d(h, self.conv.weight[:, self.in_channels:], None, padding=self.conv.padding)
-        i, f, o, g = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        weight_h = self.split_weights()[1] if weight_h is None else weight_h
+        return self.update(gates_x + F.conv2d(h, weight_h, None, padding=self.conv.padding), c)
 
     def forward(self, x: torch.Tensor, state: LSTMState | None = None) -> LSTMState:
         """One step on a frame batch (N, C, H, W); the state starts at zero when None."""
         if state is None:
             state = self.zero_state(x)
-        return self.recurrent_step(self.input_gates(x), state)
+        # One convolution over concat(x, h): no weight slicing per frame.
+        return self.update(self.conv(torch.cat([x, state[0]], 1)), state[1])
 
     def forward_sequence(self, x: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
         """Run over a clip (N, T, C, H, W); returns all hidden states (N, T, hidden, H, W) and the last state."""
         n, t, ch, hh, ww = x.shape
+        w_x, w_h = self.split_weights()  # sliced once per clip, not once per frame
         # The input half of the convolution does not depend on h, so it runs once for all frames.
-        gates_x = self.input_gates(x.reshape(n * t, ch, hh, ww)).reshape(n, t, -1, hh, ww)
+        gates_x = self.input_gates(x.reshape(n * t, ch, hh, ww), w_x).reshape(n, t, -1, hh, ww)
         if state is None:
             state = self.zero_state(x[:, 0])
         outputs = []
         for k in range(t):
-            state = self.recurrent_step(gates_x[:, k], state)
+            state = self.recurrent_step(gates_x[:, k], state, w_h)
             outputs.append(state[0])
         return torch.stack(outputs, dim=1), state
