@@ -1,0 +1,104 @@
+"""`echodfkd echoclip`: judge masks and find ED/ES frames with EchoCLIP (no human labels needed)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "echoclip"
+HELP = "score masks and cardiac phase with EchoCLIP (open_clip), no human labels needed"
+DESCRIPTION = (
+    "Mask quality: (a) mask blackened -> similarity to WALL; (b) mask dilated by 5 px and blackened -> "
+    "LEFT VENTRICLE minus NOTHING; combined = WALL + NOTHING - LEFT VENTRICLE (higher is better). Phase: "
+    "detrended cumulative sum of sim(THE MITRAL VALVE IS CLOSED) - sim(THE MITRAL VALVE IS OPEN) -> ED/ES by "
+    "the aFD method; aFD of each model's frames against EchoCLIP's and of EchoCLIP's against humans. "
+    "Frame embeddings are cached per clip and mask variant, so reruns and extra models cost nothing. "
+    "Writes REPORT/echoclip.json, REPORT/echoclip.md and REPORT/figures/*.png. Works offline from the "
+    "Hugging Face cache, a local-dir:DIR or a checkpoint file."
+)
+PROMPT_KEYS = ("wall", "lv", "nothing", "closed", "open")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    parser.add_argument("--data", required=True, metavar="DATA", help="dataset folder (EchoNet layout)")
+    parser.add_argument("--predictions", required=True, nargs="+", metavar="PRED",
+                        help="predictions folder(s) of <FileName>.npz (key masks); a folder of such "
+                             "folders is a sweep (scores by model size)")
+    parser.add_argument("--out", required=True, metavar="REPORT", help="report folder")
+    parser.add_argument("--model", default="hf-hub:mkaichristensen/echo-clip", metavar="MODEL",
+                        help="open_clip model: hf-hub:ORG/NAME, local-dir:DIR, or a checkpoint file")
+    parser.add_argument("--arch", default=None, metavar="NAME",
+                        help="open_clip architecture of a checkpoint file (default: its folder's "
+                             "open_clip_config.json, else inferred from the weights' shapes)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never contact the Hugging Face hub (also: HF_HUB_OFFLINE=1)")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="embedding cache (default: $ECHODFKD_CACHE/echoclip or ~/.cache/echodfkd/echoclip)")
+    parser.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                        help="bf16 = autocast (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="frames per forward pass")
+    parser.add_argument("--split", default="TEST", help="TRAIN, VAL, TEST, a comma list, or all")
+    parser.add_argument("--max-clips", type=int, default=None, metavar="N", help="evaluate the first N clips only")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="T",
+                        help="mask = soft >= T*255 (the reference used 127/255)")
+    parser.add_argument("--dilation", type=int, default=5, metavar="PX", help="dilation radius of variant (b)")
+    parser.add_argument("--phase-sign", type=float, default=1.0, choices=(1.0, -1.0),
+                        help="orientation of the integrated signal (ED = its maximum)")
+    parser.add_argument("--prompt", action="append", default=[], metavar="KEY=TEXT",
+                        help=f"override a prompt; keys: {', '.join(PROMPT_KEYS)}")
+    parser.add_argument("--figures", type=int, default=3, metavar="N", help="Fig. 5-like plots for the first N clips")
+    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+                        help="true frame rate of a folder without tracings whose AVI headers are wrong")
+
+
+def _prompts(items: list[str]) -> dict:
+    from echodfkd.errors import EchoDFKDError
+    from echodfkd.evaluate.echoclip.scores import DEFAULT_PROMPTS
+    prompts = dict(DEFAULT_PROMPTS)
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key.strip() not in PROMPT_KEYS or not text.strip():
+            raise EchoDFKDError(f"--prompt {item!r}: expected KEY=TEXT with KEY one of {', '.join(PROMPT_KEYS)}")
+        prompts[key.strip()] = text.strip()
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, evaluate, write the report and print a short summary."""
+    from echodfkd.errors import EchoDFKDError
+    from echodfkd.evaluate.echoclip.embed import default_cache_dir
+    from echodfkd.evaluate.echoclip.model import load_clip_model
+    from echodfkd.evaluate.echoclip.report import write_report
+    from echodfkd.evaluate.echoclip.runner import Settings, run_echoclip
+
+    if args.batch_size < 1:
+        raise EchoDFKDError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise EchoDFKDError(f"--threshold must be in [0, 1] (fraction of 255), got {args.threshold}")
+    if args.dilation < 0:
+        raise EchoDFKDError(f"--dilation must be >= 0, got {args.dilation}")
+    settings = Settings(threshold=args.threshold, dilation=args.dilation, prompts=_prompts(args.prompt),
+                        phase_sign=args.phase_sign, split=args.split, max_clips=args.max_clips,
+                        figure_clips=max(0, args.figures))
+    cache = None if args.no_cache else (args.cache or default_cache_dir())
+    model = load_clip_model(args.model, arch=args.arch, device=args.device, precision=args.precision,
+                            offline=args.offline, hash_dir=cache)
+    results, figures = run_echoclip(args.data, args.predictions, model, cache, settings,
+                                    batch_size=args.batch_size, fps_override=args.fps)
+    paths = write_report(results, figures, args.out)
+    s = results["summary"]
+    eh = s["echoclip_vs_human"]
+    print(f"EchoCLIP on {s['clips']} clip(s); {results['embeddings']['computed_frames']} frame(s) embedded "
+          f"this run; EchoCLIP vs humans aFD ED {_f(eh['ED'])} ES {_f(eh['ES'])}")
+    for name, m in s["models"].items():
+        a = m["afd_vs_echoclip"]
+        print(f"  {name}: combined {_f(m['combined'], 4)} (WALL {_f(m['wall'], 4)}, LV {_f(m['lv'], 4)}, "
+              f"NOTHING {_f(m['nothing'], 4)}); aFD vs EchoCLIP ED {_f(a['ED'])} ES {_f(a['ES'])}")
+    print(f"wrote {paths['json']} and {paths['md']}")
+    return 0
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
