@@ -1,14 +1,19 @@
-"""Tiny distillation datasets for tests: pulsating-ellipse clips in the EchoNet layout plus soft targets.
+"""Tiny distillation datasets for tests.
 
-The targets stand in for a teacher's output (round(255 * sigmoid(logit)) of the true LV/RV masks).
+- `make_dataset`: pulsating-ellipse clips in the EchoNet layout with hand-made soft targets (LV, optional RV)
+  in the labeller's format; quick, and easy to damage for the bad-input tests.
+- `labelled_phantom`: phantom clips from `echodfkd.data.phantom` labelled by a tiny teacher through
+  `echodfkd.distill.label` (the real pipeline).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from echodfkd.io.atomic import save_json, save_npz
 from echodfkd.io.video import write_video
@@ -48,5 +53,43 @@ def make_dataset(root: Path, splits: list[str], size: int = 64, frames: int | li
         rows.append(dict(FileName=name, EF=55.0, ESV=0.0, EDV=0.0, FrameHeight=size, FrameWidth=size, FPS=50,
                          NumberOfFrames=t_count, Split=split))
     pd.DataFrame(rows).to_csv(data / "FileList.csv", index=False)
-    save_json(targets / "meta.json", {"teacher": teacher, "teacher_sha256": "0" * 64, "clips": len(rows)})
+    record = {"arch": teacher, "weights_hash": "0" * 64}
+    channels = {"masks": record, "rv": record} if rv else {"masks": record}
+    save_json(targets / "meta.json", {"format": "echodfkd-teacher-targets", "version": 1, "channels": channels,
+                                      "teacher": record})
+    return data, targets
+
+
+def tiny_teacher(seed: int = 0) -> Any:
+    """A seeded two-conv Teacher with confident outputs (per-frame standardised logits x 8)."""
+    from torch import nn
+
+    from echodfkd.models.teacher import Teacher
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(seed)
+            self.a, self.b = nn.Conv2d(3, 4, 5, padding=2), nn.Conv2d(4, 1, 5, padding=2)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            y = self.b(torch.tanh(self.a(x)))
+            mean, std = y.mean(dim=(1, 2, 3), keepdim=True), y.std(dim=(1, 2, 3), keepdim=True)
+            return {"out": 8 * (y - mean) / (std + 1e-6)}
+
+    return Teacher(Tiny(), arch="tiny-test-teacher").eval()
+
+
+def labelled_phantom(root: Path, splits: list[str], size: int = 64, frames: int = 30) -> tuple[Path, Path]:
+    """A phantom dataset (our generator) with the given splits, labelled by `tiny_teacher` (real labelling path)."""
+    from echodfkd.data.phantom import generate_phantom
+    from echodfkd.distill.label import label_dataset
+
+    data = generate_phantom(root / "data", len(splits), style="dynamic", seed=0, size=size, frames=frames,
+                            workers=1)
+    table = pd.read_csv(data / "FileList.csv")
+    table["Split"] = splits
+    table.to_csv(data / "FileList.csv", index=False)
+    targets = root / "targets"
+    label_dataset(data, tiny_teacher(), targets, splits=("TRAIN", "VAL"), batch_size=64)
     return data, targets

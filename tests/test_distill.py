@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from distill_data import make_dataset
+from distill_data import labelled_phantom, make_dataset
 from echodfkd.cli import main
 from echodfkd.data import open_dataset
 from echodfkd.data.clips import ClipStore, FixedWindows, TargetsFolder, TrainWindows, check_targets
@@ -106,7 +106,7 @@ def test_calibration_finds_the_thresholds_that_match_the_teacher():
 def test_loss_falls_and_thresholds_land_in_config(tmp_path):
     from echodfkd.distill.train import distill
 
-    data, targets = make_dataset(tmp_path, SPLITS)
+    data, targets = labelled_phantom(tmp_path, SPLITS)
     run = distill(data, targets, tmp_path / "run", epochs=6, **SMALL)
     log = pd.concat(pd.read_csv(p) for p in (run / "logs" / "csv").glob("version_*/metrics.csv"))
     train = log.dropna(subset=["train_loss"]).sort_values("epoch")["train_loss"].to_numpy()

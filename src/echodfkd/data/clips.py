@@ -146,7 +146,8 @@ def _check_meta_channels(targets: TargetsFolder, channels: tuple[str, ...]) -> N
     declared = (targets.meta or {}).get("channels")
     if declared is None:
         return
-    declared = [str(c).lower() for c in (declared if isinstance(declared, list) else [declared])]
+    names = list(declared) if isinstance(declared, (dict, list)) else [declared]
+    declared = ["lv" if str(c).lower() in ("masks", "lv") else str(c).lower() for c in names]
     if "rv" in declared and "rv" not in channels:
         raise DatasetError(f"{targets.root / META}: meta declares channels {declared} but the target files "
                            f"hold no 'rv' array")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ def search(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = space or SEARCH_SPACE
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=60, grace_period=180)
+    with warnings.catch_warnings():  # heartbeats (stale-trial detection) are flagged experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", heartbeat_interval=60,
+                                             grace_period=180)
     study = optuna.create_study(
         storage=storage, study_name=study_name, load_if_exists=True, direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),

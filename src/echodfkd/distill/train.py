@@ -54,9 +54,14 @@ def _quiet() -> bool:
 
 
 def _identity(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of a targets meta that names the teacher (not counts or dates that grow on resume)."""
-    keys = ("teacher", "hash", "sha", "arch", "normal", "checkpoint", "weights")
-    return {k: v for k, v in (meta or {}).items() if any(s in k.lower() for s in keys)}
+    """The teacher(s) a targets meta names: architecture and weights hash per channel (not paths or counts)."""
+    meta = meta or {}
+    keys = ("arch", "weights_hash")
+    if isinstance(meta.get("channels"), dict):
+        return {c: {k: r.get(k) for k in keys} for c, r in meta["channels"].items() if isinstance(r, dict)}
+    if isinstance(meta.get("teacher"), dict):
+        return {k: meta["teacher"].get(k) for k in keys}
+    return {k: v for k, v in meta.items() if any(s in k.lower() for s in ("teacher", "hash", "sha", "arch"))}
 
 
 def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None:
