@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -145,6 +146,11 @@ def _expected_shape(ds: DatasetFolder, name: str) -> tuple[int, int, int] | None
     return info.frames, info.height, info.width
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is handled once, by the parent (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _inspect(job: tuple[str, str, tuple[int, int, int] | None], config: CheckConfig) -> VideoFindings:
     name, path, expected = job
     return inspect_video(name, path, expected, config)
@@ -166,8 +172,14 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None, config: C
         findings = list(bar(map(task, jobs)))
     else:
         chunk = max(1, min(32, len(jobs) // (workers * 8)))
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
+                                   initializer=_ignore_sigint)
+        try:
             findings = list(bar(pool.map(task, jobs, chunksize=chunk)))
+        except BaseException:  # Ctrl-C: drop queued clips instead of waiting for them
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     problems: list[Problem] = []
     for found in findings:
         rows = list(found.problems)
