@@ -208,3 +208,14 @@ def test_real_filelist_reports_the_six_untraced(shared_fixtures, tmp_path):
     untraced = [p.FileName for p in report.problems if p.reason == "no_tracings"]
     assert untraced == table.FileName.tolist()[-6:] and "0X5DD5283AC43CCDD1" in untraced
     assert report.by_reason() == {"missing_video": 10030, "no_tracings": 6}
+
+
+@pytest.mark.parametrize("style", ["dynamic", "synthetic"])
+def test_check_finds_exactly_the_phantom_corruptions(tmp_path, style):
+    phantom = pytest.importorskip("echodfkd.data.phantom")
+    root = phantom.generate_phantom(tmp_path / style, 8, style=style, seed=3, corrupt=0.5, size=64, workers=1,
+                                    frames=48)
+    truth = pd.read_csv(root / "GroundTruth" / "corrupted.csv")
+    report = check_dataset(root, workers=1)
+    assert {(p.FileName, p.reason) for p in report.problems} == set(zip(truth.FileName, truth.kind))
+    assert len(truth) == 4
