@@ -57,12 +57,10 @@ def longest_run(flags: np.ndarray) -> tuple[int, int]:
     return int(ends[best] - starts[best]), int(starts[best])
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame Pearson correlation of centred arrays (N, H, W); NaN where either is flat."""
-    num = np.einsum("nij,nij->n", a, b)
-    den = np.sqrt(np.einsum("nij,nij->n", a, a) * np.einsum("nij,nij->n", b, b))
-    out = np.full(len(a), np.nan)
-    np.divide(num, den, out=out, where=den > 0)
+def _ratio(num: np.ndarray, den_sq: np.ndarray) -> np.ndarray:
+    """num / sqrt(den_sq), NaN where the denominator vanishes (flat frames)."""
+    out = np.full(len(num), np.nan)
+    np.divide(num, np.sqrt(np.maximum(den_sq, 0)), out=out, where=den_sq > 0)
     return out
 
 
@@ -74,14 +72,18 @@ def frame_statistics(frames: np.ndarray) -> dict[str, np.ndarray]:
         frames = resize_frames(frames, (max(2, round(h * scale)), max(2, round(w * scale))))
     x = frames.astype(np.float32)
     x -= x.mean(axis=(1, 2), keepdims=True)
-    std = np.sqrt((x * x).mean(axis=(1, 2)))
-    across = _corr(x[:, :, 1:], x[:, :, :-1])
-    down = _corr(x[:, 1:, :], x[:, :-1, :])
+    # Sums of squares of the shifted views follow from the whole-frame sum minus one edge row/column.
+    sq = np.einsum("nij,nij->n", x, x, dtype=np.float64)
+    first_col, last_col = (np.einsum("ni,ni->n", x[:, :, k], x[:, :, k], dtype=np.float64) for k in (0, -1))
+    first_row, last_row = (np.einsum("ni,ni->n", x[:, k], x[:, k], dtype=np.float64) for k in (0, -1))
+    across = _ratio(np.einsum("nij,nij->n", x[:, :, 1:], x[:, :, :-1]), (sq - first_col) * (sq - last_col))
+    down = _ratio(np.einsum("nij,nij->n", x[:, 1:], x[:, :-1]), (sq - first_row) * (sq - last_row))
     spatial = np.where(np.isnan(across), down, np.where(np.isnan(down), across, (across + down) / 2))
     temporal = np.full(len(x), np.nan)
     if len(x) > 1:
-        temporal[1:] = _corr(x[1:], x[:-1])
-    return {"std": std, "spatial": spatial, "temporal": temporal}
+        temporal[1:] = _ratio(np.einsum("nij,nij->n", x[1:], x[:-1]), sq[1:] * sq[:-1])
+    std = np.sqrt(sq / (x.shape[1] * x.shape[2]))
+    return {"std": std.astype(np.float32), "spatial": spatial, "temporal": temporal}
 
 
 def _flag_summary(flags: np.ndarray, run: int, fraction: float) -> tuple[bool, int, int]:
