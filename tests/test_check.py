@@ -14,7 +14,7 @@ from echonet_folders import beating_clip, filelist_row, make_folder, standard_tr
 from echodfkd.data.check import REASONS, check_dataset, check_video, summarize
 from echodfkd.data.video_checks import CheckConfig, frame_problems, longest_run
 from echodfkd.errors import DatasetError
-from echodfkd.io.video import read_video, write_video
+from echodfkd.io.video import read_video
 
 N, S = 30, 64  # frames and size of the generated clips
 
