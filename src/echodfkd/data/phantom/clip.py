@@ -67,6 +67,11 @@ def _draw_ef(rng: np.random.Generator) -> float:
     return float(np.clip(ef, 0.10, 0.85))
 
 
+def min_frames(fps: float) -> int:
+    """Fewest frames that hold one whole beat at the fastest heart rate, at this frame rate."""
+    return math.ceil(fps * BEAT_MARGIN * 60.0 / HR_RANGE[1]) + 5
+
+
 def _timing(rng: np.random.Generator, style: str, frames: int | None, fps: float | None) -> tuple[int, int, float]:
     """(fps, n_frames, heart rate) with at least one whole beat in the clip."""
     hr = float(np.clip(np.exp(rng.normal(np.log(75.0), 0.2)), *HR_RANGE))
@@ -74,15 +79,17 @@ def _timing(rng: np.random.Generator, style: str, frames: int | None, fps: float
         rate = int(round(fps)) if fps else 32
         n = frames or 192
     else:
-        rate = int(round(fps)) if fps else draw_fps(rng, max_fps=frames / 0.7 if frames else None)
+        # With a forced length, only frame rates at which a fast beat fits are drawn.
+        cap = (frames - 5) * HR_RANGE[1] / (60.0 * BEAT_MARGIN) if frames else None
+        rate = int(round(fps)) if fps else draw_fps(rng, max_fps=cap)
         n = frames or int(np.clip(round(draw_duration(rng) * rate), MIN_FRAMES, MAX_FRAMES))
         if not frames:
             need = math.ceil(rate * BEAT_MARGIN * 60.0 / hr) + 5
             n = max(n, min(MAX_FRAMES, need))
-    hr_min = 60.0 * BEAT_MARGIN / max((n - 5) / rate, 1e-6)
-    if hr_min > HR_RANGE[1]:
+    if n < min_frames(rate):
         raise DatasetError(f"phantom: {n} frames at {rate} fps is too short to hold one heart beat "
-                           f"(need at least {math.ceil(rate * BEAT_MARGIN * 60 / HR_RANGE[1]) + 5} frames)")
+                           f"(need at least {min_frames(rate)} frames)")
+    hr_min = 60.0 * BEAT_MARGIN / ((n - 5) / rate)
     return rate, n, max(hr, hr_min)
 
 
@@ -188,7 +195,7 @@ def make_clip(seed: int, index: int, style: str = "dynamic", size: int = 112, ki
     ed, es = true_phases(cycle, area)
 
     levels = sample_echogenicity(ri)
-    background = background_texture(ri, size, ri.uniform(8, 22))
+    background = background_texture(ri, size, ri.uniform(5, 16))
     reflectivity = draw_scene(heart, levels, background)
     scanner = Scanner(acquisition, size, ri, (landmarks(heart) + 0.5) / size)
     power = scanner.speckle(ri, np.abs(np.gradient(cycle.m)) * rate, rate)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from echodfkd.data.phantom.clip import MAX_FRAMES, STYLES, clip_name, make_clip
+from echodfkd.data.phantom.clip import MAX_FRAMES, STYLES, clip_name, make_clip, min_frames
 from echodfkd.data.phantom.corrupt import KINDS, VIDEO_KINDS, plan_corruption
-from echodfkd.data.phantom.tables import SPLIT_FRACTIONS
+from echodfkd.data.phantom.tables import FPS_COUNTS, SPLIT_FRACTIONS
 from echodfkd.errors import DatasetError
 from echodfkd.io.atomic import save_json, save_npz, save_text
 from echodfkd.io.video import write_video
@@ -97,6 +97,10 @@ def _validate(videos: int, style: str, corrupt: float, size: int, frames: int | 
         raise DatasetError(f"phantom: frames must be between 16 and {4 * MAX_FRAMES} (got {frames})")
     if fps is not None and not 5 <= fps <= 500:
         raise DatasetError(f"phantom: fps must be between 5 and 500 (got {fps})")
+    rate = fps if fps is not None else (32 if style == "synthetic" else min(FPS_COUNTS))
+    if frames is not None and frames < min_frames(rate):
+        raise DatasetError(f"phantom: {frames} frames at {rate:g} fps cannot hold one heart beat "
+                           f"(need at least {min_frames(rate)})")
 
 
 def _default_workers() -> int:

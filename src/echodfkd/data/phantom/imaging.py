@@ -35,6 +35,7 @@ class Acquisition:
     clutter_depth: float
     psf: float              # axial blur sigma, pixels at 112
     lateral_blur: float     # extra blur sigma at full depth, pixels at 112
+    specular: float         # strength of echoes from interfaces facing the beam
     speckle_axial: float    # speckle correlation along the beam, polar samples
     speckle_lateral: float  # speckle correlation across beams, polar samples
     speckle_rate: float     # speckle fields per second at rest
@@ -51,15 +52,16 @@ def sample_acquisition(rng: np.random.Generator, style: str) -> Acquisition:
         sector_apex=(rng.uniform(0.5, 0.56), rng.uniform(0.03, 0.08)),
         half_angle=np.deg2rad(rng.uniform(41, 46)),
         depth=rng.uniform(0.98, 1.1),
-        gain_db=rng.uniform(-13, -7) + (4.0 if synthetic else 0.0),
+        gain_db=rng.uniform(-11, -6) + (2.0 if synthetic else 0.0),
         dynamic_range_db=rng.uniform(38, 48),
-        gamma=rng.uniform(1.2, 1.6) * (0.8 if synthetic else 1.0),
+        gamma=rng.uniform(1.15, 1.5) * (0.85 if synthetic else 1.0),
         attenuation_db=rng.uniform(3, 10),
         tgc_db=tuple(rng.normal(0, 1.5, size=4)),
         clutter=rng.uniform(0.05, 0.25) * (0.5 if synthetic else 1.0),
         clutter_depth=rng.uniform(0.04, 0.09),
         psf=rng.uniform(0.3, 0.5) * (2.5 if synthetic else 1.0),
         lateral_blur=rng.uniform(0.5, 1.2),
+        specular=rng.uniform(2.0, 4.0) * (0.6 if synthetic else 1.0),
         speckle_axial=rng.uniform(0.5, 0.8) * (2.2 if synthetic else 1.0),
         speckle_lateral=rng.uniform(0.9, 1.4) * (1.8 if synthetic else 1.0),
         speckle_rate=rng.uniform(2.0, 4.0),
@@ -90,6 +92,8 @@ class Scanner:
         gain_db = acq.gain_db - acq.attenuation_db * depth + tgc
         self.gain = (10.0 ** (gain_db / 10.0) * side * self.sector ** 2).astype(np.float32)
         self.depth_weight = depth.astype(np.float32) ** 1.2
+        self.beam_x = (dx / np.maximum(r, 1e-6)).astype(np.float32)
+        self.beam_y = (dy / np.maximum(r, 1e-6)).astype(np.float32)
         self._polar_maps(r, theta)
         self.pool = self._speckle_pool(rng)
         streaks = np.interp(theta, np.linspace(-1.0, 1.0, 24), rng.uniform(0.2, 1.0, 24))
@@ -128,10 +132,10 @@ class Scanner:
 
     def _texture(self, rng: np.random.Generator) -> np.ndarray:
         """Static tissue heterogeneity (bright and weak patches, streaks along the beams)."""
-        coarse = rng.lognormal(0.0, 0.6, size=(self.n_depth // 6 + 2, self.n_beams // 10 + 2)).astype(np.float32)
+        coarse = rng.lognormal(0.0, 0.85, size=(self.n_depth // 6 + 2, self.n_beams // 10 + 2)).astype(np.float32)
         polar = cv2.resize(coarse, (self.n_beams, self.n_depth), interpolation=cv2.INTER_CUBIC)
         tex = cv2.remap(polar, self.map_beam, self.map_depth, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        return np.clip(tex, 0.25, 3.0).astype(np.float32)
+        return (np.clip(tex, 0.12, 4.0) ** 2).astype(np.float32)  # amplitude texture, in power
 
     def _dropout_map(self, rng: np.random.Generator, centres: np.ndarray | None, x: np.ndarray,
                      y: np.ndarray) -> np.ndarray:
@@ -184,11 +188,23 @@ class Scanner:
         x = _SQUARE[reflectivity]
         x *= self.texture
         wide = np.empty_like(x)
+        gx, gy = np.empty_like(x), np.empty_like(x)
+        edge_sigma = 0.7 * scale
         for t in range(x.shape[0]):
             cv2.GaussianBlur(x[t], (0, 0), acq.lateral_blur * scale, dst=wide[t])
+            cv2.GaussianBlur(x[t], (0, 0), edge_sigma, dst=gy[t])
+            cv2.Sobel(gy[t], cv2.CV_32F, 1, 0, dst=gx[t], ksize=3)
+            cv2.Sobel(gy[t], cv2.CV_32F, 0, 1, dst=gy[t], ksize=3)
+        # Specular echoes: interfaces facing the beam (gradient along the beam) reflect strongly.
+        gx *= self.beam_x
+        gy *= self.beam_y
+        gx += gy
+        np.abs(gx, out=gx)
+        gx *= np.float32(acq.specular * scale / 8.0)
         wide -= x
         wide *= self.depth_weight
         x += wide  # beam widens with depth: blend towards the blurred image
+        x += gx
         # Speckle, attenuation/TGC/gain, fan mask, and the near-field clutter.
         x += self.clutter
         x *= power

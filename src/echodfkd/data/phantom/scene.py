@@ -33,7 +33,7 @@ class Echogenicity:
 
 def sample_echogenicity(rng: np.random.Generator) -> Echogenicity:
     """Draw tissue brightness for one patient/machine."""
-    myo = int(rng.uniform(90, 140))
+    myo = int(rng.uniform(65, 110))
     return Echogenicity(
         blood=int(rng.uniform(2, 6)),
         myocardium=myo,
@@ -74,6 +74,7 @@ def draw_scene(heart: HeartFrames, levels: Echogenicity, background: np.ndarray)
     pap = None if heart.papillary is None else _pts(heart.papillary)
     peri = [_pts(p) for p in heart.pericardium]
     peri_thick = max(1, int(round(1.6 * size / 112)))
+    leaflet_thick = max(1, int(round(1.5 * size / 112)))
     hinge_r = int(round(0.9 * size / 112 * _SCALE))
     crux = _pts(heart.crux[:, 0])
     crux_r = int(round(2.2 * size / 112 * _SCALE))
@@ -91,7 +92,7 @@ def draw_scene(heart: HeartFrames, levels: Echogenicity, background: np.ndarray)
             cv2.fillPoly(img, [cavity[t]], levels.blood, line, _SHIFT)
         if pap is not None:
             cv2.fillPoly(img, [pap[t]], levels.papillary, line, _SHIFT)
-        cv2.polylines(img, list(leaflets[t]), False, levels.valve, 1, line, _SHIFT)
+        cv2.polylines(img, list(leaflets[t]), False, levels.valve, leaflet_thick, line, _SHIFT)
         cv2.circle(img, (int(crux[t, 0]), int(crux[t, 1])), crux_r, levels.pericardium, -1, line, _SHIFT)
         for hinge in leaflets[t, :, 0]:
             cv2.circle(img, (int(hinge[0]), int(hinge[1])), hinge_r, levels.pericardium, -1, line, _SHIFT)
