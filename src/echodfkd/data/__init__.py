@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from echodfkd.data.camus import Camus
 from echodfkd.data.echonet import TRACINGS, EchoNetDynamic, trace_area, trace_to_mask
 from echodfkd.data.folder import SPLITS, DatasetFolder
 from echodfkd.data.synthetic import ECHONET_SYNTHETIC_FPS, EchoNetSynthetic
@@ -22,6 +23,6 @@ def open_dataset(root: str | os.PathLike, fps_override: float | None = None) -> 
 
 
 __all__ = [
-    "DatasetFolder", "ECHONET_SYNTHETIC_FPS", "EchoNetDynamic", "EchoNetSynthetic", "SPLITS",
+    "Camus", "DatasetFolder", "ECHONET_SYNTHETIC_FPS", "EchoNetDynamic", "EchoNetSynthetic", "SPLITS",
     "open_dataset", "trace_area", "trace_to_mask",
 ]
