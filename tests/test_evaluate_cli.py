@@ -138,3 +138,38 @@ def test_cli_errors_are_one_line(tiny, capsys):
     assert rc == 2 and "b.npz: no 'masks' array" in capsys.readouterr().err
     rc = main(["report", str(tiny / "nowhere"), "--out", str(tiny / "r2")])
     assert rc == 2 and "sweep folder not found" in capsys.readouterr().err
+
+
+def test_evaluate_against_phantom_ground_truth_only(tmp_path):
+    """No VolumeTracings: every true ED/ES frame of GroundTruth/<name>.npz is a reference."""
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    (data / "Videos").mkdir(parents=True)
+    masks = disks()
+    lines = ["FileName,EF,Split"]
+    for name in ("p0", "p1"):
+        write_video(data / "Videos" / f"{name}.avi", np.where(masks, 10, 90).astype(np.uint8), 50.0)
+        save_npz(data / "GroundTruth" / f"{name}.npz", lv=masks, ed=np.array([0, 20]), es=np.array([10, 30]),
+                 ef=np.array(60.0))
+        save_npz(pred / f"{name}.npz", masks=(masks * 255).astype(np.uint8))
+        lines.append(f"{name},60,TEST")
+    (data / "FileList.csv").write_text("\n".join(lines) + "\n")
+    m = evaluate_predictions(data, pred, n_boot=50, out=tmp_path / "r", overlays=1)
+    assert "vs_tracings" not in m["segmentation"]
+    assert m["segmentation"]["vs_ground_truth"]["dice_pooled"] == 1.0
+    assert m["afd"]["references"].startswith("phantom ground truth")
+    assert m["afd"]["full"]["aFD_ED"] == 0.0 and m["afd"]["full"]["aFD_ES"] == 0.0
+    assert (tmp_path / "r" / "report.md").is_file()
+
+
+def test_overlay_colours():
+    from echodfkd.report.overlays import BOTH_RGB, STUDENT_RGB, TEACHER_RGB, overlay_frames
+    frames = np.full((2, 12, 12), 100, np.uint8)
+    student = np.zeros((2, 12, 12), bool)
+    student[:, 2:8, 2:8] = True
+    teacher = np.zeros_like(student)
+    teacher[:, 2:10, 2:8] = True                       # shares the top edge with the student
+    rgb = overlay_frames(frames, student, teacher, scale=1)
+    assert tuple(rgb[0, 2, 4]) == BOTH_RGB               # top edge: both contours
+    assert tuple(rgb[0, 7, 4]) == STUDENT_RGB            # student's bottom edge only
+    assert tuple(rgb[0, 9, 4]) == TEACHER_RGB            # teacher's bottom edge only
+    assert tuple(rgb[0, 5, 5]) == (100, 100, 100)        # inside: untouched

@@ -22,6 +22,10 @@ FPS_EDGES = (0.0, 30.0, 40.0, 49.5, 50.5, 60.0, 75.0, 100.0, math.inf)
 def _edge_label(lo: float, hi: float) -> str:
     if lo == 49.5 and hi == 50.5:
         return "50"
+    if hi == 49.5:  # the bins either side of the 50-fps bin
+        return f"{lo:g}-<50" if lo else "<50"
+    if lo == 50.5:
+        return f">50-{hi:g}" if not math.isinf(hi) else ">50"
     if math.isinf(hi):
         return f">={lo:g}"
     if lo == 0:

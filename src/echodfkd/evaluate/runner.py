@@ -163,7 +163,7 @@ def _label_noise(table: pd.DataFrame, truth: dict[str, dict[str, list[int]]]) ->
                  if n in truth and truth[n][phase]]
             source = "human frame - nearest true frame"
         else:
-            d, source = sub["Delay"].tolist(), "found frame - human frame"
+            d, source = sub["Delay"].tolist(), "found frame - reference frame"
         if len(d) >= 10:
             fit = fit_laplace_uniform(np.asarray(d, float))
             fit["source"] = source

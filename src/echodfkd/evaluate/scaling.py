@@ -49,7 +49,7 @@ def headline(metrics: dict) -> dict:
     out: dict = {}
     full = (metrics.get("afd") or {}).get("full") or {}
     clean = (metrics.get("afd") or {}).get("clean") or {}
-    for key in ("aFD_ED", "aFD_ES", "aFD_sum", "aFD_sum_ci90"):
+    for key in ("aFD_ED", "aFD_ES", "aFD_sum", "aFD_sum_ci90", "n_clips"):
         out[key] = full.get(key)
         out[f"clean_{key}"] = clean.get(key)
     seg = metrics.get("segmentation") or {}
@@ -180,6 +180,9 @@ def scaling_laws(sweep: pd.DataFrame) -> dict:
         if np.isfinite(y).sum() < 2:
             continue
         fit = fit_loglog(sweep["params"].to_numpy(), y)
+        sign = 1.0 if better == "higher" else -1.0
+        if fit.get("slope") is not None:
+            fit["improvement_per_doubling"] = sign * fit["slope"] * math.log(2)
         fit.update({"quantity": label, "better": better,
                     "saturation": saturation_point(sweep["params"].to_numpy(), y, noise, better)})
         out[metric] = fit

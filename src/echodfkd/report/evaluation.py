@@ -103,13 +103,14 @@ def _markdown(metrics: dict, figs: list[Path], gifs: list[Path], out: Path) -> s
                   "'found frames' = frames found by the median-block method.", ""]
     if an.get("label_noise"):
         lines += ["## Frame-label noise (Laplace + uniform fit)", "",
-                  markdown(["Phase", "Differences", "n", "μ (frames)", "b, mean abs. deviation (frames)", "uniform weight w"],
+                  markdown(["Phase", "Differences", "n", "μ (frames)", "b, mean abs. deviation (frames)",
+                            "uniform weight w"],
                            [[p, f["source"], f["n"], fmt(f["mu"]), fmt(f["b"]), fmt(f["w"], 3)]
                             for p, f in an["label_noise"].items()])]
     if figs:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figs] + [""]
     if gifs:
-        lines += ["## Overlays (student contour green, teacher red)", ""]
+        lines += ["## Overlays (student contour green, teacher red, shared yellow)", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in gifs] + [""]
     return "\n".join(lines)
 

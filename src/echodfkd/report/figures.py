@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -87,11 +88,13 @@ def area_curve(signal: np.ndarray, path: str | os.PathLike, name: str, fps: floa
         for h in (human or {}).get(phase, []):
             ax.axvline(h, color=color, ls="--", lw=1.2, label=f"human {phase}")
     if len(baseline_es):
-        ax.plot(list(baseline_es), sig[list(baseline_es)], "v", ms=7, mfc="none", color="tab:green",
-                label="find_peaks ES (EchoNet rule)")
+        below = transforms.offset_copy(ax.transData, fig=fig, y=-9, units="points")  # clear of found ES
+        ax.plot(list(baseline_es), sig[list(baseline_es)], "^", ms=7, mfc="none", color="tab:green",
+                transform=below, label="find_peaks ES (EchoNet rule)")
     ax.set_xlabel("Frame index")
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, max(sig.size - 1, 1))
+    ax.margins(y=0.12)
     if fps and fps > 0:
         sec = ax.secondary_xaxis("top", functions=(lambda f: f / fps, lambda s: s * fps))
         sec.set_xlabel("Time (s)")
@@ -130,35 +133,50 @@ def ef_scatter(estimates: dict[str, np.ndarray], reference: np.ndarray, stats: d
 
 def scaling_laws(sweep: pd.DataFrame, laws: dict, transformed: dict[str, np.ndarray],
                  path: str | os.PathLike, title: str = "Scaling laws over the (B, l) sweep") -> Path:
-    """Figs. 6/11/12: each fitted quantity against parameters (log axis) with the fit and saturation point."""
+    """Figs. 6/11/12: each fitted quantity against parameters (log axis) with the fit and saturation point.
+
+    Colour = blocks B, marker = layers l (one shared key), so no per-point text can collide.
+    """
+    from matplotlib.lines import Line2D
+
     metrics = [m for m in ("afd", "iou", "dice") if m in laws]
-    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4.6 * max(len(metrics), 1), 4.2),
-                             layout="constrained", squeeze=False)
+    ncols = max(len(metrics), 1)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.8 * ncols + 1.2, 4.8), layout="constrained", squeeze=False)
     params = sweep["params"].to_numpy(dtype=float)
+    blocks, layers = sweep["blocks"].to_numpy(), sweep["layers"].to_numpy()
+    colours = {b: plt.cm.viridis(i / max(len(set(blocks)) - 1, 1)) for i, b in enumerate(sorted(set(blocks)))}
+    markers = dict(zip(sorted(set(layers)), "osD^vP*X"))
     for ax, metric in zip(axes[0], metrics):
         law, y = laws[metric], transformed[metric]
-        ax.scatter(params, y, color="black", s=22, zorder=3, label="runs")
-        for p, yy, b, l in zip(params, y, sweep["blocks"], sweep["layers"]):
-            if np.isfinite(yy):
-                ax.annotate(f"({b},{l})", (p, yy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for b, l in sorted(set(zip(blocks, layers))):
+            sel = (blocks == b) & (layers == l)
+            ax.scatter(params[sel], y[sel], color=colours[b], marker=markers[l], s=36, zorder=3,
+                       edgecolors="black", linewidths=0.4)
+        handles = []
         if law.get("slope") is not None:
             xs = np.geomspace(params.min(), params.max(), 50)
             ci = law.get("slope_ci90")
             ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-            ax.plot(xs, law["intercept"] + law["slope"] * np.log(xs), color="tab:orange",
-                    label=f"slope {law['slope']:.3f}{ci_txt} per ln(params)")
+            handles += ax.plot(xs, law["intercept"] + law["slope"] * np.log(xs), color="tab:orange",
+                               label=f"fit: slope {law['slope']:.3f}{ci_txt} per ln(params)")
         sat = (law.get("saturation") or {}).get("params")
         if sat is not None:
-            ax.axvline(sat, color="tab:purple", ls="--", label=f"saturation at {sat:,.0f} params")
+            handles.append(ax.axvline(sat, color="tab:red", ls="--", label=f"saturation at {sat:,.0f} params"))
         ax.set_xscale("log")
         ax.set_xlabel("Parameters (count, log scale)")
         ax.set_ylabel(f"{law['quantity']} (dimensionless)")
-        better = "higher" if law["better"] == "higher" else "lower"
-        ax.set_title(f"{law['quantity']} ({better} is better)", fontsize=10)
-        ax.legend(fontsize=7, loc="best")
-        ax.margins(x=0.12, y=0.15)
+        ax.set_title(f"{law['quantity']} ({law['better']} is better)", fontsize=10)
+        ax.margins(x=0.08, y=0.1)
+        if handles:
+            ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      frameon=False)
     if not metrics:
         axes[0][0].text(0.5, 0.5, "no metric to fit", ha="center", va="center")
         axes[0][0].set_axis_off()
+    key = [Line2D([], [], ls="", marker="o", color=c, markeredgecolor="black", label=f"B = {b}")
+           for b, c in colours.items()]
+    key += [Line2D([], [], ls="", marker=m, color="grey", markeredgecolor="black", label=f"l = {l}")
+            for l, m in markers.items()]
+    fig.legend(handles=key, loc="outside right center", fontsize=8, title="Run")
     fig.suptitle(title)
     return _save(fig, path)

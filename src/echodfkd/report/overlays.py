@@ -1,4 +1,4 @@
-"""Overlay clips as in the paper's Fig. 2: student mask contour in green, teacher contour in red."""
+"""Overlay clips as in the paper's Fig. 2: student mask contour in green, teacher in red, both in yellow."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from echodfkd.io.video import write_color_video
 
 STUDENT_RGB = (0, 230, 0)
 TEACHER_RGB = (230, 0, 0)
+BOTH_RGB = (240, 220, 0)
 
 
 def _contour(masks: np.ndarray) -> np.ndarray:
@@ -34,32 +35,41 @@ def _upscale(frames: np.ndarray, scale: int, nearest: bool) -> np.ndarray:
 
 def overlay_frames(frames: np.ndarray, student: np.ndarray, teacher: np.ndarray | None = None,
                    scale: int = 3) -> np.ndarray:
-    """RGB uint8 (T, H·scale, W·scale, 3): grayscale frames with the student (green) / teacher (red) contours."""
+    """RGB uint8 (T, H·scale, W·scale, 3): frames with student (green) / teacher (red) contours, shared yellow."""
     frames = np.asarray(frames)
     if frames.ndim != 3:
         raise VideoError(f"overlay needs grayscale frames (T, H, W), got {frames.shape}")
     t = min(len(frames), len(student), len(teacher) if teacher is not None else len(student))
     big = _upscale(frames[:t], scale, nearest=False)
     rgb = np.repeat(big[..., None], 3, axis=-1)
-    for masks, color in ((teacher, TEACHER_RGB), (student, STUDENT_RGB)):
+    edges = []
+    for masks in (student, teacher):
         if masks is None:
+            edges.append(None)
             continue
         masks = np.asarray(masks[:t], dtype=bool)
         if masks.shape[1:] != frames.shape[1:]:
             masks = np.stack([cv2.resize(m.astype(np.uint8), frames.shape[:0:-1],
                                          interpolation=cv2.INTER_NEAREST) for m in masks]).astype(bool)
-        edge = _contour(_upscale(masks, scale, nearest=True).astype(bool))
-        rgb[edge] = color
+        edges.append(_contour(_upscale(masks, scale, nearest=True).astype(bool)))
+    student_edge, teacher_edge = edges
+    if teacher_edge is not None:
+        rgb[teacher_edge] = TEACHER_RGB
+    rgb[student_edge] = STUDENT_RGB
+    if teacher_edge is not None:
+        rgb[student_edge & teacher_edge] = BOTH_RGB  # the contours agree here
     return rgb
 
 
 def _palette_frames(rgb: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Map overlay frames to a fixed palette: 128 grey levels, then the student and teacher colours."""
+    """Map overlay frames to a fixed palette: 128 grey levels, then the student, teacher and shared colours."""
     grey = (rgb[..., 0].astype(np.uint16) + rgb[..., 1] + rgb[..., 2]) // 6   # mean / 2 -> 0..127
     idx = grey.astype(np.uint8)
     idx[np.all(rgb == STUDENT_RGB, axis=-1)] = 128
     idx[np.all(rgb == TEACHER_RGB, axis=-1)] = 129
-    palette = [v for g in range(128) for v in (2 * g + 1,) * 3] + list(STUDENT_RGB) + list(TEACHER_RGB)
+    idx[np.all(rgb == BOTH_RGB, axis=-1)] = 130
+    palette = [v for g in range(128) for v in (2 * g + 1,) * 3] + list(STUDENT_RGB) + list(TEACHER_RGB) \
+        + list(BOTH_RGB)
     return idx, palette + [0] * (768 - len(palette))
 
 

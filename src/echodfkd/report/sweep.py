@@ -18,14 +18,14 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
     fig = figures.scaling_laws(sweep, laws, ys, out / "figures" / "scaling_laws.png")
     rows = [{"method": f"EchoDFKD ({r.blocks},{r.layers})", "params": r.params, "aFD_ED": r.get("aFD_ED"),
              "aFD_ES": r.get("aFD_ES"), "clean_aFD_ED": r.get("clean_aFD_ED"),
-             "clean_aFD_ES": r.get("clean_aFD_ES")} for _, r in sweep.iterrows()]
+             "clean_aFD_ES": r.get("clean_aFD_ES"), "n": r.get("n_clips")} for _, r in sweep.iterrows()]
     fits = []
     for metric, law in laws.items():
         ci = law.get("slope_ci90")
         sat = law["saturation"]["params"]
         fits.append([law["quantity"], law["n"], fmt(law["slope"], 4),
                      f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "—", fmt(law.get("r2"), 3),
-                     fmt(law.get("gain_per_doubling"), 4), fmt_params(sat) if sat else "not reached"])
+                     fmt(law.get("improvement_per_doubling"), 4), fmt_params(sat) if sat else "not reached"])
     text = "\n".join([
         "# EchoDFKD sweep report", "", f"Sweep: `{sweep_dir}` ({len(sweep)} runs).", "",
         "## Table 1: Dice / meanIoU by blocks B and layers l", "", table1(sweep),
@@ -33,9 +33,10 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
         "(falls back to ground truth, then teacher agreement, when a run has no tracings).", "",
         "## Table 2: parameters and aFD (frames)", "", table2(rows),
         "## Scaling laws", "",
-        markdown(["Quantity", "Runs", "Slope per ln(params)", "90 % interval", "r²", "Gain per doubling",
+        markdown(["Quantity", "Runs", "Slope per ln(params)", "90 % interval", "r²", "Improvement per doubling",
                   "Saturation point"], fits),
-        "Slopes are least-squares fits against ln(params); intervals are t-quantile × standard error "
+        "Slopes are least-squares fits against ln(params); improvement per doubling = slope·ln 2, signed so "
+        "that positive is better; intervals are t-quantile × standard error "
         "(scipy.stats.linregress). Saturation point: the smallest model size beyond which the fitted gain per "
         "doubling of parameters falls below the runs' bootstrap 90 % half-width (see "
         "echodfkd.evaluate.scaling).", "",
