@@ -145,6 +145,10 @@ def test_checkpoint_routes_load_the_same_weights(tiny_ckpt, tmp_path):
     assert by_arch.preprocess_frames(frames).shape == (3, 3, 32, 32)  # the model's own transform
     text = by_arch.encode_texts(["WALL", "NOTHING"])
     assert text.shape == (2, 32)
+    # bf16 autocast (the GPU default) gives the same embeddings to bf16 accuracy, and its own cache key.
+    half = load_clip_model(str(tiny_ckpt), arch=TINY_NAME, precision="bf16")
+    np.testing.assert_allclose(half.encode_images(half.preprocess_frames(frames)), embs[0], atol=0.05)
+    assert half.key != by_arch.key and local.key == by_arch.key
 
 
 def test_inferred_config_matches_convnext_clip():
@@ -165,6 +169,10 @@ def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(ModelError, match="huggingface-cli download"):
         load_clip_model(str(tmp_path / "nope.pt"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hf"))
+    with monkeypatch.context() as mp:  # HF_HUB_OFFLINE=1 is honoured like --offline (no network attempt)
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(ModelError, match="not in the Hugging Face cache"):
+            load_clip_model("hf-hub:mkaichristensen/echo-clip")
     data, pred = _dataset(tmp_path, clips=1, frames=4)
     for model in ("hf-hub:mkaichristensen/echo-clip", str(tmp_path / "missing.safetensors"),
                   f"local-dir:{tmp_path / 'nodir'}"):

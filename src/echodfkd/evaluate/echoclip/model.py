@@ -88,11 +88,21 @@ def resolve_hf(repo_id: str, offline: bool = False) -> tuple[Path, Path]:
                 last = exc
         raise last or RuntimeError("no weights file")
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one line
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ModelError(f"hf-hub:{repo_id}: cannot get the weights (not cached; hub: {reason}); "
+        raise ModelError(f"hf-hub:{repo_id}: cannot get the weights (not cached; {_hub_reason(exc)}); "
                          + where_to_put("hf-hub:" + repo_id)) from None
     finally:
         hub_log.setLevel(level)
+
+
+def _hub_reason(exc: BaseException) -> str:
+    """A short reason for a failed hub download."""
+    kind, msg = type(exc).__name__, str(exc)
+    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "401" in msg or "403" in msg:
+        return "repository not found, private or gated: log in with `huggingface-cli login`"
+    if kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or "connect" in msg.lower():
+        return "the hub is unreachable (no network?); --offline fails at once"
+    words = (msg.strip().splitlines() or [kind])[0].split()
+    return "hub: " + " ".join(words[:20])
 
 
 def _weights_in_dir(folder: Path) -> Path | None:

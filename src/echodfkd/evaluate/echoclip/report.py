@@ -64,8 +64,9 @@ def markdown(results: dict, figure_files: list[str]) -> str:
         lines.append(f"| {name} | {_f(a['ED'], 2)} | {_f(a['ES'], 2)} | {r['area_threshold']:g} | "
                      f"{_f(r['corr_area_curve_median'], 2)} |")
     known = [c for c in corrs if c is not None]
-    if known and np.median(known) < 0:
-        lines += ["", f"Note: the signal runs opposite to the mask areas (median r < 0); ED/ES may be swapped. "
+    if known and np.median(known) < -0.3:  # clearly anti-correlated, not just noise
+        lines += ["", f"Note: the signal runs opposite to the mask areas (median r = {np.median(known):.2f}); "
+                  "ED/ES may be swapped. "
                   f"Rerun with `--phase-sign {-st['phase_sign']:+g}` if the masks are trusted."]
     for group, rows in s.get("sweeps", {}).items():
         lines += ["", f"## Scores by model size — sweep `{group}`", "",
