@@ -173,3 +173,19 @@ def test_overlay_colours():
     assert tuple(rgb[0, 7, 4]) == STUDENT_RGB            # student's bottom edge only
     assert tuple(rgb[0, 9, 4]) == TEACHER_RGB            # teacher's bottom edge only
     assert tuple(rgb[0, 5, 5]) == (100, 100, 100)        # inside: untouched
+
+
+def test_dataset_level_overlap_functions_match_the_runner(tiny):
+    from echodfkd.data import open_dataset
+    from echodfkd.evaluate.segmentation import score_vs_teacher, score_vs_tracings
+
+    ds = open_dataset(tiny / "data")
+    names = ds.names("TEST")
+    m = evaluate_predictions(tiny / "data", tiny / "pred", teacher_dir=tiny / "teacher", n_boot=100, overlays=0)
+    tr = score_vs_tracings(ds, tiny / "pred", names, n_boot=100)
+    assert tr["ES"]["dice_pooled"] == m["segmentation"]["vs_tracings"]["ES"]["dice_pooled"]
+    assert tr["overall"]["dice_per_video_mean_ci90"] == \
+        m["segmentation"]["vs_tracings"]["overall"]["dice_per_video_mean_ci90"]
+    te = score_vs_teacher(tiny / "pred", tiny / "teacher", names, n_boot=100)
+    assert te["iou_pooled"] == m["segmentation"]["vs_teacher"]["iou_pooled"]
+    assert te["n_frames"] == 3 * T

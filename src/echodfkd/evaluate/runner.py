@@ -7,9 +7,7 @@ Videos are never decoded except for the few overlay clips; the phase part works 
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,41 +20,10 @@ from echodfkd.evaluate import afd as afd_mod
 from echodfkd.evaluate.analysis import (afd_by_fps, ef_agreement, ef_area_length, ef_area_ratio,
                                         error_concentration, fit_laplace_uniform, long_axis)
 from echodfkd.evaluate.phases import find_phase_frame, nearest_frame
-from echodfkd.evaluate.segmentation import binarize, overlap_rows, summarize_by_phase, summarize_overlap
-from echodfkd.io.video import resize_masks
+from echodfkd.evaluate.predictions import TEACHER_THRESHOLD, load_masks, read_meta
+from echodfkd.evaluate.segmentation import (binarize, frame_rows, summarize_by_phase, summarize_overlap,
+                                            tracing_rows)
 from echodfkd.progress import progress
-
-TEACHER_THRESHOLD = 0.5  # the teacher's own rule: logit > 0
-
-
-def load_masks(path: Path, key: str = "masks") -> np.ndarray:
-    """The uint8 (T, H, W) soft masks of a prediction/target npz, or a DatasetError naming the file."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if key not in data.files:
-                raise DatasetError(f"{path}: no '{key}' array (has {', '.join(data.files) or 'nothing'})")
-            masks = data[key]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DatasetError(f"{path}: unreadable npz ({exc})") from None
-    if masks.ndim != 3 or masks.shape[0] == 0:
-        raise DatasetError(f"{path}: '{key}' must be (T, H, W) with T > 0, got {masks.shape}")
-    if masks.dtype == bool:
-        masks = masks.astype(np.uint8) * 255
-    elif masks.dtype != np.uint8:
-        raise DatasetError(f"{path}: '{key}' must be uint8 soft masks (0-255), got {masks.dtype}")
-    return masks
-
-
-def read_meta(pred_dir: Path) -> dict:
-    """PRED/meta.json as a dict ({} when absent)."""
-    path = pred_dir / "meta.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: unreadable JSON ({exc})") from None
-
 
 @dataclass
 class Collected:
@@ -94,36 +61,20 @@ def _references(ds, names: list[str]) -> tuple[dict, str, dict[str, str]]:
     return {}, "none (no tracings, no ground truth)", {}
 
 
-def _fit_masks(soft: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    return soft if soft.shape[1:] == shape else resize_masks(soft, shape)
-
-
 def _clip_pass(ds, name: str, soft: np.ndarray, path: Path, refs: dict | None, t_dice: float, t_afd: float,
                signal: np.ndarray, compat: str, acc: Collected, teacher: np.ndarray | None) -> None:
     """Everything per clip that needs masks: overlaps, teacher agreement, EF areas and long axes."""
     n = soft.shape[0]
     binary = binarize(soft, t_dice)
     if refs and getattr(ds, "has_tracings", False):
-        frames = [refs["ED"][0], refs["ES"][0]]
-        if max(frames) >= n:
-            raise DatasetError(f"{path}: {n} frames but the traced frame {max(frames)} is beyond them")
-        true = np.stack([ds.trace_mask(name, f, shape=soft.shape[1:]) for f in frames])
-        acc.tracing_rows.append(overlap_rows(name, binary[frames], true, frames, ["ED", "ES"]))
+        acc.tracing_rows.append(tracing_rows(ds, name, soft, t_dice, path))
     gt = ds.ground_truth(name) if ds.has_ground_truth else None
     if gt is not None and "lv" in gt:
-        lv = np.asarray(gt["lv"], dtype=bool)
-        if lv.shape[0] != n:
-            raise DatasetError(f"{path}: {n} frames but the ground truth has {lv.shape[0]}")
-        pred = binarize(_fit_masks(soft, lv.shape[1:]), t_dice)
-        acc.truth_rows.append(overlap_rows(name, pred, lv, np.arange(n)))
+        acc.truth_rows.append(frame_rows(name, soft, np.asarray(gt["lv"], dtype=bool), t_dice, path))
         acc.truth_events[name] = {"ED": [int(f) for f in np.ravel(gt["ed"])],
                                   "ES": [int(f) for f in np.ravel(gt["es"])]}
     if teacher is not None:
-        if teacher.shape[0] != n:
-            raise DatasetError(f"{path}: {n} frames but the teacher targets have {teacher.shape[0]}")
-        tb = binarize(teacher, TEACHER_THRESHOLD)
-        acc.teacher_rows.append(overlap_rows(name, binarize(_fit_masks(soft, tb.shape[1:]), t_dice), tb,
-                                             np.arange(n)))
+        acc.teacher_rows.append(frame_rows(name, soft, binarize(teacher, TEACHER_THRESHOLD), t_dice, path))
     if refs and refs.get("ED") and refs.get("ES") and signal.size == n:
         row = {"FileName": name, "EF_ref": ds.ef(name)}
         if gt is not None and "ef" in gt and not np.isfinite(row["EF_ref"]):
@@ -171,6 +122,29 @@ def _label_noise(table: pd.DataFrame, truth: dict[str, dict[str, list[int]]]) ->
     return out
 
 
+@dataclass
+class Context:
+    """What one evaluation is about: dataset, predictions, clips, thresholds and references."""
+
+    ds: object
+    pred: Path
+    split: str | None
+    names: list[str]
+    missing: list[str]
+    meta: dict
+    t_dice: float
+    t_afd: float
+    signal_label: str
+    refs: dict
+    ref_source: str
+    unscorable: dict
+    fps: dict
+    teacher: Path | None
+    compat: str
+    n_boot: int
+    seed: int
+
+
 def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLike, split: str | None = "TEST",
                          teacher_dir: str | os.PathLike | None = None, corrupted: str | os.PathLike | None = None,
                          signal_csv: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
@@ -187,9 +161,11 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
     names = ds.names(split)
     if not names:
         raise DatasetError(f"{ds.root}: no clip in split {split}")
-    user_signals = afd_mod.read_signal_csv(signal_csv) if signal_csv else None
-    if user_signals is None and not any(pred.glob("*.npz")) and (pred / "areas.csv").is_file():
-        user_signals = afd_mod.read_signal_csv(pred / "areas.csv")
+    user_signals, label = None, f"mask area at threshold_afd = {t_afd:.4g} (soft >= {t_afd * 255:.1f})"
+    if signal_csv:
+        user_signals, label = afd_mod.read_signal_csv(signal_csv), f"user signal {signal_csv}"
+    elif not any(pred.glob("*.npz")) and (pred / "areas.csv").is_file():
+        user_signals, label = afd_mod.read_signal_csv(pred / "areas.csv"), f"areas from {pred / 'areas.csv'}"
     have = (lambda n: n in user_signals) if user_signals is not None else (lambda n: (pred / f"{n}.npz").is_file())
     missing = [n for n in names if not have(n)]
     if missing and not allow_missing:
@@ -199,8 +175,9 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
     if not names:
         raise DatasetError(f"{pred}: no prediction for any clip of split {split}")
     refs, ref_source, unscorable = _references(ds, names)
-    fps = {n: float(ds.fps(n)) for n in names}
-    teacher_path = Path(teacher_dir) if teacher_dir else None
+    ctx = Context(ds, pred, split, names, missing, meta, t_dice, t_afd, label, refs, ref_source, unscorable,
+                  {n: float(ds.fps(n)) for n in names}, Path(teacher_dir) if teacher_dir else None, compat,
+                  n_boot, seed)
     acc = Collected()
     for name in progress(names, desc="evaluate", unit="clip"):
         npz = pred / f"{name}.npz"
@@ -210,86 +187,100 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
         elif soft is not None:
             acc.signals[name] = binarize(soft, t_afd).sum(axis=(1, 2)).astype(np.float64)
         teacher = None
-        if teacher_path is not None:
-            tpath = teacher_path / f"{name}.npz"
+        if ctx.teacher is not None:
+            tpath = ctx.teacher / f"{name}.npz"
             if not tpath.is_file():
                 raise DatasetError(f"{tpath}: teacher targets missing for {name}")
             teacher = load_masks(tpath)
             acc.teacher_sizes[name] = binarize(teacher, TEACHER_THRESHOLD).sum(axis=(1, 2)).astype(np.float64)
         if soft is not None:
             _clip_pass(ds, name, soft, npz, refs.get(name), t_dice, t_afd, acc.signals[name], compat, acc, teacher)
-    return _finish(ds, pred, split, names, missing, meta, t_dice, t_afd, refs, ref_source, unscorable, fps,
-                   acc, corrupted, signal_csv, teacher_path, compat, n_boot, seed, out, overlays)
-
-
-def _finish(ds, pred, split, names, missing, meta, t_dice, t_afd, refs, ref_source, unscorable, fps, acc,
-            corrupted, signal_csv, teacher_path, compat, n_boot, seed, out, overlays) -> dict:
-    bad, bad_source = {}, None
-    if corrupted:
-        bad, bad_source = afd_mod.read_corrupted(corrupted), str(corrupted)
-    elif (ds.root / "GroundTruth" / "corrupted.csv").is_file():
-        bad_source = str(ds.root / "GroundTruth" / "corrupted.csv")
-        bad = afd_mod.read_corrupted(bad_source)
-    signal_label = (f"user signal {signal_csv}" if signal_csv else
-                    f"mask area at threshold_afd = {t_afd:.4g} (soft >= {t_afd * 255:.1f})")
-    metrics: dict = {
-        "dataset": str(ds.root), "predictions": str(pred), "split": split or "all", "n_clips": len(names),
-        "n_missing_predictions": len(missing), "missing_predictions": missing[:50],
-        "thresholds": {"dice": t_dice, "afd": t_afd, "source": "meta.json" if meta else "default 0.5"},
-        "model": {k: meta[k] for k in ("params", "blocks", "layers", "model", "name") if k in meta},
-        "bootstrap_resamples": n_boot,
-        "segmentation": {}, "analysis": {},
-    }
-    seg = metrics["segmentation"]
-    if acc.tracing_rows:
-        seg["vs_tracings"] = summarize_by_phase(pd.concat(acc.tracing_rows), n_boot, seed)
-        seg["vs_tracings"]["note"] = f"Truth: annotator 0's trace at the traced ED/ES frames; threshold {t_dice:.4g}"
-    if acc.truth_rows:
-        seg["vs_ground_truth"] = summarize_overlap(pd.concat(acc.truth_rows), n_boot, seed)
-        seg["vs_ground_truth"]["note"] = "Truth: phantom ground truth, every frame"
-    if acc.teacher_rows:
-        seg["vs_teacher"] = summarize_overlap(pd.concat(acc.teacher_rows), n_boot, seed)
-        seg["vs_teacher"]["note"] = f"Truth: the teacher targets in {teacher_path} binarised at 0.5, every frame"
-    table = pd.DataFrame()
-    extra: dict = {"fps": fps, "refs": refs, "signals": acc.signals, "ef_table": None,
-                   "corrupted": bad, "teacher_sizes": acc.teacher_sizes}
-    if refs:
-        table = afd_mod.phase_table(acc.signals, refs, fps, compat)
-        metrics["afd"] = afd_mod.afd_metrics(table, bad, n_boot, seed)
-        metrics["afd"].update({"signal": signal_label, "references": ref_source, "compat": compat,
-                               "corrupted_source": bad_source, "unscorable": unscorable})
-        base = afd_mod.es_baseline_table(acc.signals, refs, fps)
-        metrics["es_baseline"] = afd_mod.afd_metrics(base, bad, n_boot, seed)
-        metrics["es_baseline"].update({"signal": signal_label, "rule": "EchoNet find_peaks, nearest to human ES",
-                                       "n_no_peak": int(base["NoPeak"].sum())})
-        if acc.teacher_sizes:
-            t_table = afd_mod.phase_table(acc.teacher_sizes, refs, fps, compat)
-            metrics["teacher_afd"] = afd_mod.afd_metrics(t_table, bad, n_boot, seed)
-            t_base = afd_mod.es_baseline_table(acc.teacher_sizes, refs, fps)
-            metrics["teacher_es_baseline"] = afd_mod.afd_metrics(t_base, bad, n_boot, seed)
-            metrics["teacher_es_baseline"]["rule"] = "DeepLabv3 ES baseline: EchoNet find_peaks on teacher areas"
-        if acc.truth_events and getattr(ds, "has_tracings", False):
-            truth_table = afd_mod.phase_table(acc.signals, acc.truth_events, fps, compat)
-            metrics["afd_vs_ground_truth"] = afd_mod.afd_metrics(truth_table, bad, n_boot, seed)
-        per_clip = afd_mod.clip_errors(table)
-        an = metrics["analysis"]
-        an["afd_by_fps"] = afd_by_fps(per_clip).to_dict(orient="records")
-        an["error_concentration"] = {}
-        for phase in ("ED", "ES"):
-            errs = per_clip[phase].dropna().to_numpy()
-            if errs.size:
-                c = error_concentration(errs)
-                an["error_concentration"][phase] = {k: c[k] for k in ("n", "frac_50", "frac_80")}
-                extra.setdefault("concentration", {})[phase] = c
-        an["label_noise"] = _label_noise(table, acc.truth_events if getattr(ds, "has_tracings", False) else {})
-        if acc.ef_rows:
-            an["ef"], extra["ef_table"] = _ef_metrics(acc.ef_rows)
-        extra["per_clip"] = per_clip
-    extra["phase_table"] = table
+    metrics = _header(ctx)
+    metrics["segmentation"] = _segmentation_metrics(ctx, acc)
+    extra = _phase_metrics(ctx, acc, metrics, corrupted)
     if out is not None:
         from echodfkd.report.evaluation import write_report
-        write_report(Path(out), metrics, extra, ds, pred, teacher_path, t_dice, overlays)
+        write_report(Path(out), metrics, extra, ds, pred, ctx.teacher, t_dice, overlays)
     return metrics
+
+
+def _header(ctx: Context) -> dict:
+    meta = ctx.meta
+    return {
+        "dataset": str(ctx.ds.root), "predictions": str(ctx.pred), "split": ctx.split or "all",
+        "n_clips": len(ctx.names), "n_missing_predictions": len(ctx.missing),
+        "missing_predictions": ctx.missing[:50],
+        "thresholds": {"dice": ctx.t_dice, "afd": ctx.t_afd, "source": "meta.json" if meta else "default 0.5"},
+        "model": {k: meta[k] for k in ("params", "blocks", "layers", "model", "name") if k in meta},
+        "bootstrap_resamples": ctx.n_boot, "segmentation": {}, "analysis": {},
+    }
+
+
+def _segmentation_metrics(ctx: Context, acc: Collected) -> dict:
+    seg: dict = {}
+    if acc.tracing_rows:
+        seg["vs_tracings"] = summarize_by_phase(pd.concat(acc.tracing_rows), ctx.n_boot, ctx.seed)
+        seg["vs_tracings"]["note"] = (f"Truth: annotator 0's trace at the traced ED/ES frames; "
+                                      f"threshold {ctx.t_dice:.4g}")
+    if acc.truth_rows:
+        seg["vs_ground_truth"] = summarize_overlap(pd.concat(acc.truth_rows), ctx.n_boot, ctx.seed)
+        seg["vs_ground_truth"]["note"] = "Truth: phantom ground truth, every frame"
+    if acc.teacher_rows:
+        seg["vs_teacher"] = summarize_overlap(pd.concat(acc.teacher_rows), ctx.n_boot, ctx.seed)
+        seg["vs_teacher"]["note"] = f"Truth: the teacher targets in {ctx.teacher} binarised at 0.5, every frame"
+    return seg
+
+
+def _corrupted(ctx: Context, corrupted: str | os.PathLike | None) -> tuple[dict, str | None]:
+    if corrupted:
+        return afd_mod.read_corrupted(corrupted), str(corrupted)
+    truth = ctx.ds.root / "GroundTruth" / "corrupted.csv"  # a phantom's own list of what it corrupted
+    if truth.is_file():
+        return afd_mod.read_corrupted(truth), str(truth)
+    return {}, None
+
+
+def _phase_metrics(ctx: Context, acc: Collected, metrics: dict, corrupted) -> dict:
+    """aFD (method, find_peaks baseline, teacher), analyses; returns the extras the report draws."""
+    bad, bad_source = _corrupted(ctx, corrupted)
+    extra: dict = {"fps": ctx.fps, "refs": ctx.refs, "signals": acc.signals, "ef_table": None,
+                   "phase_table": pd.DataFrame()}
+    if not ctx.refs:
+        return extra
+    boot = (ctx.n_boot, ctx.seed)
+    table = afd_mod.phase_table(acc.signals, ctx.refs, ctx.fps, ctx.compat)
+    metrics["afd"] = afd_mod.afd_metrics(table, bad, *boot)
+    metrics["afd"].update({"signal": ctx.signal_label, "references": ctx.ref_source, "compat": ctx.compat,
+                           "corrupted_source": bad_source, "unscorable": ctx.unscorable})
+    base = afd_mod.es_baseline_table(acc.signals, ctx.refs, ctx.fps)
+    metrics["es_baseline"] = afd_mod.afd_metrics(base, bad, *boot)
+    metrics["es_baseline"].update({"signal": ctx.signal_label, "rule": "EchoNet find_peaks, nearest to human ES",
+                                   "n_no_peak": int(base["NoPeak"].sum())})
+    if acc.teacher_sizes:
+        metrics["teacher_afd"] = afd_mod.afd_metrics(
+            afd_mod.phase_table(acc.teacher_sizes, ctx.refs, ctx.fps, ctx.compat), bad, *boot)
+        metrics["teacher_es_baseline"] = afd_mod.afd_metrics(
+            afd_mod.es_baseline_table(acc.teacher_sizes, ctx.refs, ctx.fps), bad, *boot)
+        metrics["teacher_es_baseline"]["rule"] = "DeepLabv3 ES baseline: EchoNet find_peaks on teacher areas"
+    traced = getattr(ctx.ds, "has_tracings", False)
+    if acc.truth_events and traced:
+        metrics["afd_vs_ground_truth"] = afd_mod.afd_metrics(
+            afd_mod.phase_table(acc.signals, acc.truth_events, ctx.fps, ctx.compat), bad, *boot)
+    per_clip = afd_mod.clip_errors(table)
+    an = metrics["analysis"]
+    an["afd_by_fps"] = afd_by_fps(per_clip).to_dict(orient="records")
+    an["error_concentration"] = {}
+    for phase in ("ED", "ES"):
+        errs = per_clip[phase].dropna().to_numpy()
+        if errs.size:
+            c = error_concentration(errs)
+            an["error_concentration"][phase] = {k: c[k] for k in ("n", "frac_50", "frac_80")}
+            extra.setdefault("concentration", {})[phase] = c
+    an["label_noise"] = _label_noise(table, acc.truth_events if traced else {})
+    if acc.ef_rows:
+        an["ef"], extra["ef_table"] = _ef_metrics(acc.ef_rows)
+    extra.update({"per_clip": per_clip, "phase_table": table})
+    return extra
 
 
 def report_sweep(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> dict:

@@ -11,12 +11,14 @@ An empty prediction against an empty truth scores 1.0 (perfect agreement on "no 
 
 from __future__ import annotations
 
-from typing import Callable
+import os
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from echodfkd.errors import EchoDFKDError
+from echodfkd.errors import DatasetError, EchoDFKDError
 
 REDUCTIONS = ("mean", "pooled", "none")
 
@@ -206,3 +208,68 @@ def overlap_rows(name: str, pred: np.ndarray, true: np.ndarray, frames: np.ndarr
     if phases is not None:
         rows["Phase"] = phases
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ per clip, then datasets
+def tracing_rows(ds, name: str, soft: np.ndarray, threshold: float, path: Path | None = None) -> pd.DataFrame:
+    """Overlap rows of a clip's prediction against annotator 0's traces at its traced ED and ES frames."""
+    ed, es = ds.traced_frames(name)
+    if max(ed, es) >= soft.shape[0]:
+        raise DatasetError(f"{path or name}: {soft.shape[0]} frames but the traced frame {max(ed, es)} is "
+                           "beyond them")
+    true = np.stack([ds.trace_mask(name, f, shape=soft.shape[1:]) for f in (ed, es)])
+    return overlap_rows(name, binarize(soft[[ed, es]], threshold), true, [ed, es], ["ED", "ES"])
+
+
+def frame_rows(name: str, soft: np.ndarray, truth: np.ndarray, threshold: float,
+               path: Path | None = None) -> pd.DataFrame:
+    """Overlap rows on every frame against boolean truth (T, H, W); the prediction is resized to it."""
+    from echodfkd.evaluate.predictions import fit_masks
+
+    if truth.shape[0] != soft.shape[0]:
+        raise DatasetError(f"{path or name}: {soft.shape[0]} frames but the reference has {truth.shape[0]}")
+    pred = binarize(fit_masks(soft, truth.shape[1:]), threshold)
+    return overlap_rows(name, pred, truth, np.arange(truth.shape[0]))
+
+
+def _iter_predictions(pred_dir: str | os.PathLike, names: Sequence[str]):
+    from echodfkd.evaluate.predictions import load_masks
+
+    for name in names:
+        path = Path(pred_dir) / f"{name}.npz"
+        if not path.is_file():
+            raise DatasetError(f"{path}: no prediction for {name}")
+        yield name, path, load_masks(path)
+
+
+def score_vs_tracings(ds, pred_dir: str | os.PathLike, names: Sequence[str], threshold: float = 0.5,
+                      n_boot: int = 10000, seed: int = 0) -> dict:
+    """Dice/IoU against human tracings at the traced ED/ES frames (ED, ES, overall; mean and pooled)."""
+    rows = [tracing_rows(ds, n, soft, threshold, p) for n, p, soft in _iter_predictions(pred_dir, names)]
+    return summarize_by_phase(pd.concat(rows) if rows else pd.DataFrame(columns=["FileName", "I", "U"]),
+                              n_boot, seed)
+
+
+def score_vs_ground_truth(ds, pred_dir: str | os.PathLike, names: Sequence[str], threshold: float = 0.5,
+                          n_boot: int = 10000, seed: int = 0) -> dict:
+    """Dice/IoU against phantom ground truth (`GroundTruth/<name>.npz` key `lv`) on every frame."""
+    rows = []
+    for name, path, soft in _iter_predictions(pred_dir, names):
+        gt = ds.ground_truth(name)
+        if gt is None or "lv" not in gt:
+            raise DatasetError(f"{ds.root}: no ground-truth LV masks for {name}")
+        rows.append(frame_rows(name, soft, np.asarray(gt["lv"], dtype=bool), threshold, path))
+    return summarize_overlap(pd.concat(rows) if rows else pd.DataFrame(), n_boot, seed)
+
+
+def score_vs_teacher(pred_dir: str | os.PathLike, teacher_dir: str | os.PathLike, names: Sequence[str],
+                     threshold: float = 0.5, n_boot: int = 10000, seed: int = 0) -> dict:
+    """Student-teacher agreement on every frame (teacher targets binarised at 0.5, i.e. logit > 0)."""
+    from echodfkd.evaluate.predictions import TEACHER_THRESHOLD
+
+    rows = []
+    teachers = dict((n, (p, s)) for n, p, s in _iter_predictions(teacher_dir, names))
+    for name, path, soft in _iter_predictions(pred_dir, names):
+        truth = binarize(teachers[name][1], TEACHER_THRESHOLD)
+        rows.append(frame_rows(name, soft, truth, threshold, path))
+    return summarize_overlap(pd.concat(rows) if rows else pd.DataFrame(), n_boot, seed)

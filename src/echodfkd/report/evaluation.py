@@ -160,7 +160,7 @@ def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_
 
 
 def _overlay(ds, name: str, npz: Path, teacher_path: Path | None, t_dice: float, path: Path) -> Path | None:
-    from echodfkd.evaluate.runner import TEACHER_THRESHOLD, load_masks
+    from echodfkd.evaluate.predictions import TEACHER_THRESHOLD, load_masks
     try:
         frames, fps = ds.video(name)
     except EchoDFKDError:
