@@ -1,0 +1,67 @@
+"""`echodfkd serve`: the browser viewer (upload a clip, watch the mask, the area curve, ED/ES, EF, the alert)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from pathlib import Path
+
+NAME = "serve"
+HELP = "open the browser viewer on a student run (local web page)"
+DESCRIPTION = (
+    "Start a local web page where you upload an AVI/MP4 clip (or pick a bundled phantom example) and see the "
+    "student's mask playing over it, the LV area curve with every ED/ES frame, an EF estimate, the "
+    "unusual-input alert and the per-frame latency; optionally the teacher side by side. Needs the optional "
+    "extra: pip install 'echodfkd[viewer]'. Binds to 127.0.0.1 unless told otherwise."
+)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `echodfkd serve`."""
+    parser.add_argument("--model", required=True, metavar="RUN", help="student run directory (config.json + model.safetensors)")
+    parser.add_argument("--teacher", metavar="PATH", default=None, help="optional teacher checkpoint shown side by side")
+    parser.add_argument("--teacher-arch", metavar="A", default="deeplabv3_resnet50", help="teacher architecture")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (loopback keeps the page private to this computer)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
+    parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")
+    parser.add_argument("--device", default="cpu", help="torch device for the models (cpu, cuda, cuda:1, ...)")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this computer."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the models, then serve until interrupted."""
+    from echodfkd.errors import EchoDFKDError
+
+    if not 0 < args.port < 65536:
+        raise EchoDFKDError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise EchoDFKDError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
+    if not Path(args.model).is_dir():
+        raise EchoDFKDError(f"{args.model}: not a student run directory")
+    try:
+        import uvicorn
+    except ImportError:
+        raise EchoDFKDError("the viewer needs its optional extra: pip install 'echodfkd[viewer]'") from None
+    from echodfkd.viewer import create_app
+
+    if not is_loopback(args.host):
+        print(f"echodfkd serve: warning: binding to {args.host} makes the viewer (and uploads) reachable from "
+              "other computers; it has no login. Use --host 127.0.0.1 unless you mean it.", file=sys.stderr)
+    app = create_app(args.model, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
+                     teacher_arch=args.teacher_arch, device=args.device)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"echodfkd viewer on http://{shown}:{args.port}/  (Ctrl+C to stop)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,130 @@
+"""The viewer's FastAPI app: a static page plus a small JSON API that runs the student on a clip."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from echodfkd.errors import EchoDFKDError
+from echodfkd.viewer.analyse import Analyser
+from echodfkd.viewer.examples import ExampleStore
+from echodfkd.viewer.uploads import MB, PrivateFolder, UploadRejected, decode_upload, receive_upload
+
+STATIC = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("echodfkd.viewer")
+
+# Everything the page needs comes from this server; inline data: images carry the frames.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def _load_teacher(teacher: str | os.PathLike | Callable | None, arch: str) -> Callable | None:
+    if teacher is None or callable(teacher):
+        return teacher
+    from echodfkd.models.teacher import load_teacher
+    return load_teacher(teacher, arch=arch)
+
+
+def _load_predictor(run_dir: str | os.PathLike, device: str) -> Any:
+    from echodfkd.stream import Predictor
+    return Predictor(run_dir, device=device)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable | None = None,
+               max_upload_mb: float = 200, *, teacher_arch: str = "deeplabv3_resnet50", device: str = "cpu",
+               examples_cache: str | os.PathLike | None = None, max_frames: int = 2000,
+               predictor: Any = None) -> FastAPI:
+    """Build the viewer app for a student run directory (and optionally a teacher checkpoint or callable).
+
+    `predictor` replaces the `echodfkd.stream.Predictor` built from `run_dir` (for tests and embedding).
+    Uploads live only in a private 0700 temporary folder, emptied after each request and removed at shutdown.
+    """
+    run_dir = Path(run_dir)
+    analyser = Analyser(predictor if predictor is not None else _load_predictor(run_dir, device),
+                        _load_teacher(teacher, teacher_arch))
+    private = PrivateFolder()
+    atexit.register(private.cleanup)  # also when the server dies without a clean lifespan shutdown
+    examples = ExampleStore(examples_cache)
+    limit = int(max_upload_mb * MB)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        private.cleanup()
+
+    app = FastAPI(title="EchoDFKD viewer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.private, app.state.analyser, app.state.examples = private, analyser, examples
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(UploadRejected)
+    async def rejected(_request: Request, exc: UploadRejected) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(EchoDFKDError)
+    async def known_error(_request: Request, exc: EchoDFKDError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/info")
+    async def info() -> dict:
+        cfg = getattr(analyser.predictor, "config", None) or {}
+        return {"model": run_dir.name or str(run_dir),
+                "config": {k: cfg[k] for k in ("blocks", "layers", "params") if k in cfg},
+                "thresholds": analyser.thresholds(), "teacher": analyser.teacher is not None,
+                "max_upload_mb": max_upload_mb, "max_frames": max_frames, "examples": examples.listing()}
+
+    @app.post("/api/analyze")
+    async def analyze(request: Request) -> JSONResponse:
+        folder = private.request_dir()
+        try:
+            path, name = await receive_upload(request.stream(), request.headers.get("content-type"),
+                                              request.headers.get("x-filename"),
+                                              request.headers.get("content-length"), folder, limit)
+            frames, fps = await run_in_threadpool(decode_upload, path, name, max_frames)
+            private.discard(folder)  # the decoded frames are in memory; nothing stays on disk
+            result = await run_in_threadpool(analyser.analyse, frames, fps, name)
+        except (UploadRejected, EchoDFKDError):
+            raise
+        except Exception as exc:  # a bug, not the user's file: say so plainly, log the traceback
+            log.exception("analysis failed")
+            return _error(500, f"Internal error while analysing the clip ({type(exc).__name__}: {exc}).")
+        finally:
+            private.discard(folder)
+        return JSONResponse(result)
+
+    @app.get("/api/examples")
+    async def example_list() -> list:
+        return examples.listing()
+
+    @app.post("/api/examples/{name}")
+    async def example(name: str) -> JSONResponse:
+        frames, fps, file_name, truth = await run_in_threadpool(examples.load, name)
+        result = await run_in_threadpool(analyser.analyse, frames, fps, file_name)
+        result["truth"] = truth
+        return JSONResponse(result)
+
+    return app

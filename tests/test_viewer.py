@@ -1,0 +1,165 @@
+"""API-level tests of the browser viewer (FastAPI TestClient; no browser, no network)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the viewer extra is not installed (pip install 'echodfkd[viewer]')")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from viewer_support import dark_cavity_student, write_beating_avi  # noqa: E402
+
+from echodfkd.commands import serve  # noqa: E402
+from echodfkd.viewer import app as app_module  # noqa: E402
+from echodfkd.viewer import create_app  # noqa: E402
+from echodfkd.viewer.summary import estimate_ef, pair_beats  # noqa: E402
+from echodfkd.viewer.uploads import sniff_container  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return dark_cavity_student(tmp_path_factory.mktemp("viewer") / "run")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_beating_avi(tmp_path_factory.mktemp("clips") / "beating.avi", frames=48, size=64, fps=25.0)
+
+
+def _upload(client, data: bytes, name: str = "clip.avi"):
+    return client.post("/api/analyze", files={"file": (name, data, "video/x-msvideo")})
+
+
+def test_upload_returns_areas_phases_alert_and_cleans_up(run_dir, clip, tmp_path, monkeypatch):
+    app = create_app(run_dir, max_upload_mb=5, examples_cache=tmp_path / "cache")
+    private = app.state.private
+    seen = []
+    decode = app_module.decode_upload
+
+    def spy(path, name, max_frames):  # where does the upload land on disk, and is it there while decoding?
+        seen.append((path, path.exists()))
+        return decode(path, name, max_frames)
+
+    monkeypatch.setattr(app_module, "decode_upload", spy)
+    with TestClient(app) as client:
+        r = _upload(client, clip.read_bytes(), "beating.avi")
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert private.leftovers() == []  # nothing from the request stays on disk
+    assert not private.root.exists()      # and the private folder is gone at shutdown
+    path, existed = seen[0]
+    assert existed and private.root in path.parents
+
+    assert out["name"] == "beating.avi" and out["frames"] == 48 and out["fps"] == pytest.approx(25.0)
+    areas = np.asarray(out["areas"])
+    assert areas.shape == (48,) and areas.max() > 2 * areas.min() > 0  # the mask beats with the clip
+    # 75 bpm at 25 fps: one beat every 20 frames, ED at 0/20/40 and ES at 10/30 (the ellipse's own timing)
+    for phase, truth in (("ED", [20, 40]), ("ES", [10, 30])):
+        found = out["phases"][phase]
+        assert all(min(abs(f - t) for f in found) <= 1 for t in truth), (phase, found)
+    assert set(out["alert"]) >= {"flag", "score", "reasons", "message"} and isinstance(out["alert"]["message"], str)
+    assert len(out["latency_ms"]) == 48 and out["latency"]["median"] > 0
+    assert 20 < out["ef"]["value"] < 100 and out["ef"]["beats"]
+    sheet = out["sheet"]
+    assert sheet["png"].startswith("data:image/png;base64,") and sheet["mask_png"].startswith("data:image/png")
+    assert sheet["count"] == 48 and sheet["columns"] * sheet["tile_width"] >= sheet["tile_width"]
+
+
+def test_non_video_upload_is_refused_with_a_clear_message(run_dir, tmp_path):
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = _upload(client, b"%PDF-1.7 this is a report, not a video\n" * 20, "report.avi")
+        assert r.status_code == 415
+        assert "not a video" in r.json()["error"] and "AVI and MP4" in r.json()["error"]
+        # Looks like an AVI by its first bytes but cannot be decoded: refused after decoding, not by name.
+        r = _upload(client, b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(3000), "broken.avi")
+        assert r.status_code == 415 and "could not be decoded" in r.json()["error"]
+        assert str(app.state.private.root) not in r.json()["error"]  # no private path leaks to the page
+        r = client.post("/api/analyze", files={"other": ("", b"")})
+        assert r.status_code == 400 and "No file received" in r.json()["error"]
+        assert app.state.private.leftovers() == []
+
+
+def test_oversize_upload_is_refused_both_by_header_and_while_streaming(run_dir, clip, tmp_path):
+    app = create_app(run_dir, max_upload_mb=0.01, examples_cache=tmp_path / "cache")  # 10 KiB
+    big = clip.read_bytes()
+    assert len(big) > 20 * 1024
+    with TestClient(app) as client:
+        r = _upload(client, big)
+        assert r.status_code == 413
+        assert "too large" in r.json()["error"] and "limit is 0 MB" not in r.json()["error"]
+
+        def chunks():  # no Content-Length: the limit must hold while the body streams in
+            for i in range(0, len(big), 4096):
+                yield big[i:i + 4096]
+
+        r = client.post("/api/analyze", content=chunks(), headers={"X-Filename": "clip.avi"})
+        assert r.status_code == 413 and "too large" in r.json()["error"]
+        assert app.state.private.leftovers() == []
+
+
+def test_raw_body_upload_and_page_assets(run_dir, clip, tmp_path):
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = client.post("/api/analyze", content=clip.read_bytes(), headers={"X-Filename": "../../etc/x.avi"})
+        assert r.status_code == 200 and r.json()["name"] == "x.avi"
+        page = client.get("/")
+        assert page.status_code == 200 and 'id="curve"' in page.text and 'type="file"' in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        for asset in ("app.js", "style.css"):
+            assert client.get(f"/static/{asset}").status_code == 200
+        for asset in ("/", "/static/app.js", "/static/style.css"):
+            assert "://" not in client.get(asset).text  # no CDN or any remote URL
+        info = client.get("/api/info").json()
+        assert info["model"] == "run" and info["max_upload_mb"] == 200 and info["examples"]
+
+
+def test_bundled_example_is_generated_once_and_carries_truth(run_dir, tmp_path):
+    pytest.importorskip("echodfkd.data.phantom")
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = client.post("/api/examples/phantom")
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["truth"]["ED"] and out["truth"]["ES"] and out["frames"] == len(out["areas"])
+        folders = list((tmp_path / "cache" / "viewer-examples").iterdir())
+        assert len(folders) == 1 and (folders[0] / "FileList.csv").exists()
+        r = client.post("/api/examples/nope")
+        assert r.status_code == 400 and "unknown example" in r.json()["error"]
+
+
+def test_serve_binds_loopback_by_default_and_warns_otherwise(tmp_path, run_dir, monkeypatch, capsys):
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    args = parser.parse_args(["--model", str(run_dir)])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.max_upload_mb == 200
+    assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1") and serve.is_loopback("localhost")
+    assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("example.org")
+
+    import uvicorn
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: calls.append((host, port)))
+    monkeypatch.setattr(app_module, "_load_predictor", lambda run, device: object())
+    assert serve.run(args) == 0 and calls[-1] == ("127.0.0.1", 7860)
+    assert "warning" not in capsys.readouterr().err
+    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0"])) == 0
+    assert "warning: binding to 0.0.0.0" in capsys.readouterr().err
+
+
+def test_container_sniffing_and_ef_pairing():
+    assert sniff_container(b"RIFF\x10\x00\x00\x00AVI LIST") == "avi"
+    assert sniff_container(b"\x00\x00\x00\x18ftypmp42\x00\x00") == "mp4"
+    assert sniff_container(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00") is None
+    assert pair_beats([0, 20, 40], [10, 30]) == [(0, 10), (20, 30)]
+    masks = np.zeros((12, 32, 32), bool)
+    masks[2, 4:28, 10:22] = True   # ED: 24 x 12
+    masks[6, 8:24, 12:20] = True   # ES: 16 x 8
+    ef = estimate_ef(masks, [2], [6])
+    assert ef["beats"][0]["fac"] == pytest.approx(100 * (1 - 128 / 288), abs=0.1)
+    assert 50 < ef["value"] < 90
+    assert estimate_ef(masks, [], [])["value"] is None
