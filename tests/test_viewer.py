@@ -118,6 +118,20 @@ def test_raw_body_upload_and_page_assets(run_dir, clip, tmp_path):
         assert info["model"] == "run" and info["max_upload_mb"] == 200 and info["examples"]
 
 
+def test_teacher_checkpoint_is_shown_side_by_side(run_dir, clip, tmp_path):
+    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+
+    arch = "lraspp_mobilenet_v3_large"  # the lightest supported teacher; random weights suffice here
+    ckpt = save_echonet_checkpoint(build_segmenter(arch), tmp_path / "teacher.pt", arch=arch)
+    app = create_app(run_dir, teacher=ckpt, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        assert client.get("/api/info").json()["teacher"] is True
+        out = _upload(client, clip.read_bytes()).json()
+    assert len(out["teacher"]["areas"]) == out["frames"] == 48
+    assert set(out["teacher"]["phases"]) == {"ED", "ES"} and "value" in out["teacher"]["ef"]
+    assert out["sheet"]["teacher_mask_png"].startswith("data:image/png;base64,")
+
+
 def test_bundled_example_is_generated_once_and_carries_truth(run_dir, tmp_path):
     pytest.importorskip("echodfkd.data.phantom")
     app = create_app(run_dir, examples_cache=tmp_path / "cache")

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `echodfkd serve`."""
     parser.add_argument("--model", required=True, metavar="RUN", help="student run directory (config.json + model.safetensors)")
     parser.add_argument("--teacher", metavar="PATH", default=None, help="optional teacher checkpoint shown side by side")
-    parser.add_argument("--teacher-arch", metavar="A", default="deeplabv3_resnet50", help="teacher architecture")
+    parser.add_argument("--teacher-arch", metavar="A", default=None,
+                        help="teacher architecture (default: the one the checkpoint records, else deeplabv3_resnet50)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (loopback keeps the page private to this computer)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")

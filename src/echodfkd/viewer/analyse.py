@@ -42,8 +42,6 @@ def alert_json(alert: Any) -> dict[str, Any]:
                    "was made for") + ". Treat the outline and the numbers with caution.")
     else:
         message = "No alert: nothing unusual found in this clip."
-    if not getattr(alert, "calibrated", True):
-        message += " (The alert uses built-in references; it was not calibrated for this model.)"
     return {"flag": bool(alert.flagged), "score": round(float(alert.score), 3),
             "threshold": round(float(alert.threshold), 3), "calibrated": bool(getattr(alert, "calibrated", True)),
             "reasons": [str(r) for r in reasons], "words": words, "message": message,

@@ -27,11 +27,11 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
-def _load_teacher(teacher: str | os.PathLike | Callable | None, arch: str) -> Callable | None:
+def _load_teacher(teacher: str | os.PathLike | Callable | None, arch: str | None, device: str) -> Callable | None:
     if teacher is None or callable(teacher):
         return teacher
     from echodfkd.models.teacher import load_teacher
-    return load_teacher(teacher, arch=arch)
+    return load_teacher(teacher, arch=arch, device=device).eval()
 
 
 def _load_predictor(run_dir: str | os.PathLike, device: str) -> Any:
@@ -44,7 +44,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable | None = None,
-               max_upload_mb: float = 200, *, teacher_arch: str = "deeplabv3_resnet50", device: str = "cpu",
+               max_upload_mb: float = 200, *, teacher_arch: str | None = None, device: str = "cpu",
                examples_cache: str | os.PathLike | None = None, max_frames: int = 2000,
                predictor: Any = None) -> FastAPI:
     """Build the viewer app for a student run directory (and optionally a teacher checkpoint or callable).
@@ -54,7 +54,7 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
     """
     run_dir = Path(run_dir)
     analyser = Analyser(predictor if predictor is not None else _load_predictor(run_dir, device),
-                        _load_teacher(teacher, teacher_arch))
+                        _load_teacher(teacher, teacher_arch, device))
     private = PrivateFolder()
     atexit.register(private.cleanup)  # also when the server dies without a clean lifespan shutdown
     examples = ExampleStore(examples_cache)

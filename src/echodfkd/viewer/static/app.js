@@ -153,8 +153,10 @@ async function show(result) {
   $("teacher-player").hidden = !masks.teacher;
   $("seek").max = result.frames - 1;
 
-  // Player size: keep the clip's aspect ratio, about 400 px wide (two players side by side fit too).
-  const width = Math.min(masks.teacher ? 360 : 440, Math.max(280, sheet.tile_width * 3));
+  // Player size: as wide as the column allows (players side by side), at most 480 px, aspect ratio kept.
+  const n = masks.teacher ? 2 : 1;
+  const room = Math.max(240, ($("players").clientWidth - 14 * (n - 1)) / n);
+  const width = Math.round(Math.min(480, room, 480 * result.width / result.height));
   const height = Math.round(width * result.height / result.width);
   state.players = [fitCanvas($("video-student"), width, height)];
   if (masks.teacher) state.players.push(fitCanvas($("video-teacher"), width, height));
@@ -204,20 +206,23 @@ function showCards(r) {
   card.classList.toggle("warn", r.alert.flag);
   card.classList.toggle("ok", !r.alert.flag);
   card.dataset.flag = r.alert.flag ? "1" : "0";
-  $("alert").textContent = r.alert.message + (r.alert.score !== null ? ` (score ${fmt(r.alert.score, 2)})` : "");
+  $("alert").textContent = r.alert.message;
+  $("alert-detail").textContent = `Score ${fmt(r.alert.score, 2)}; the alert fires above ${fmt(r.alert.threshold, 1)}.` +
+    (r.alert.calibrated ? "" : " Not calibrated for this model: built-in reference values are used.");
 
   const ef = r.ef;
   $("ef").textContent = ef.value === null ? "not available" : `${fmt(ef.value)} %`;
   const detail = [];
   if (ef.value === null) detail.push(ef.reason + ".");
   else {
-    detail.push(`From ${ef.beats.length} beat${ef.beats.length > 1 ? "s" : ""}: ` +
-      ef.beats.map((b) => `ED ${b.ed}→ES ${b.es}: ${fmt(b.ef)} %`).join(", ") + ".");
-    detail.push(`Method: ${ef.method}. Fractional area change ${fmt(ef.fac)} %.`);
+    detail.push(`Mean of ${ef.beats.length} beat${ef.beats.length > 1 ? "s" : ""} (listed beside the clip); ` +
+      `${ef.method.replace(", mean over beats", "")}. Fractional area change ${fmt(ef.fac)} %.`);
   }
   if (r.teacher && r.teacher.ef) detail.push(`Teacher: ${r.teacher.ef.value === null ? "n/a" : fmt(r.teacher.ef.value) + " %"}.`);
   if (r.truth && r.truth.ef !== null && r.truth.ef !== undefined) detail.push(`Phantom ground truth: ${fmt(r.truth.ef)} %.`);
   $("ef-detail").textContent = detail.join(" ");
+
+  showBeats(r);
 
   const L = r.latency;
   $("latency").innerHTML = "";
@@ -246,6 +251,31 @@ function showCards(r) {
     div.textContent = l;
     $("clip-info").appendChild(div);
   }
+}
+
+function frameButton(phase, frame) {
+  const b = document.createElement("button");
+  b.type = "button"; b.className = phase; b.textContent = String(frame);
+  b.title = `jump to ${phase} frame ${frame}`;
+  b.addEventListener("click", () => seek(frame, true));
+  return b;
+}
+
+function showBeats(r) {
+  const body = $("beats").querySelector("tbody");
+  body.innerHTML = "";
+  r.ef.beats.forEach((beat, i) => {
+    const tr = document.createElement("tr");
+    const cells = [String(i + 1), frameButton("ED", beat.ed), frameButton("ES", beat.es), `${fmt(beat.ef)} %`, `${fmt(beat.fac)} %`];
+    for (const c of cells) {
+      const td = document.createElement("td");
+      if (typeof c === "string") td.textContent = c; else td.appendChild(c);
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  });
+  $("beats-note").textContent = r.ef.beats.length ? "Click a frame number to jump to it. EF: area-length volumes; " +
+    "FAC: fractional area change." : "No complete beat (an ED followed by an ES) was found.";
 }
 
 // ---------- drawing ----------
@@ -286,7 +316,7 @@ function drawCurve() {
   if (!isFinite(lo)) { lo = 0; hi = 1; }
   const pad = (hi - lo) * 0.08 || 1;
   lo = Math.max(0, lo - pad); hi += pad;
-  const box = { l: 56, r: 12, t: 22, b: 30 };
+  const box = { l: 74, r: 12, t: 22, b: 30 };
   const X = (i) => box.l + (r.frames > 1 ? i / (r.frames - 1) : 0.5) * (w - box.l - box.r);
   const Y = (v) => box.t + (1 - (v - lo) / (hi - lo)) * (h - box.t - box.b);
   state.curveBox = { box, w, frames: r.frames };
@@ -305,7 +335,7 @@ function drawCurve() {
   const step = Math.max(1, Math.ceil(r.frames / 10 / 5) * 5);
   for (let f = 0; f < r.frames; f += step) ctx.fillText(String(f), X(f), h - box.b + 6);
   ctx.save();
-  ctx.translate(12, (box.t + h - box.b) / 2); ctx.rotate(-Math.PI / 2);
+  ctx.translate(10, (box.t + h - box.b) / 2); ctx.rotate(-Math.PI / 2);
   ctx.textBaseline = "middle"; ctx.fillText("area (pixels)", 0, 0);
   ctx.restore();
   ctx.textAlign = "right"; ctx.textBaseline = "top";
@@ -313,12 +343,13 @@ function drawCurve() {
 
   // ED/ES markers: a vertical line and a label above the plot
   ctx.textAlign = "center"; ctx.textBaseline = "bottom"; ctx.font = "600 11px system-ui, sans-serif";
+  let lastLabel = -Infinity;
   for (const m of markerList(r)) {
     ctx.strokeStyle = COLORS[m.phase]; ctx.fillStyle = COLORS[m.phase];
     ctx.setLineDash([4, 3]);
     ctx.beginPath(); ctx.moveTo(X(m.frame), box.t); ctx.lineTo(X(m.frame), h - box.b); ctx.stroke();
     ctx.setLineDash([]);
-    ctx.fillText(m.phase, X(m.frame), box.t - 3);
+    if (X(m.frame) - lastLabel >= 20) { ctx.fillText(m.phase, X(m.frame), box.t - 3); lastLabel = X(m.frame); }
     ctx.beginPath(); ctx.arc(X(m.frame), Y(r.areas[m.frame]), 4, 0, 2 * Math.PI); ctx.fill();
   }
   // phantom ground truth as small ticks on the frame axis
@@ -358,16 +389,21 @@ function drawLatency() {
   const hi = Math.max(...lat, budget) * 1.1 || 1;
   const X = (i) => (lat.length > 1 ? i / (lat.length - 1) : 0.5) * (w - 2) + 1;
   const Y = (v) => h - 2 - (v / hi) * (h - 6);
-  if (budget) {
-    ctx.strokeStyle = COLORS.budget; ctx.setLineDash([3, 3]);
-    ctx.beginPath(); ctx.moveTo(0, Y(budget)); ctx.lineTo(w, Y(budget)); ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = COLORS.budget; ctx.font = "10px system-ui, sans-serif"; ctx.textAlign = "right";
-    ctx.textBaseline = "bottom"; ctx.fillText("real-time budget", w - 2, Y(budget) - 1);
-  }
   ctx.strokeStyle = COLORS.line; ctx.lineWidth = 1.2;
   ctx.beginPath();
   lat.forEach((v, i) => (i ? ctx.lineTo(X(i), Y(v)) : ctx.moveTo(X(i), Y(v))));
   ctx.stroke();
+  if (budget) {
+    ctx.strokeStyle = COLORS.budget; ctx.setLineDash([3, 3]);
+    ctx.beginPath(); ctx.moveTo(0, Y(budget)); ctx.lineTo(w, Y(budget)); ctx.stroke(); ctx.setLineDash([]);
+    // label on a dark box just above the line (below it when the line is at the top)
+    const label = `real-time budget ${fmt(budget, 0)} ms`, y = Y(budget);
+    ctx.font = "10px system-ui, sans-serif";
+    const tw = ctx.measureText(label).width, ty = y > 14 ? y - 13 : y + 2;
+    ctx.fillStyle = "rgba(29,33,40,.85)"; ctx.fillRect(w - tw - 6, ty, tw + 6, 12);
+    ctx.fillStyle = COLORS.budget; ctx.textAlign = "right"; ctx.textBaseline = "top";
+    ctx.fillText(label, w - 3, ty + 1);
+  }
   const f = Math.min(state.frame, lat.length - 1);
   ctx.fillStyle = COLORS.cursor;
   ctx.beginPath(); ctx.arc(X(f), Y(lat[f]), 3, 0, 2 * Math.PI); ctx.fill();
