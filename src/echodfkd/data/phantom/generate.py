@@ -12,7 +12,6 @@ import io
 import json
 import multiprocessing
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -118,9 +117,13 @@ def _run(jobs: list[tuple], workers: int) -> None:
             _make_and_write(job)
             next(bar, None)
         return
-    # fork is fast and safe here (no threads yet) unless torch is loaded in this process.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and "torch" not in sys.modules else "spawn"
-    ctx = multiprocessing.get_context(method)
+    # Never fork this process: OpenCV's (or torch's) worker threads would deadlock the children. A fork
+    # server starts clean and preloads the generator once, so workers still start fast.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+    else:
+        ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as pool:
         futures = [pool.submit(_make_and_write, job) for job in jobs]
         try:

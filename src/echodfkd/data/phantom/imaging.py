@@ -15,8 +15,7 @@ import numpy as np
 
 _POOL = 6    # speckle fields cross-faded over time
 _STEPS = 6   # quantisation of the cross-fade between two pool fields
-_LUT_STEPS = 1024
-_SQUARE = (np.arange(256, dtype=np.float32) / 255.0) ** 2
+_SQUARE = (np.arange(256, dtype=np.float32) / 255.0) ** 2  # reflectivity (0-255) -> backscattered power
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,10 @@ class Scanner:
         gain_db = acq.gain_db - acq.attenuation_db * depth + tgc
         self.gain = (10.0 ** (gain_db / 10.0) * side * self.sector ** 2).astype(np.float32)
         self.depth_weight = depth.astype(np.float32) ** 1.2
-        self.beam_x = (dx / np.maximum(r, 1e-6)).astype(np.float32)
-        self.beam_y = (dy / np.maximum(r, 1e-6)).astype(np.float32)
+        # Central differences span 2 px; Sobel-like scaling keeps the specular strength per pixel.
+        spec = acq.specular * (size / 112.0) / 2.0
+        self.spec_x = (spec * dx / np.maximum(r, 1e-6)).astype(np.float32)
+        self.spec_y = (spec * dy / np.maximum(r, 1e-6)).astype(np.float32)
         self._polar_maps(r, theta)
         self.pool = self._speckle_pool(rng)
         streaks = np.interp(theta, np.linspace(-1.0, 1.0, 24), rng.uniform(0.2, 1.0, 24))
@@ -102,9 +103,8 @@ class Scanner:
         self.dropout = self._dropout_map(rng, dropout_centres, x, y)
         self.texture = self._texture(rng) * self.dropout
         self.overlay = self._markers(rng) if acq.markers else None
-        grey = np.linspace(0.0, 1.0, _LUT_STEPS + 1) ** acq.gamma
+        grey = np.linspace(0.0, 1.0, 256) ** acq.gamma
         self.lut = np.clip(255.0 * grey + 0.5, 0, 255).astype(np.uint8)
-        self.lut[0] = 0
 
     # ------------------------------------------------------------ static maps
     def _polar_maps(self, r: np.ndarray, theta: np.ndarray) -> None:
@@ -164,7 +164,7 @@ class Scanner:
 
     # ------------------------------------------------------------ per clip
     def speckle(self, rng: np.random.Generator, speed: np.ndarray, fps: float) -> np.ndarray:
-        """Speckle power (T, H, W), mean 1, decorrelating over time (faster while the heart moves).
+        """Speckle power times the static gain map (T, H, W), decorrelating faster while the heart moves.
 
         Consecutive pool fields are cross-faded as complex fields (cos/sin weights keep the statistics);
         the fade is quantised to _STEPS levels so every frame is a lookup into a small per-clip table.
@@ -179,49 +179,48 @@ class Scanner:
         i = ca * a[:, 0] + cb * b[:, 0]
         q = ca * a[:, 1] + cb * b[:, 1]
         table = (i * i + q * q) * np.float32(0.5)  # unit-variance components: mean power 1
+        table *= self.gain  # attenuation, TGC, gain and fan mask ride along with the speckle
         return table[step]
 
     def render(self, reflectivity: np.ndarray, power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """B-mode frames (T, H, W) uint8 from reflectivity (T, H, W) uint8 and speckle power."""
+        """B-mode frames (T, H, W) uint8 from reflectivity (T, H, W) uint8 and speckle power (x gain)."""
         acq, scale = self.acq, self.size / 112.0
         # Backscattered power of the tissue: reflectivity squared (a lookup), times static heterogeneity.
-        x = _SQUARE[reflectivity]
+        t_len, h, w = reflectivity.shape
+        x = cv2.LUT(reflectivity.reshape(t_len * h, w), _SQUARE).reshape(t_len, h, w)
         x *= self.texture
         wide = np.empty_like(x)
-        gx, gy = np.empty_like(x), np.empty_like(x)
-        edge_sigma = 0.7 * scale
         for t in range(x.shape[0]):
             cv2.GaussianBlur(x[t], (0, 0), acq.lateral_blur * scale, dst=wide[t])
-            cv2.GaussianBlur(x[t], (0, 0), edge_sigma, dst=gy[t])
-            cv2.Sobel(gy[t], cv2.CV_32F, 1, 0, dst=gx[t], ksize=3)
-            cv2.Sobel(gy[t], cv2.CV_32F, 0, 1, dst=gy[t], ksize=3)
-        # Specular echoes: interfaces facing the beam (gradient along the beam) reflect strongly.
-        gx *= self.beam_x
-        gy *= self.beam_y
+        # Specular echoes: interfaces facing the beam (intensity gradient along the beam) reflect strongly.
+        gx = np.zeros_like(x)
+        gy = np.zeros_like(x)
+        np.subtract(wide[:, :, 2:], wide[:, :, :-2], out=gx[:, :, 1:-1])
+        np.subtract(wide[:, 2:, :], wide[:, :-2, :], out=gy[:, 1:-1, :])
+        gx *= self.spec_x
+        gy *= self.spec_y
         gx += gy
         np.abs(gx, out=gx)
-        gx *= np.float32(acq.specular * scale / 8.0)
+        # The beam widens with depth: blend towards the blurred image.
         wide -= x
         wide *= self.depth_weight
-        x += wide  # beam widens with depth: blend towards the blurred image
+        x += wide
         x += gx
-        # Speckle, attenuation/TGC/gain, fan mask, and the near-field clutter.
         x += self.clutter
-        x *= power
-        x *= self.gain
+        x *= power  # speckle, with attenuation/TGC/gain and the fan mask folded in
         if acq.flicker:
             x *= (1.0 + rng.normal(0, acq.flicker, size=(x.shape[0], 1, 1))).astype(np.float32)
         # The 112-px grid averages several speckle cells (as EchoNet's downsampling does).
         blur = acq.psf * scale
         for t in range(x.shape[0]):
             cv2.GaussianBlur(x[t], (0, 0), blur, dst=x[t])
-        # Log compression and grey map through a lookup table on quantised decibels.
+        # Log compression to 256 levels over the dynamic range, then the grey map (gamma) as a lookup.
         x += np.float32(1e-12)
         np.log10(x, out=x)
-        x *= np.float32(10.0 * _LUT_STEPS / acq.dynamic_range_db)
-        x += np.float32(_LUT_STEPS)
-        np.clip(x, 0, _LUT_STEPS, out=x)
-        frames = self.lut[x.astype(np.int32)]
+        x *= np.float32(10.0 * 255.0 / acq.dynamic_range_db)
+        x += np.float32(255.5)
+        np.clip(x, 0, 255, out=x)
+        frames = cv2.LUT(x.astype(np.uint8).reshape(t_len * h, w), self.lut).reshape(t_len, h, w)
         if self.overlay is not None:
             mask, values = self.overlay
             frames[:, mask] = values
