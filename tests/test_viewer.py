@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,23 +105,59 @@ def test_oversize_upload_is_refused_both_by_header_and_while_streaming(run_dir, 
         assert app.state.private.leftovers() == []
 
 
-def test_raw_body_upload_and_page_assets(run_dir, clip, tmp_path):
+def test_mp4_upload_is_accepted(run_dir, tmp_path):
+    import cv2
+    from viewer_support import beating_clip
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 64), True)
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MP4")
+    for frame in beating_clip(frames=12):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
     app = create_app(run_dir, examples_cache=tmp_path / "cache")
     with TestClient(app) as client:
-        r = client.post("/api/analyze", content=clip.read_bytes(), headers={"X-Filename": "../../etc/x.avi"})
+        r = client.post("/api/analyze", files={"file": ("clip.mp4", path.read_bytes(), "video/mp4")})
+    assert r.status_code == 200, r.text
+    assert r.json()["frames"] == 12
+
+
+def test_folders_left_by_a_killed_server_are_swept(tmp_path):
+    from echodfkd.viewer.uploads import PrivateFolder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{PrivateFolder.PREFIX}{dead.pid}-abc123"
+    (stale / "req-x").mkdir(parents=True)
+    (stale / "req-x" / "upload.bin").write_bytes(b"old upload")
+    alive = tmp_path / f"{PrivateFolder.PREFIX}{os.getpid()}-def456"
+    alive.mkdir()
+    folder = PrivateFolder(tmp_path)
+    assert not stale.exists() and alive.exists() and folder.root.exists()
+    assert folder.root.stat().st_mode & 0o777 == 0o700
+    folder.cleanup()
+    assert not folder.root.exists()
+
+
+def test_raw_body_upload_and_page_assets(run_dir, tmp_path):
+    short = write_beating_avi(tmp_path / "short.avi", frames=12, size=32)
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = client.post("/api/analyze", content=short.read_bytes(), headers={"X-Filename": "../../etc/x.avi"})
         assert r.status_code == 200 and r.json()["name"] == "x.avi"
         page = client.get("/")
         assert page.status_code == 200 and 'id="curve"' in page.text and 'type="file"' in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for asset in ("app.js", "style.css"):
+        for asset in ("app.js", "draw.js", "style.css", "favicon.svg"):
             assert client.get(f"/static/{asset}").status_code == 200
-        for asset in ("/", "/static/app.js", "/static/style.css"):
+        for asset in ("/", "/static/app.js", "/static/draw.js", "/static/style.css"):
             assert "://" not in client.get(asset).text  # no CDN or any remote URL
         info = client.get("/api/info").json()
         assert info["model"] == "run" and info["max_upload_mb"] == 200 and info["examples"]
 
 
-def test_teacher_checkpoint_is_shown_side_by_side(run_dir, clip, tmp_path):
+def test_teacher_checkpoint_is_shown_side_by_side(run_dir, tmp_path):
     from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
 
     arch = "lraspp_mobilenet_v3_large"  # the lightest supported teacher; random weights suffice here
@@ -126,8 +165,8 @@ def test_teacher_checkpoint_is_shown_side_by_side(run_dir, clip, tmp_path):
     app = create_app(run_dir, teacher=ckpt, examples_cache=tmp_path / "cache")
     with TestClient(app) as client:
         assert client.get("/api/info").json()["teacher"] is True
-        out = _upload(client, clip.read_bytes()).json()
-    assert len(out["teacher"]["areas"]) == out["frames"] == 48
+        out = _upload(client, write_beating_avi(tmp_path / "short.avi", frames=12, size=32).read_bytes()).json()
+    assert len(out["teacher"]["areas"]) == out["frames"] == 12
     assert set(out["teacher"]["phases"]) == {"ED", "ES"} and "value" in out["teacher"]["ef"]
     assert out["sheet"]["teacher_mask_png"].startswith("data:image/png;base64,")
 

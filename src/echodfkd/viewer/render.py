@@ -16,7 +16,7 @@ from scipy import ndimage
 from echodfkd.io.video import resize_frames, resize_masks
 
 MAX_SIDE = 320            # display tiles never larger than this (pixels)
-MAX_SHEET_PIXELS = 40e6   # keeps every sheet well inside browser canvas limits
+MAX_SHEET_PIXELS = 16e6   # keeps every sheet (and the page's memory) well inside browser limits
 MAX_SHEET_SIDE = 16000
 
 

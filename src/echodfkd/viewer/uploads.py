@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - old python-multipart
     from multipart.multipart import MultipartParser, parse_options_header
 
 MB = 1024 * 1024
+MAX_PIXELS = 600_000_000  # decoded frames kept in memory (uint8), plus masks of the same size
 VIDEO_KINDS = {"avi": ".avi", "mp4": ".mp4"}
 
 
@@ -51,11 +52,42 @@ def safe_name(name: str | None) -> str:
     return base[:120] or "upload"
 
 
-class PrivateFolder:
-    """A 0700 temporary folder owned by the viewer: one sub-folder per request, removed afterwards."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def __init__(self, prefix: str = "echodfkd-viewer-") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=prefix))  # mkdtemp makes it 0700
+
+class PrivateFolder:
+    """A 0700 temporary folder owned by the viewer: one sub-folder per request, removed afterwards.
+
+    Its name carries the server's PID, so a later start removes what a killed server left behind.
+    """
+
+    PREFIX = "echodfkd-viewer-"
+
+    def __init__(self, parent: str | os.PathLike | None = None) -> None:
+        self.parent = Path(parent or tempfile.gettempdir())
+        self.sweep_stale()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=self.parent))  # 0700
+
+    def sweep_stale(self) -> list[Path]:
+        """Remove this user's viewer folders whose server process is gone; return them."""
+        removed = []
+        for path in self.parent.glob(self.PREFIX + "*"):
+            m = re.fullmatch(re.escape(self.PREFIX) + r"(\d+)-\w+", path.name)
+            try:
+                mine = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+            except OSError:
+                continue
+            if m and mine and not _pid_alive(int(m.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
 
     def request_dir(self) -> Path:
         """A fresh private folder for one request."""
@@ -197,6 +229,9 @@ def decode_upload(path: Path, name: str, max_frames: int) -> tuple[np.ndarray, f
         if info.frames > max_frames:
             raise UploadRejected(f"'{name}' has {info.frames} frames; the viewer handles at most {max_frames}. "
                                  "Cut the clip shorter.")
+        if info.frames * info.height * info.width > MAX_PIXELS:
+            raise UploadRejected(f"'{name}' is too big to analyse here ({info.frames} frames of "
+                                 f"{info.width}x{info.height}); shorten or downscale it.")
         frames, fps = read_video(video, strict=False)
     except VideoError as exc:
         detail = str(exc).split(": ", 1)[-1]  # drop the private temp path, keep the problem
