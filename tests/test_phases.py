@@ -56,12 +56,12 @@ def test_nothing_strictly_below_the_median_uses_the_plateau():
     assert find_phase_frames([1, 1, 1, 5], "ES") == [0]
 
 
-def test_flat_signal_returns_the_reference_clipped():
+def test_flat_signal_returns_frame_zero_not_the_reference():
+    # An empty mask gives a flat area curve; it must not score a perfect aFD by echoing the reference.
     flat = [3.0] * 10
-    assert find_phase_frame(flat, 4, "ES") == 4
-    assert find_phase_frame(flat, 4, "ED") == 4
-    assert find_phase_frame(flat, 25, "ES") == 9
-    assert find_phase_frame(flat, -3, "ED") == 0
+    assert find_phase_frame(flat, 4, "ES") == 0
+    assert find_phase_frame(flat, 4, "ED") == 0
+    assert find_phase_frame(flat, 25, "ES") == 0
     assert find_phase_frame(flat, 4, "ES", compat="reference") == 0  # the original code's answer
     assert find_phase_frames(flat, "ES") == [] and find_phase_frames(flat, "ED") == []
 

@@ -6,14 +6,14 @@ The signal is anything that tracks LV size (mask area, a detrended EchoCLIP curv
 - A *block* is a maximal run of consecutive frames strictly below (ES) or above (ED) the clip's median.
 - **No frame strictly beyond the median** (e.g. [1, 1, 1, 5] for ES): the blocks are taken non-strictly
   (<= / >= the median), i.e. the plateau at the extreme — the original code's fallback.
-- **A flat signal** (all values equal, including a single frame): it says nothing about the phase, so
-  `find_phase_frame` returns the reference frame clipped to the clip (``compat="paper"``; the original
-  code returned frame 0, which ``compat="reference"`` keeps), and `find_phase_frames` returns [].
-  Either way aFD stays defined on every clip (no example removed) and no exception is raised.
+- **A flat signal** (all values equal, including a single frame, e.g. a model that segments nothing): it
+  says nothing about the phase, so `find_phase_frame` returns frame 0, as the original code did, and
+  `find_phase_frames` returns []. Returning the reference instead would give such a model a perfect
+  aFD. aFD stays defined on every clip (no example removed) and no exception is raised.
 - ``compat="reference"`` measures the distance to a block's nearest end even when the reference lies
   inside it. Both rules always pick the same block: from inside a block the distance to its nearest end
   is some d, while every other block is at least d + 2 away (blocks are separated by >= 1 frame), so the
-  option only changes the flat-signal case above; tests check the equivalence on random signals.
+  option is kept for explicitness; tests check the equivalence on random signals.
 - NaN/inf, an empty signal or a non-1-D one raise `SignalError`.
 """
 
@@ -108,8 +108,8 @@ def find_reference_frames(signal: Sequence[float] | np.ndarray, references: dict
         refs = [_reference(r) for r in refs]
         if not refs:
             out[phase] = []
-        elif flat and compat == "paper":  # no information: the reference itself, clipped to the clip
-            out[phase] = [min(max(r, 0), x.size - 1) for r in refs]
+        elif flat:  # no information: frame 0 (the original code's answer), never the reference itself
+            out[phase] = [0 for _ in refs]
         else:
             starts, ends = _blocks(x, med, es)
             out[phase] = [_pick(x, starts, ends, r, es, compat) for r in refs]
@@ -191,8 +191,7 @@ def find_phase_frames_batch(signals: Sequence[np.ndarray], clip: np.ndarray, ref
     d_next = np.where(next_ok, starts[kn] - g, np.iinfo(np.int64).max)
     chosen = np.where(within | (d_prev <= d_next), kp, kn)  # ties -> the earlier block
     found = best[chosen] - off[clip]
-    if compat == "paper":
-        found = np.where(flat[clip], local, found)
+    found = np.where(flat[clip], 0, found)
     return found.astype(np.int64)
 
 
