@@ -163,7 +163,8 @@ def generate_phantom(out: str | os.PathLike, videos: int, style: str = "dynamic"
     """Generate (or finish generating) a phantom dataset folder and return its path.
 
     Clips already finished in `out` are kept, so an interrupted run resumes; the same settings and seed
-    always give the same tables and masks, whatever the number of workers.
+    always give the same tables and masks, whatever the number of workers. Workers are started cleanly
+    (not forked), so a script calling this with workers > 1 needs the `if __name__ == "__main__":` guard.
     """
     _validate(videos, style, corrupt, size, frames, fps)
     root = Path(out)

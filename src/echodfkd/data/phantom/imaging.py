@@ -38,6 +38,7 @@ class Acquisition:
     speckle_axial: float    # speckle correlation along the beam, polar samples
     speckle_lateral: float  # speckle correlation across beams, polar samples
     speckle_rate: float     # speckle fields per second at rest
+    speckle_contrast: float  # 1 = fully developed speckle; lower = compounded/filtered or generator-like
     dropout: float          # depth of wall dropout (0 none, 1 full)
     markers: bool           # depth-scale dots beside the sector
     synthetic: bool         # generator-like look (EchoNet-Synthetic stand-in)
@@ -49,20 +50,21 @@ def sample_acquisition(rng: np.random.Generator, style: str) -> Acquisition:
     synthetic = style == "synthetic"
     return Acquisition(
         sector_apex=(rng.uniform(0.5, 0.56), rng.uniform(0.03, 0.08)),
-        half_angle=np.deg2rad(rng.uniform(41, 46)),
+        half_angle=np.deg2rad(rng.uniform(44, 49)),
         depth=rng.uniform(0.98, 1.1),
-        gain_db=rng.uniform(-11, -6) + (2.0 if synthetic else 0.0),
+        gain_db=rng.uniform(-12.5, -7.5) + (2.0 if synthetic else 0.0),
         dynamic_range_db=rng.uniform(38, 48),
         gamma=rng.uniform(1.15, 1.5) * (0.85 if synthetic else 1.0),
         attenuation_db=rng.uniform(3, 10),
         tgc_db=tuple(rng.normal(0, 1.5, size=4)),
-        clutter=rng.uniform(0.05, 0.25) * (0.5 if synthetic else 1.0),
-        clutter_depth=rng.uniform(0.04, 0.09),
-        psf=rng.uniform(0.3, 0.5) * (2.5 if synthetic else 1.0),
+        clutter=rng.uniform(0.1, 0.4) * (0.5 if synthetic else 1.0),
+        clutter_depth=rng.uniform(0.05, 0.11),
+        psf=rng.uniform(0.3, 0.5) * (1.7 if synthetic else 1.0),
         lateral_blur=rng.uniform(0.5, 1.2),
         specular=rng.uniform(2.0, 4.0) * (0.6 if synthetic else 1.0),
-        speckle_axial=rng.uniform(0.5, 0.8) * (2.2 if synthetic else 1.0),
-        speckle_lateral=rng.uniform(0.9, 1.4) * (1.8 if synthetic else 1.0),
+        speckle_axial=rng.uniform(0.5, 0.8) * (1.3 if synthetic else 1.0),
+        speckle_lateral=rng.uniform(0.9, 1.4) * (1.2 if synthetic else 1.0),
+        speckle_contrast=rng.uniform(0.3, 0.45) if synthetic else rng.uniform(0.6, 0.85),  # compounding
         speckle_rate=rng.uniform(2.0, 4.0),
         dropout=rng.uniform(0.3, 0.85),
         markers=(not synthetic) and rng.random() < 0.8,
@@ -179,6 +181,9 @@ class Scanner:
         i = ca * a[:, 0] + cb * b[:, 0]
         q = ca * a[:, 1] + cb * b[:, 1]
         table = (i * i + q * q) * np.float32(0.5)  # unit-variance components: mean power 1
+        if self.acq.speckle_contrast != 1.0:
+            table *= np.float32(self.acq.speckle_contrast)
+            table += np.float32(1.0 - self.acq.speckle_contrast)
         table *= self.gain  # attenuation, TGC, gain and fan mask ride along with the speckle
         return table[step]
 

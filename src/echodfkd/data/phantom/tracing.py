@@ -109,10 +109,14 @@ def choose_traced_frames(rng: np.random.Generator, ed: np.ndarray, es: np.ndarra
     true_ed, true_es = (first[0], second[0]) if first[1] == "ED" else (second[0], first[0])
     last = area.size - 1
     if too_close:
+        # Two adjacent frames in systole, the first strictly larger (so the pair is unambiguous).
         step = 1 if true_es > true_ed else -1
-        ed_t = int(np.clip(true_ed + human_frame_offset(rng, "ED", fps) // 2, 0, last))
-        es_t = ed_t + step if 0 <= ed_t + step <= last else ed_t - step
-        return ed_t, es_t, true_ed, true_es
+        ed_t = true_ed
+        while ed_t != true_es and area[ed_t + step] >= area[ed_t]:
+            ed_t += step
+        if ed_t == true_es:
+            ed_t = true_es - step
+        return ed_t, ed_t + step, true_ed, true_es
     for _ in range(50):
         ed_t = int(np.clip(true_ed + human_frame_offset(rng, "ED", fps), 0, last))
         es_t = int(np.clip(true_es + human_frame_offset(rng, "ES", fps), 0, last))
