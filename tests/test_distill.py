@@ -52,7 +52,8 @@ def test_windows_pad_short_clips_resize_and_stack_channels(tmp_path):
     names = ds.names("TRAIN")
     check = check_targets(ds, names, tf, "TRAIN")
     assert check.channels == ("lv", "rv") and check.frames == {"clip00": 30, "clip01": 5}
-    store = ClipStore(ds, names, tf, check.channels, check.frames, frame_size=32)
+    assert check.sizes == {"clip00": (64, 64), "clip01": (64, 64)}
+    store = ClipStore(ds, names, tf, check, frame_size=32)
     assert store.cached
     frames, soft = store.get(1)
     assert frames.shape == (5, 32, 32) and soft.shape == (5, 2, 32, 32) and soft.dtype == np.uint8
@@ -221,14 +222,24 @@ def _no_targets_folder(data: Path, targets: Path) -> str:
     return "targets folder not found"
 
 
+def _no_rv(data: Path, targets: Path) -> tuple[str, list[str]]:
+    return "4 TRAIN target(s) lack an 'rv' array", ["--channels", "lv,rv"]
+
+
+def _indivisible(data: Path, targets: Path) -> tuple[str, list[str]]:
+    return "clip00.avi: 64x64 frames are not divisible by 128 for a 8-block student; pass --frame-size", \
+        ["--blocks", "8"]
+
+
 @pytest.mark.parametrize("damage", [_missing_targets, _frame_count, _target_size, _empty_split, _bad_meta,
-                                    _no_targets_folder])
+                                    _no_targets_folder, _no_rv, _indivisible])
 def test_bad_inputs_stop_with_one_line_before_training(tmp_path, capsys, damage):
     data, targets = make_dataset(tmp_path, ["TRAIN"] * 4 + ["VAL"] * 2, frames=20)
     expected = damage(data, targets)
+    expected, extra = expected if isinstance(expected, tuple) else (expected, [])
     run = tmp_path / "run"
     rc = main(["distill", "--data", str(data), "--targets", str(targets), "--out", str(run), "--blocks", "1",
-               "--epochs", "1", "--seq-len", "4"])
+               "--epochs", "1", "--seq-len", "4", *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert expected in err and "Traceback" not in err

@@ -90,10 +90,11 @@ class TargetsFolder:
 
 @dataclass(frozen=True)
 class TargetsCheck:
-    """What `check_targets` learned: the channels every target has and each clip's frame count."""
+    """What `check_targets` learned: the channels every target has, each clip's frame count and size."""
 
     channels: tuple[str, ...]
     frames: dict[str, int]
+    sizes: dict[str, tuple[int, int]]
 
 
 def check_targets(dataset: Any, names: list[str], targets: TargetsFolder, split: str,
@@ -109,8 +110,8 @@ def check_targets(dataset: Any, names: list[str], targets: TargetsFolder, split:
     if missing_videos:
         raise DatasetError(f"{dataset.root / 'Videos'}: {len(missing_videos)} {split} video(s) missing "
                            f"({_examples([m + '.avi' for m in missing_videos])})")
-    has_rv, frames = [], {}
-    for name in names:
+    has_rv, frames, sizes = [], {}, {}
+    for name in progress(names, desc=f"checking {split} targets", unit="clip"):
         head = targets.header(name)
         path = targets.path(name)
         if "masks" not in head:
@@ -131,6 +132,7 @@ def check_targets(dataset: Any, names: list[str], targets: TargetsFolder, split:
                                f"is {info.width}x{info.height}")
         has_rv.append("rv" in head)
         frames[name] = int(shape[0])
+        sizes[name] = (int(shape[1]), int(shape[2]))
     if channels is None:
         channels = ("lv", "rv") if all(has_rv) else ("lv",)
     elif "rv" in channels and not all(has_rv):
@@ -138,7 +140,7 @@ def check_targets(dataset: Any, names: list[str], targets: TargetsFolder, split:
         raise DatasetError(f"{targets.root}: {len(lacking)} {split} target(s) lack an 'rv' array "
                            f"({_examples([n + '.npz' for n in lacking])}) but the run trains LV+RV")
     _check_meta_channels(targets, channels)
-    return TargetsCheck(tuple(channels), frames)
+    return TargetsCheck(tuple(channels), frames, sizes)
 
 
 def _check_meta_channels(targets: TargetsFolder, channels: tuple[str, ...]) -> None:
@@ -156,21 +158,23 @@ def _check_meta_channels(targets: TargetsFolder, channels: tuple[str, ...]) -> N
 class ClipStore:
     """The clips of one split at the training frame size, with their targets; cached in memory when they fit."""
 
-    def __init__(self, dataset: Any, names: list[str], targets: TargetsFolder, channels: tuple[str, ...],
-                 frames: dict[str, int], frame_size: int | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES, desc: str = "decoding clips"):
+    def __init__(self, dataset: Any, names: list[str], targets: TargetsFolder, check: TargetsCheck,
+                 frame_size: int | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 desc: str = "decoding clips"):
         self.dataset, self.names, self.targets = dataset, list(names), targets
-        self.channels, self.frame_size = tuple(channels), frame_size
+        self.channels, self.frame_size = check.channels, frame_size
         if frame_size is None:
-            sizes = {(dataset.info(n).height, dataset.info(n).width) for n in self.names[:50]}
+            sizes = {check.sizes[n] for n in self.names}
             if len(sizes) > 1:
-                raise DatasetError(f"{dataset.root}: clips have different sizes {sorted(sizes)[:3]}; "
-                                   f"pass a frame size to train on")
+                raise DatasetError(f"{dataset.root}: clips have different sizes "
+                                   f"({', '.join(f'{w}x{h}' for h, w in sorted(sizes)[:3])}); "
+                                   f"pass a frame size to train at")
             self.size = sizes.pop()
         else:
             self.size = (frame_size, frame_size)
+        self._frames = {n: check.frames[n] for n in self.names}
         h, w = self.size
-        need = sum(frames[n] for n in self.names) * h * w * (1 + len(self.channels))
+        need = sum(self._frames.values()) * h * w * (1 + len(self.channels))
         self.cached = need <= cache_bytes
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if self.cached:
@@ -197,7 +201,7 @@ class ClipStore:
 
     def length(self, i: int) -> int:
         """Number of frames of clip `i`."""
-        return int(self.get(i)[0].shape[0]) if self._cache is not None else self.dataset.info(self.names[i]).frames
+        return self._frames[self.names[i]]
 
 
 def window(frames: np.ndarray, targets: np.ndarray, start: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:

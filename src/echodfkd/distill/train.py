@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from echodfkd.data.clips import ClipStore, FixedWindows, TargetsFolder, TrainWindows, check_targets
+from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsFolder, TrainWindows,
+                                 check_targets)
 from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
 from echodfkd.errors import DatasetError, ModelError
 from echodfkd.io.atomic import save_json
@@ -82,6 +83,19 @@ def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None
     if before and before != now:
         raise DatasetError(f"{targets.root / 'meta.json'}: targets come from another teacher than the run "
                            f"being resumed ({path} records {before})")
+
+
+def _check_sizes(cfg: DistillConfig, dataset: Any, checks: dict[str, TargetsCheck]) -> None:
+    """Native sizes the student will see (training without --frame-size, calibration without --infer-size)."""
+    k = 2 ** (cfg.blocks - 1)
+    for split, check in checks.items():
+        if (cfg.frame_size is None and split != "calibration") or (cfg.infer_size is None and split == "calibration"):
+            bad = [(n, hw) for n, hw in check.sizes.items() if hw[0] % k or hw[1] % k]
+            if bad:
+                name, (h, w) = bad[0]
+                flag = "--infer-size" if split == "calibration" else "--frame-size"
+                raise DatasetError(f"{dataset.video_path(name)}: {w}x{h} frames are not divisible by {k} for a "
+                                   f"{cfg.blocks}-block student; pass {flag} (e.g. 112)")
 
 
 def _accelerator(cfg: DistillConfig) -> str:
@@ -190,6 +204,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     train_check = check_targets(dataset, train_names, targets, cfg.train_split, want)
     val_check = check_targets(dataset, val_names, targets, cfg.val_split, train_check.channels)
     channels = train_check.channels
+    _check_sizes(cfg, dataset, {"train": train_check, "val": val_check, "calibration": val_check})
     if resume:
         _check_resume(run, cfg, targets)
     student_cfg = cfg.student(out_channels=len(channels))
@@ -203,10 +218,10 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
 
     # ---------------------------------------------------------------- data
     cache = int(cfg.cache_gb * 2 ** 30)
-    train_store = ClipStore(dataset, train_names, targets, channels, train_check.frames, cfg.frame_size,
-                            cache, desc=f"loading {cfg.train_split} clips")
-    val_store = ClipStore(dataset, val_names, targets, channels, val_check.frames, cfg.frame_size,
-                          cache, desc=f"loading {cfg.val_split} clips")
+    train_store = ClipStore(dataset, train_names, targets, train_check, cfg.frame_size, cache,
+                            desc=f"loading {cfg.train_split} clips")
+    val_store = ClipStore(dataset, val_names, targets, val_check, cfg.frame_size, cache,
+                          desc=f"loading {cfg.val_split} clips")
     accelerator = _accelerator(cfg)
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                      pin_memory=accelerator == "cuda")
