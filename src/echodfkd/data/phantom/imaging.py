@@ -84,7 +84,6 @@ class Scanner:
         dx, dy = x - acq.sector_apex[0], y - acq.sector_apex[1]
         r = np.hypot(dx, dy)
         theta = np.arctan2(dx, dy)  # 0 = straight down the fan
-        self.r, self.theta = r, theta
         edge = size * np.minimum((acq.half_angle - np.abs(theta)) * r, acq.depth - r) + 0.5
         self.sector = (np.clip(edge, 0.0, 1.0) * (dy > 0)).astype(np.float32)
         depth = np.clip(r / acq.depth, 0.0, 1.0)
@@ -98,7 +97,7 @@ class Scanner:
         self.spec_x = (spec * dx / np.maximum(r, 1e-6)).astype(np.float32)
         self.spec_y = (spec * dy / np.maximum(r, 1e-6)).astype(np.float32)
         self._polar_maps(r, theta)
-        self.pool = self._speckle_pool(rng)
+        self.pool = self._speckle_fields(rng, _POOL)
         streaks = np.interp(theta, np.linspace(-1.0, 1.0, 24), rng.uniform(0.2, 1.0, 24))
         near = acq.clutter * np.exp(-r / acq.clutter_depth) * streaks
         self.clutter = near.astype(np.float32)
@@ -128,9 +127,6 @@ class Scanner:
                 out[i, c] = cv2.remap(field, self.map_beam, self.map_depth, cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REFLECT)
         return out
-
-    def _speckle_pool(self, rng: np.random.Generator) -> np.ndarray:
-        return self._speckle_fields(rng, _POOL)
 
     def _texture(self, rng: np.random.Generator) -> np.ndarray:
         """Static tissue heterogeneity (bright and weak patches, streaks along the beams)."""
