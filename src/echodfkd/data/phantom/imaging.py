@@ -2,8 +2,9 @@
 
 Speckle is generated in beam (polar) coordinates, so its grains are short along the beam, and their
 lateral size grows with depth once scan-converted onto the image grid. A small pool of speckle fields is
-cross-faded over time (preserving the Rayleigh statistics), faster while the heart moves. Everything is
-precomputed per clip on polar grids, then applied to whole clips with numpy.
+cross-faded over time (preserving the Rayleigh statistics), faster while the heart moves; its contrast is
+lowered as scanners' compounding does (and further for the smooth `synthetic` look). Interfaces facing the
+beam add specular echoes. Everything is precomputed per clip on polar grids, then applied to whole clips.
 """
 
 from __future__ import annotations
