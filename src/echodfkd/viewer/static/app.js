@@ -294,7 +294,7 @@ function init() {
   $("overlay").addEventListener("change", (e) => { state.overlay = e.target.checked; drawFrame(); });
   $("curve").addEventListener("click", (e) => { const f = curveFrameAt(e); if (f !== null) seek(f, true); });
   document.addEventListener("keydown", (e) => {
-    if (!state.result || e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
+    if (!state.result || ["INPUT", "SELECT", "BUTTON"].includes(e.target.tagName)) return;
     if (e.key === " ") { e.preventDefault(); setPlaying(!state.playing); }
     if (e.key === "ArrowLeft") seek(state.frame - 1, true);
     if (e.key === "ArrowRight") seek(state.frame + 1, true);
