@@ -1,0 +1,207 @@
+"""`echodfkd demo`: the whole EchoDFKD method end to end on the embedded phantom, resumable, timed.
+
+phantom (dynamic + synthetic) -> check -> teacher trained on traced frames -> label synthetic clips ->
+distil a (4,1) student -> calibrate the unusual-input alert -> predict + label the dynamic TEST split ->
+evaluate student and teacher -> optional EchoCLIP -> report.md + metrics.json + figures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from echodfkd.pipeline import StepRunner
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and budgets of one demo run (chosen to fit a 2-core CPU)."""
+
+    dynamic_videos: int
+    synthetic_videos: int
+    synthetic_frames: int | None   # None: the synthetic style's 192 frames
+    corrupt: float
+    teacher_arch: str
+    teacher_epochs: int
+    teacher_seconds: float
+    distill_epochs: int
+    distill_seconds: float
+    frame_size: int                # distillation frame size (the reference trained at 56)
+    seq_len: int
+    batch_size: int
+    clips_per_epoch: int | None
+    seed: int = 0
+
+
+FULL = DemoSettings(dynamic_videos=60, synthetic_videos=40, synthetic_frames=None, corrupt=0.1,
+                    teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=30, teacher_seconds=100,
+                    distill_epochs=60, distill_seconds=170, frame_size=56, seq_len=25, batch_size=8,
+                    clips_per_epoch=None)
+QUICK = DemoSettings(dynamic_videos=20, synthetic_videos=10, synthetic_frames=64, corrupt=0.15,
+                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=6, teacher_seconds=20,
+                     distill_epochs=8, distill_seconds=25, frame_size=56, seq_len=16, batch_size=8,
+                     clips_per_epoch=None)
+
+
+def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = None,
+             echoclip: str | None = None, teacher_arch: str | None = None, seed: int = 0,
+             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) the demo into `out`; returns the metrics written to `out/metrics.json`."""
+    from echodfkd.report.demo import write_demo_report
+
+    out = Path(out)
+    settings = QUICK if quick else FULL
+    settings = replace(settings, seed=seed, teacher_arch=teacher_arch or settings.teacher_arch)
+    runner = StepRunner(out, echo=echo)
+    paths = _paths(out)
+    steps = _Steps(settings, paths, workers)
+
+    runner.run("phantom_dynamic", f"dynamic phantom: {settings.dynamic_videos} clips with tracings",
+               steps.phantom_dynamic, [paths["dynamic"] / "FileList.csv"])
+    runner.run("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings",
+               steps.phantom_synthetic, [paths["synthetic"] / "FileList.csv"])
+    runner.run("check", "check the dynamic set (corrupted.csv)", steps.check, [paths["corrupted"]])
+    runner.run("teacher", f"train a {settings.teacher_arch} teacher on the traced TRAIN frames",
+               steps.teacher, [paths["teacher"]])
+    runner.run("label", "label the synthetic TRAIN/VAL clips with the teacher", steps.label,
+               [paths["targets"] / "meta.json"])
+    runner.run("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}",
+               steps.distill, [paths["student"] / "model.safetensors"])
+    runner.run("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", steps.alert,
+               [paths["student"] / "alert.json"])
+    runner.run("predict", "student: stream the dynamic TEST clips frame by frame", steps.predict,
+               [paths["pred_student"] / "meta.json"])
+    runner.run("teacher_predict", "teacher: label the dynamic TEST clips", steps.teacher_predict,
+               [paths["pred_teacher"] / "meta.json"])
+    runner.run("evaluate", "evaluate student and teacher on the dynamic TEST split", steps.evaluate,
+               [paths["eval_student"] / "metrics.json", paths["eval_teacher"] / "metrics.json"])
+    if echoclip:
+        runner.run("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases", lambda: steps.echoclip(echoclip),
+                   [paths["echoclip"] / "echoclip.json"])
+    else:
+        runner.skip("echoclip", "no --echoclip MODEL given")
+    return write_demo_report(out, asdict(settings), runner, paths, echoclip)
+
+
+def _paths(out: Path) -> dict[str, Path]:
+    return {
+        "dynamic": out / "data" / "dynamic", "synthetic": out / "data" / "synthetic",
+        "corrupted": out / "data" / "dynamic_corrupted.csv", "teacher": out / "teacher" / "teacher.pt",
+        "targets": out / "targets", "student": out / "student",
+        "pred_student": out / "predictions" / "student", "pred_teacher": out / "predictions" / "teacher",
+        "eval_student": out / "evaluation" / "student", "eval_teacher": out / "evaluation" / "teacher",
+        "echoclip": out / "echoclip",
+    }
+
+
+class _Steps:
+    """The demo's steps; each returns a small JSON-able summary for steps.json and the report."""
+
+    def __init__(self, settings: DemoSettings, paths: dict[str, Path], workers: int | None) -> None:
+        self.s, self.p, self.workers = settings, paths, workers
+
+    def phantom_dynamic(self) -> dict[str, Any]:
+        from echodfkd.data.phantom import generate_phantom
+
+        generate_phantom(self.p["dynamic"], self.s.dynamic_videos, "dynamic", seed=self.s.seed,
+                         corrupt=self.s.corrupt, workers=self.workers)
+        return _dataset_summary(self.p["dynamic"])
+
+    def phantom_synthetic(self) -> dict[str, Any]:
+        from echodfkd.data.phantom import generate_phantom
+
+        generate_phantom(self.p["synthetic"], self.s.synthetic_videos, "synthetic", seed=self.s.seed + 1,
+                         frames=self.s.synthetic_frames, workers=self.workers)
+        return _dataset_summary(self.p["synthetic"])
+
+    def check(self) -> dict[str, Any]:
+        from echodfkd.data.check import check_dataset
+
+        report = check_dataset(self.p["dynamic"], workers=self.workers or 1)
+        report.to_csv(self.p["corrupted"])
+        return {"videos": report.videos, "flagged_clips": len(report.problem_clips), "by_reason": report.by_reason()}
+
+    def teacher(self) -> dict[str, Any]:
+        from echodfkd.models.teacher_train import train_teacher
+
+        r = train_teacher(self.p["dynamic"], self.s.teacher_arch, self.p["teacher"], epochs=self.s.teacher_epochs,
+                          max_seconds=self.s.teacher_seconds, seed=self.s.seed)
+        return {"arch": r.arch, "best_epoch": r.best_epoch, "epochs_run": len(r.history),
+                "best_val_dice": r.best_val_dice, "train_frames": r.train_frames, "val_frames": r.val_frames}
+
+    def label(self) -> dict[str, Any]:
+        from echodfkd.distill.label import label_dataset
+
+        r = label_dataset(self.p["synthetic"], self.p["teacher"], self.p["targets"], splits=("TRAIN", "VAL"))
+        return r.as_dict()
+
+    def distill(self) -> dict[str, Any]:
+        import json
+
+        from echodfkd.distill.train import distill
+
+        run = distill(self.p["synthetic"], self.p["targets"], self.p["student"], blocks=4, layers=1,
+                      epochs=self.s.distill_epochs, frame_size=self.s.frame_size, seq_len=self.s.seq_len,
+                      batch_size=self.s.batch_size, max_time=self.s.distill_seconds, seed=self.s.seed)
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        keep = ("params", "thresholds", "epochs_trained", "best_val_loss", "frame_size", "infer_size")
+        return {k: cfg[k] for k in keep if k in cfg}
+
+    def alert(self) -> dict[str, Any]:
+        from echodfkd.stream import Predictor
+        from echodfkd.stream.alert import calibrate_alert
+        from echodfkd.stream.batch import clean_clips
+
+        predictor = Predictor(self.p["student"])
+        cfg = calibrate_alert(predictor, clean_clips(self.p["dynamic"], "VAL"), false_alarm_rate=0.05)
+        return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05}
+
+    def predict(self) -> dict[str, Any]:
+        from echodfkd.stream import Predictor
+        from echodfkd.stream.batch import find_clips, predict_to_folder
+
+        meta = predict_to_folder(Predictor(self.p["student"]), find_clips(self.p["dynamic"], "TEST"),
+                                 self.p["pred_student"], echo=lambda m: None)
+        return {k: meta[k] for k in ("clips", "frames", "fps_stream", "alerts") if k in meta}
+
+    def teacher_predict(self) -> dict[str, Any]:
+        from echodfkd.distill.label import label_dataset
+
+        return label_dataset(self.p["dynamic"], self.p["teacher"], self.p["pred_teacher"], splits=("TEST",)).as_dict()
+
+    def evaluate(self) -> dict[str, Any]:
+        from echodfkd.evaluate.runner import evaluate_predictions
+
+        evaluate_predictions(self.p["dynamic"], self.p["pred_student"], "TEST", teacher_dir=self.p["pred_teacher"],
+                             corrupted=self.p["corrupted"], out=self.p["eval_student"], n_boot=2000)
+        evaluate_predictions(self.p["dynamic"], self.p["pred_teacher"], "TEST", corrupted=self.p["corrupted"],
+                             out=self.p["eval_teacher"], n_boot=2000)
+        return {}
+
+    def echoclip(self, model: str) -> dict[str, Any]:
+        from echodfkd.cli import main
+        from echodfkd.errors import EchoDFKDError
+
+        code = main(["echoclip", "--data", str(self.p["dynamic"]), "--predictions", str(self.p["pred_student"]),
+                     str(self.p["pred_teacher"]), "--model", model, "--split", "TEST",
+                     "--cache", str(self.p["echoclip"] / "cache"), "--out", str(self.p["echoclip"])])
+        if code != 0:
+            raise EchoDFKDError(f"EchoCLIP step failed (exit {code}); see the message above")
+        return {"model": model}
+
+
+def _dataset_summary(root: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    fl = pd.read_csv(root / "FileList.csv")
+    return {"clips": int(len(fl)), "frames": int(fl["NumberOfFrames"].sum()),
+            "splits": {k: int(v) for k, v in fl["Split"].value_counts().items()}}
+
+
+def clean_output(out: str | os.PathLike) -> None:
+    """Remove a previous demo output folder (for --fresh)."""
+    if Path(out).exists():
+        shutil.rmtree(out)

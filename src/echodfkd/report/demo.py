@@ -1,0 +1,170 @@
+"""The demo's top-level report: settings, step times, Table 1/2-style results, alert, links."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from echodfkd.io.atomic import save_json, save_text
+from echodfkd.pipeline import StepRunner
+
+
+def _get(d: Any, path: str, default: Any = None) -> Any:
+    for key in path.split("."):
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * float(x):.1f}"
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    return "—" if x is None else f"{float(x):.{digits}f}"
+
+
+def _ci_pct(ci: Any) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def write_demo_report(out: Path, settings: dict[str, Any], runner: StepRunner, paths: dict[str, Path],
+                      echoclip: str | None) -> dict[str, Any]:
+    """Write out/report.md, out/metrics.json and out/figures/; print nothing, return the metrics."""
+    student = _load(paths["eval_student"] / "metrics.json")
+    teacher = _load(paths["eval_teacher"] / "metrics.json")
+    steps = {k: r.summary for k, r in runner.records.items()}
+    alerts = _alert_figures(paths)
+    metrics = {
+        "settings": settings, "step_seconds": runner.timings(), "total_seconds": sum(runner.timings().values()),
+        "steps": steps, "student": student, "teacher": teacher, "alert": alerts,
+        "echoclip": _load(paths["echoclip"] / "echoclip.json") if echoclip else {"skipped": "no --echoclip MODEL"},
+    }
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    copied = []
+    for who in ("student", "teacher"):
+        src = paths[f"eval_{who}"] / "figures"
+        for png in sorted(src.glob("*.png")) if src.is_dir() else []:
+            dst = figures / f"{who}_{png.name}"
+            shutil.copyfile(png, dst)
+            copied.append(dst.name)
+    save_json(out / "metrics.json", metrics)
+    save_text(out / "report.md", _markdown(metrics, copied, paths, out))
+    return metrics
+
+
+def _alert_figures(paths: dict[str, Path]) -> dict[str, Any]:
+    """Alert recall on the phantom's deliberately corrupted TEST clips and false alarms on clean ones."""
+    import csv
+
+    alerts_csv = paths["pred_student"] / "alerts.csv"
+    truth_csv = paths["dynamic"] / "GroundTruth" / "corrupted.csv"
+    if not alerts_csv.is_file():
+        return {}
+    with open(alerts_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    corrupted = set()
+    if truth_csv.is_file():
+        with open(truth_csv, newline="") as fh:
+            corrupted = {r["FileName"] for r in csv.DictReader(fh)}
+    flag_key = next((k for k in ("alert", "flag", "flagged") if rows and k in rows[0]), None)
+    if flag_key is None:
+        return {"clips": len(rows)}
+    flagged = {r["FileName"] for r in rows if str(r[flag_key]).strip().lower() in ("1", "true", "yes")}
+    names = {r["FileName"] for r in rows}
+    bad, good = names & corrupted, names - corrupted
+    return {"clips": len(names), "corrupted": len(bad), "clean": len(good),
+            "recall": (len(flagged & bad) / len(bad)) if bad else None,
+            "false_alarm_rate": (len(flagged & good) / len(good)) if good else None,
+            "corrupted_kinds_in_test": sorted(bad)}
+
+
+def _markdown(m: dict[str, Any], figures: list[str], paths: dict[str, Path], out: Path) -> str:
+    s, st, te = m["settings"], m["student"], m["teacher"]
+    steps = m["steps"]
+    rel = lambda p: Path(p).relative_to(out).as_posix()  # noqa: E731
+    lines = ["# EchoDFKD demo on the embedded phantom", "",
+             "Everything below was measured in this run on phantom data whose truth is known. "
+             "The *dynamic* phantom stands in for EchoNet-Dynamic (human-like tracings, TRAIN/VAL/TEST), the "
+             "*synthetic* phantom for EchoNet-Synthetic (no tracings; the only data the student sees).", ""]
+    lines += ["## Settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in s.items()]
+    d = steps.get("distill", {})
+    lines += [f"| student parameters | {d.get('params', '—')} |",
+              f"| calibrated thresholds (VAL) | {d.get('thresholds', '—')} |", ""]
+    lines += ["## Time per step", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in m["step_seconds"].items()]
+    lines += [f"| **total** | **{m['total_seconds']:.1f}** |", ""]
+    lines += _table1(st, te) + _table2(st, te) + _agreement(st, te) + _alert(m["alert"]) + _teacher(steps)
+    lines += ["## EchoCLIP", ""]
+    if isinstance(m["echoclip"], dict) and m["echoclip"].get("skipped"):
+        lines += ["Skipped: no EchoCLIP model given. Enable it with `echodfkd demo --echoclip "
+                  "hf-hub:mkaichristensen/echo-clip` (weights in the Hugging Face cache) or "
+                  "`--echoclip local-dir:PATH`.", ""]
+    else:
+        lines += [f"See [{rel(paths['echoclip'] / 'echoclip.md')}]({rel(paths['echoclip'] / 'echoclip.md')}).", ""]
+    lines += ["## Detailed reports", "",
+              f"- student: [{rel(paths['eval_student'] / 'report.md')}]({rel(paths['eval_student'] / 'report.md')})",
+              f"- teacher: [{rel(paths['eval_teacher'] / 'report.md')}]({rel(paths['eval_teacher'] / 'report.md')})",
+              "", "## Figures", ""]
+    lines += [f"![{f}](figures/{f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def _table1(st: dict, te: dict) -> list[str]:
+    lines = ["## Table 1 style — Dice / IoU (%) against the tracings at the traced ED and ES frames", "",
+             "Per-video mean (the paper's Table 1) with a bootstrap 90 % interval, and EchoNet's pixel-pooled Dice.", "",
+             "| model | Dice (per-video mean) | IoU (per-video mean) | Dice (pooled) |", "|---|---|---|---|"]
+    for name, mt in (("student (4,1)", st), ("teacher", te)):
+        seg = _get(mt, "segmentation.vs_tracings.overall") or _get(mt, "segmentation.vs_tracings") or {}
+        lines.append(f"| {name} | {_pct(seg.get('dice_per_video_mean'))}{_ci_pct(seg.get('dice_per_video_mean_ci90'))} "
+                     f"| {_pct(seg.get('iou_per_video_mean'))} | {_pct(seg.get('dice_pooled'))} |")
+    gt = _get(st, "segmentation.vs_ground_truth") or {}
+    lines += ["", f"Student Dice against the phantom's exact ground truth on every TEST frame: "
+              f"{_pct(gt.get('dice_per_video_mean'))} % (per-video mean; {gt.get('n_frames', '—')} frames).", ""]
+    return lines
+
+
+def _table2(st: dict, te: dict) -> list[str]:
+    lines = ["## Table 2 style — aFD (frames) of ED/ES found from the mask-area curve vs the traced frames", "",
+             "Median-block method; no clip removed (full set) and without the clips `echodfkd check` flags (clean).", "",
+             "| method | aFD ED (full) | aFD ES (full) | aFD ED (clean) | aFD ES (clean) |", "|---|---|---|---|---|"]
+    rows = (("student (4,1), aFD method", _get(st, "afd")), ("teacher, aFD method", _get(te, "afd")),
+            ("teacher, EchoNet find_peaks ES", _get(te, "es_baseline")))
+    for name, a in rows:
+        a = a or {}
+        lines.append(f"| {name} | {_num(_get(a, 'full.ED.afd'))} | {_num(_get(a, 'full.ES.afd'))} "
+                     f"| {_num(_get(a, 'clean.ED.afd'))} | {_num(_get(a, 'clean.ES.afd'))} |")
+    return lines + [""]
+
+
+def _agreement(st: dict, te: dict) -> list[str]:
+    ag = _get(st, "segmentation.vs_teacher") or {}
+    return ["## Student vs teacher agreement", "",
+            f"Dice of the student's masks against the teacher's on every TEST frame: "
+            f"{_pct(ag.get('dice_per_video_mean'))} % (per-video mean), {_pct(ag.get('dice_pooled'))} % (pooled).", ""]
+
+
+def _alert(a: dict) -> list[str]:
+    if not a:
+        return []
+    return ["## Unusual-input alert on TEST", "",
+            f"{a.get('corrupted', 0)} deliberately corrupted and {a.get('clean', 0)} clean clips: recall "
+            f"{_pct(a.get('recall'))} %, false alarms {_pct(a.get('false_alarm_rate'))} % "
+            "(threshold set on clean VAL clips at a 5 % false-alarm target).", ""]
+
+
+def _teacher(steps: dict) -> list[str]:
+    t = steps.get("teacher", {})
+    if not t:
+        return []
+    return ["## Teacher", "", f"{t.get('arch')} trained on {t.get('train_frames')} traced TRAIN frames; best VAL "
+            f"Dice {_pct(t.get('best_val_dice'))} % at epoch {t.get('best_epoch')} of {t.get('epochs_run')}.", ""]
