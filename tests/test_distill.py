@@ -138,16 +138,16 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tmp_path):
 
     from echodfkd.distill.train import distill
 
-    class Crash(pl.Callback):
+    class CtrlC(pl.Callback):
         def on_train_epoch_end(self, trainer, module):
             if trainer.current_epoch == 1:
-                raise RuntimeError("simulated crash")
+                raise KeyboardInterrupt  # what Ctrl-C raises in the training loop
 
     data, targets = make_dataset(tmp_path, SPLITS[2:])
     run = tmp_path / "run"
     kw = dict(SMALL, blocks=1, epochs=3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        distill(data, targets, run, callbacks=[Crash()], **kw)
+    with pytest.raises(KeyboardInterrupt):  # Lightning's graceful shutdown, reported as an interruption
+        distill(data, targets, run, callbacks=[CtrlC()], **kw)
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "model.safetensors").exists()
     with pytest.raises(ModelError, match="--resume"):
         distill(data, targets, run, **kw)
@@ -156,6 +156,9 @@ def test_interrupted_run_resumes_to_the_same_epoch_count(tmp_path):
     assert cfg["training"]["epochs_trained"] == 3
     assert sorted(set(epochs_logged(run))) == [0, 1, 2]
     Student.from_pretrained(run)
+    (run / "model.safetensors").unlink()  # unfinished again: resuming below the epochs done is refused
+    with pytest.raises(ModelError, match=r"last.ckpt: .*current_epoch=2.*max_epochs=1"):
+        distill(data, targets, run, resume=True, **dict(kw, epochs=1))
 
 
 def test_two_channel_student_from_lv_and_rv_targets(tmp_path):

@@ -173,6 +173,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from torch.utils.data import DataLoader
 
     from echodfkd.data import open_dataset
@@ -255,6 +256,8 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
         try:
             trainer.fit(module, train_dl, val_dl, ckpt_path=last if resume and last.is_file() else None,
                         weights_only=True)
+        except MisconfigurationException as exc:  # e.g. resuming past --epochs: a settings problem, one line
+            raise ModelError(f"{last if resume else run}: {str(exc).strip().splitlines()[0]}") from None
         except SystemExit:
             # Lightning turns Ctrl-C into sys.exit(1) after saving nothing more; report it as an interruption.
             if trainer.interrupted:
