@@ -26,27 +26,27 @@ def _devices(text: str) -> int | str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd reproduce`."""
-    p.add_argument("--dynamic", required=True, metavar="DIR",
+    p.add_argument("--dynamic", required=True, metavar="DIR", default=argparse.SUPPRESS,
                    help="EchoNet-Dynamic folder (FileList.csv, VolumeTracings.csv, Videos/)")
-    p.add_argument("--synthetic", required=True, metavar="DIR",
+    p.add_argument("--synthetic", required=True, metavar="DIR", default=argparse.SUPPRESS,
                    help="the student's training folder: EchoNet-Synthetic (FileList.csv, Videos/)")
-    p.add_argument("--teacher", required=True, metavar="CKPT",
+    p.add_argument("--teacher", required=True, metavar="CKPT", default=argparse.SUPPRESS,
                    help="teacher checkpoint, e.g. EchoNet's deeplabv3_resnet50_random.pt")
     p.add_argument("--teacher-arch", default=None, metavar="ARCH",
-                   help="teacher architecture (default: recorded in the checkpoint, else deeplabv3_resnet50)")
+                   help="teacher architecture; None: the one the checkpoint records, else deeplabv3_resnet50")
     p.add_argument("--echoclip", default=None, metavar="MODEL",
                    help="also evaluate with EchoCLIP: hf-hub:mkaichristensen/echo-clip, local-dir:DIR or a "
                         "checkpoint file")
     p.add_argument("--echoclip-offline", action="store_true", help="never download EchoCLIP (cache or local only)")
     grid = p.add_mutually_exclusive_group()
-    grid.add_argument("--grid", default=None, metavar="BxL",
-                      help="(B,l) students to distil, e.g. 1-4x1-4 (the paper's scaling grid, the default) or 4x1")
+    grid.add_argument("--grid", default="1-4x1-4", metavar="BxL",
+                      help="(B,l) students to distil: ranges or lists, e.g. 1-4x1-4 (the paper's scaling grid) or 4x1")
     grid.add_argument("--blocks", type=int, default=None, metavar="B", help="distil one configuration: B blocks ...")
     p.add_argument("--layers", type=int, default=None, metavar="L", help="... and L layers per block (with --blocks)")
     p.add_argument("--epochs", type=int, default=400, help="maximum epochs per student (early stopping, patience 10)")
     p.add_argument("--frame-size", type=int, default=56, help="training frame size (the reference trained at 56)")
     p.add_argument("--infer-size", type=int, default=None,
-                   help="inference and calibration size (default: the EchoNet-Dynamic clips' size, 112)")
+                   help="inference and calibration size; None: the EchoNet-Dynamic clips' own size (112)")
     p.add_argument("--seq-len", type=int, default=25, help="frames per training window")
     p.add_argument("--batch-size", type=int, default=32, help="training windows per batch")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
@@ -65,13 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="aFD block-distance rule (reference = the original code; see docs/afd.md)")
     p.add_argument("--overlays", type=int, default=3, metavar="K",
                    help="clips (best/median/worst aFD) drawn as overlay GIFs in each evaluation report")
-    p.add_argument("--workers", type=int, default=None, help="check worker processes (default: CPUs, at most 8)")
+    p.add_argument("--workers", type=int, default=None, help="check worker processes; None: the CPUs, at most 8")
     p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     p.add_argument("--measure", action="store_true",
                    help="with --dry-run: time the work on this machine (its --device) instead of using our "
                         "reference figures")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumable)")
+    p.add_argument("--out", required=True, metavar="DIR", default=argparse.SUPPRESS,
+                   help="output folder (resumable)")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -81,7 +82,7 @@ def settings_from_args(args: argparse.Namespace):
 
     if (args.blocks is None) != (args.layers is None):
         raise EchoDFKDError("--blocks and --layers go together (or use --grid)")
-    grid = [(args.blocks, args.layers)] if args.blocks is not None else parse_grid(args.grid or "1-4x1-4")
+    grid = [(args.blocks, args.layers)] if args.blocks is not None else parse_grid(args.grid)
     if any(b < 1 or l < 1 for b, l in grid):
         raise EchoDFKDError("--blocks and --layers must be at least 1")
     return Settings(dynamic=args.dynamic, synthetic=args.synthetic, teacher=args.teacher, out=args.out,

@@ -288,10 +288,18 @@ def measure_throughputs(device: str = "cpu", grid: Sequence[tuple[int, int]] = (
     echo("timing clip decoding and checks")
     tp = Throughput(machine=describe_machine(device, torch.get_num_threads()), source=source,
                     decode_fps=measure_decode(frames))
+    tp.target_bytes_per_frame, tp.mask_read_fps = measure_masks(masks)
+    echo(f"  decode {tp.decode_fps:.1f} frames/s; masks {tp.target_bytes_per_frame:.0f} B/frame, "
+         f"read {tp.mask_read_fps:.0f} frames/s")
     for arch in teacher_archs:
         echo(f"timing the teacher {arch}")
         tp.teacher_fps[f"{arch}@112"] = measure_teacher(arch, device, 112, batch=64 if device != "cpu" else 8)
         tp.gmac[f"{arch}@112"] = count_gmac(arch, 112)
+        echo(f"  {arch}: {tp.teacher_fps[f'{arch}@112']:.2f} frames/s")
+    if echoclip:
+        echo("timing the EchoCLIP image tower")
+        tp.echoclip_fps, tp.gmac["echoclip@224"] = measure_echoclip(device, frames=32 if device != "cpu" else 2)
+        echo(f"  EchoCLIP tower: {tp.echoclip_fps:.2f} frames/s")
     for b, l in grid:
         echo(f"timing student ({b},{l})")
         speeds = measure_student(b, l, device, train_size, stream_size,
@@ -299,10 +307,8 @@ def measure_throughputs(device: str = "cpu", grid: Sequence[tuple[int, int]] = (
         tp.train_fps[key(b, l, train_size)] = speeds["train"]
         tp.forward_fps[key(b, l, train_size)] = speeds["forward"]
         tp.stream_fps[key(b, l, stream_size)] = speeds["stream"]
-    if echoclip:
-        echo("timing the EchoCLIP image tower")
-        tp.echoclip_fps, tp.gmac["echoclip@224"] = measure_echoclip(device, frames=32 if device != "cpu" else 2)
-    tp.target_bytes_per_frame, tp.mask_read_fps = measure_masks(masks)
+        echo(f"  ({b},{l}): train {speeds['train']:.1f}, forward {speeds['forward']:.1f} frames/s at {train_size} px; "
+             f"stream {speeds['stream']:.1f} frames/s at {stream_size} px")
     tp.embedding_bytes_per_frame = _embedding_bytes()
     return tp
 

@@ -1,0 +1,152 @@
+"""How close the phantom is to a real clip: simple image statistics, real A4C fixture vs phantom clips.
+
+Usage: python benchmarks/phantom_realism.py [--real ../shared/fixtures/a4c_112x112_50fps.avi]
+       [--filelist ../shared/fixtures/echonet_dynamic_FileList.csv] [--clips 8] [--seed 0] [--json]
+
+Every statistic is computed the same way on the real clip and on phantom clips (112x112), inside the
+imaging sector (pixels that are ever brighter than 8 grey levels):
+- intensity: mean, standard deviation and 5/50/95th percentiles of the sector's grey levels, the share
+  of near-black pixels (< 20, blood and dropout), and the Wasserstein-1 distance between each phantom
+  clip's grey-level distribution and the real one (grey levels; 0 = identical distributions);
+- speckle: autocorrelation length of the high-pass image (frame minus a 3 px Gaussian blur) along the
+  beam (vertical, axial) and across it (horizontal, lateral): the lag in pixels where the normalised
+  autocorrelation falls to 0.5;
+- motion: mean correlation between consecutive frames (depends on the frame rate: stated per row);
+- anatomy: LV area fraction at ED and ES (phantom ground truth; the real clip has no mask), and the EF
+  distribution of phantom clips against the real EchoNet-Dynamic FileList when it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage, stats
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def sector_mask(frames: np.ndarray, level: int = 8) -> np.ndarray:
+    """Pixels of the imaging fan: brighter than `level` in at least one frame, holes filled."""
+    mask = frames.max(axis=0) > level
+    mask = ndimage.binary_opening(mask, iterations=1)
+    return ndimage.binary_fill_holes(mask)
+
+
+def correlation_length(frames: np.ndarray, mask: np.ndarray, axis: int, max_lag: int = 12) -> float:
+    """Lag (pixels, interpolated) where the high-pass image's normalised autocorrelation drops to 0.5."""
+    highpass = [f.astype(np.float64) - ndimage.gaussian_filter(f.astype(np.float64), 3.0) for f in frames]
+    rho = []
+    for lag in range(max_lag + 1):
+        num = den = 0.0
+        for hp in highpass:
+            a = hp if lag == 0 else (hp[lag:] if axis == 0 else hp[:, lag:])
+            b = hp if lag == 0 else (hp[:-lag] if axis == 0 else hp[:, :-lag])
+            m = mask if lag == 0 else ((mask[lag:] & mask[:-lag]) if axis == 0 else (mask[:, lag:] & mask[:, :-lag]))
+            a, b = a[m] - a[m].mean(), b[m] - b[m].mean()
+            num += float((a * b).sum())
+            den += float(np.sqrt((a * a).sum() * (b * b).sum()))
+        rho.append(num / den if den else 0.0)
+    rho = np.asarray(rho)
+    below = np.flatnonzero(rho < 0.5)
+    if not below.size:
+        return float(max_lag)
+    k = int(below[0])
+    return float(k - 1 + (rho[k - 1] - 0.5) / (rho[k - 1] - rho[k]))
+
+
+def clip_stats(frames: np.ndarray, fps: float) -> dict:
+    """Every image statistic of one clip (see module doc)."""
+    mask = sector_mask(frames)
+    values = frames[:, mask].ravel().astype(np.float64)
+    sub = frames[:: max(1, len(frames) // 24)]  # ~24 frames are plenty for the correlation lengths
+    corr = [np.corrcoef(a[mask].ravel(), b[mask].ravel())[0, 1] for a, b in zip(frames[:-1], frames[1:])]
+    return {"fps": float(fps), "frames": int(len(frames)), "sector_fraction": float(mask.mean()),
+            "mean": float(values.mean()), "std": float(values.std()),
+            "p5": float(np.percentile(values, 5)), "p50": float(np.percentile(values, 50)),
+            "p95": float(np.percentile(values, 95)), "dark_fraction": float((values < 20).mean()),
+            "speckle_axial_px": correlation_length(sub, mask, axis=0),
+            "speckle_lateral_px": correlation_length(sub, mask, axis=1),
+            "frame_to_frame_corr": float(np.nanmean(corr)), "_values": values}
+
+
+def phantom_stats(style: str, clips: int, seed: int) -> list[dict]:
+    """Statistics of `clips` phantom clips of one style, with their LV area fractions and EF."""
+    from echodfkd.data.phantom import make_clip
+
+    out = []
+    for i in range(clips):
+        clip = make_clip(seed, i, style, 112)
+        s = clip_stats(clip.frames, clip.fps)
+        area = clip.lv.mean(axis=(1, 2))
+        s.update(lv_area_ed=float(area[clip.ed].mean()) if clip.ed.size else None,
+                 lv_area_es=float(area[clip.es].mean()) if clip.es.size else None, ef=float(clip.ef))
+        out.append(s)
+    return out
+
+
+def summarise(rows: list[dict], real_values: np.ndarray | None) -> dict:
+    """Mean ± std over clips of each statistic, plus the Wasserstein-1 distance to the real histogram."""
+    keys = [k for k in rows[0] if not k.startswith("_") and rows[0][k] is not None]
+    out = {k: (float(np.mean([r[k] for r in rows if r.get(k) is not None])),
+               float(np.std([r[k] for r in rows if r.get(k) is not None]))) for k in keys}
+    if real_values is not None:
+        w = [stats.wasserstein_distance(r["_values"], real_values) for r in rows]
+        out["w1_to_real"] = (float(np.mean(w)), float(np.std(w)))
+    return out
+
+
+def main() -> None:
+    """Compute and print the comparison table (Markdown) or JSON."""
+    from echodfkd.io.video import read_video
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", default=str(FIXTURES / "a4c_112x112_50fps.avi"))
+    ap.add_argument("--filelist", default=str(FIXTURES / "echonet_dynamic_FileList.csv"))
+    ap.add_argument("--clips", type=int, default=8, help="phantom clips per style")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    frames, fps = read_video(args.real)
+    real = clip_stats(frames, fps)
+    real_values = real["_values"]
+    table = {"real clip": summarise([real], None)}
+    for style in ("dynamic", "synthetic"):
+        table[f"phantom {style}"] = summarise(phantom_stats(style, args.clips, args.seed), real_values)
+    ef = None
+    if Path(args.filelist).is_file():
+        import pandas as pd
+
+        real_ef = pd.read_csv(args.filelist)["EF"].to_numpy(dtype=float)
+        ef = {"echonet_filelist": (float(real_ef.mean()), float(real_ef.std())),
+              "phantom dynamic": table["phantom dynamic"]["ef"]}
+    if args.json:
+        print(json.dumps({"table": table, "ef": ef, "real": args.real, "clips": args.clips, "seed": args.seed},
+                         indent=1))
+        return
+    rows = [("fps", 0), ("frames", 0), ("sector_fraction", 3), ("mean", 1), ("std", 1), ("p5", 1), ("p50", 1),
+            ("p95", 1), ("dark_fraction", 3), ("w1_to_real", 1), ("speckle_axial_px", 2),
+            ("speckle_lateral_px", 2), ("frame_to_frame_corr", 3), ("lv_area_ed", 3), ("lv_area_es", 3), ("ef", 1)]
+    cols = list(table)
+    print("| statistic | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for key, nd in rows:
+        cells = []
+        for c in cols:
+            v = table[c].get(key)
+            cells.append("—" if v is None else (f"{v[0]:.{nd}f}" if c == "real clip" else f"{v[0]:.{nd}f} ± {v[1]:.{nd}f}"))
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    if ef:
+        print(f"\nEF (%): EchoNet-Dynamic FileList {ef['echonet_filelist'][0]:.1f} ± {ef['echonet_filelist'][1]:.1f} "
+              f"(10,030 clips); phantom dynamic {ef['phantom dynamic'][0]:.1f} ± {ef['phantom dynamic'][1]:.1f} "
+              f"({args.clips} clips)")
+    print(f"\nReal clip: {args.real} ({real['frames']} frames at {real['fps']:.0f} fps); phantom: {args.clips} clips "
+          f"per style, seed {args.seed}, 112x112. Mean ± std over clips.")
+
+
+if __name__ == "__main__":
+    main()
