@@ -152,7 +152,10 @@ function showMarkers(result) {
     li.appendChild(b);
     ul.appendChild(li);
   }
-  $("curve-legend").textContent = result.teacher ? "— student (orange), teacher (cyan, dashed)" : "";
+  const legend = ["dashed lines: ED/ES found on the student's curve"];
+  if (result.teacher) legend.unshift("student orange, teacher cyan dashed");
+  if (result.truth) legend.push("▲ on the axis: the phantom's true ED/ES");
+  $("curve-legend").textContent = "— " + legend.join(" · ");
 }
 
 function showCards(r) {
