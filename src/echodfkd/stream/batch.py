@@ -1,0 +1,225 @@
+"""Predict a folder of clips into a predictions folder (resumable), and pick clean clips for the alert.
+
+`PRED/<FileName>.npz` holds `masks` (uint8 soft, T,H,W), `areas` (pixels at the aFD threshold), `rv` for
+a 2-channel student, and `info` (a JSON string: fps, phases, alert features, notes). Tables are rebuilt
+from the npz files at the end, so an interrupted run resumes where it stopped and the alert is re-scored
+with the current calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from echodfkd.errors import DatasetError, EchoDFKDError, VideoError
+from echodfkd.io.atomic import save_json, save_npz, save_text
+from echodfkd.io.video import read_video, video_info, write_color_video
+from echodfkd.progress import progress
+from echodfkd.stream.alert import FEATURES, score_features
+from echodfkd.stream.postprocess import overlay_frames
+from echodfkd.stream.predictor import Predictor
+
+VIDEO_SUFFIXES = (".avi", ".mp4")
+#: Settings that must match for a rerun into the same folder to resume it.
+IDENTITY = ("model", "backend", "onnx", "threshold_dice", "threshold_afd", "warmup", "largest_component",
+            "model_size")
+
+
+@dataclass
+class ClipSource:
+    """One clip to predict: its name, file and a loader returning (frames, fps)."""
+
+    name: str
+    path: Path
+    load: Callable[[], tuple[np.ndarray, float]]
+
+    def frames_hint(self) -> int:
+        """Frame count from the header (0 when unknown)."""
+        try:
+            return video_info(self.path).frames
+        except VideoError:
+            return 0
+
+
+def find_clips(path: str | os.PathLike, split: str | None = None) -> list[ClipSource]:
+    """Clips of a video file, a dataset folder (FileList.csv + Videos/) or a folder of AVI/MP4 files."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: not found")
+    if path.is_file():
+        if split:
+            raise DatasetError(f"{path}: --split applies to a dataset folder (FileList.csv), not a video file")
+        return [ClipSource(path.stem, path, lambda: read_video(path))]
+    if (path / "FileList.csv").is_file():
+        from echodfkd.data import open_dataset
+
+        ds = open_dataset(path)
+        names = ds.names(split)
+        if not names:
+            raise DatasetError(f"{path}: no clips in split {split or 'all'}")
+        return [ClipSource(n, ds.video_path(n), (lambda n=n: ds.video(n))) for n in names]
+    if split:
+        raise DatasetError(f"{path}: --split needs a dataset folder with FileList.csv")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{path}: no .avi/.mp4 videos and no FileList.csv in this folder")
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        raise DatasetError(f"{path}: two videos share a name (e.g. .avi and .mp4); outputs are named by it")
+    return [ClipSource(p.stem, p, (lambda p=p: read_video(p))) for p in files]
+
+
+def _load_done(npz: Path) -> dict[str, Any] | None:
+    """A finished clip's arrays and info, or None when absent/unreadable (then it is predicted again)."""
+    if not npz.is_file():
+        return None
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            out = {k: data[k] for k in data.files}
+        out["info"] = json.loads(str(out["info"]))
+        return out
+    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError):
+        return None
+
+
+def _check_identity(out: Path, settings: dict[str, Any]) -> None:
+    meta = out / "meta.json"
+    if not meta.is_file():
+        return
+    try:
+        old = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+    diff = [k for k in IDENTITY if k in old and old[k] != settings.get(k)]
+    if diff:
+        k = diff[0]
+        raise EchoDFKDError(f"{out}: holds predictions made with other settings ({k} {old[k]!r}, now "
+                            f"{settings.get(k)!r}); use another --out or delete the folder")
+
+
+def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str | os.PathLike,
+                      overlay: bool = False, echo: Callable[[str], None] = print,
+                      skip_unreadable: bool = True) -> dict[str, Any]:
+    """Predict every clip into `out` (skipping finished ones) and write the tables; returns meta.json.
+
+    An unreadable clip is reported and skipped (listed under `failed`), or raised without `skip_unreadable`.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EchoDFKDError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = predictor.settings()
+    _check_identity(out, settings)
+    save_json(out / "meta.json", dict(settings, status="running"))
+    todo = [s for s in sources if _load_done(out / f"{s.name}.npz") is None]
+    failed: dict[str, str] = {}
+    timing = {"frames": 0, "seconds": 0.0}
+
+    def run() -> Iterator[int]:
+        for src in todo:
+            try:
+                frames, fps = src.load()
+            except EchoDFKDError as exc:
+                if not skip_unreadable:
+                    raise
+                failed[src.name] = str(exc)
+                echo(f"skipped {src.name}: {exc}")
+                continue
+            start, results = time.perf_counter(), []
+            for r in predictor.stream_clip(frames):
+                results.append(r)
+                yield 1
+            clip = predictor.finish_clip(results, fps)
+            timing["frames"] += len(results)
+            timing["seconds"] += time.perf_counter() - start
+            info = {"fps": clip.fps, "phases": clip.phases, "features": clip.alert.features,
+                    "notes": clip.notes, "frames": int(len(results)), "size": list(clip.masks.shape[1:])}
+            arrays = {"masks": clip.masks, "areas": clip.areas, "info": np.array(json.dumps(info))}
+            if clip.rv is not None:
+                arrays["rv"] = clip.rv
+            save_npz(out / f"{src.name}.npz", **arrays)
+            if overlay:
+                _write_overlay(out, src.name, frames, clip.masks, clip.fps, predictor)
+
+    total = sum(s.frames_hint() for s in todo)
+    for _ in progress(run(), desc="predict", total=total or None, unit="frame"):
+        pass
+    if overlay:  # clips finished by an earlier run without --overlay
+        for src in sources:
+            if src.name not in failed and not (out / "overlays" / f"{src.name}.avi").is_file():
+                done = _load_done(out / f"{src.name}.npz")
+                if done is not None:
+                    frames, fps = src.load()
+                    _write_overlay(out, src.name, frames, done["masks"], fps, predictor)
+    return _write_tables(out, predictor, [s.name for s in sources if s.name not in failed], settings,
+                         failed, timing, echo)
+
+
+def _write_overlay(out: Path, name: str, frames: np.ndarray, masks: np.ndarray, fps: float,
+                   predictor: Predictor) -> None:
+    binary = masks >= predictor.thresholds["dice"] * 255.0
+    write_color_video(out / "overlays" / f"{name}.avi", overlay_frames(frames, binary), fps or 50.0)
+
+
+def _write_tables(out: Path, predictor: Predictor, names: list[str], settings: dict[str, Any],
+                  failed: dict[str, str], timing: dict[str, float], echo: Callable[[str], None]) -> dict[str, Any]:
+    area_buf = io.StringIO()
+    area_buf.write("FileName,Frame,Area\n")
+    alert_buf = io.StringIO()
+    columns = ["FileName", "Score", "Flagged", "Threshold", "Calibrated", "Reasons", *FEATURES]
+    writer = csv.writer(alert_buf, lineterminator="\n")
+    writer.writerow(columns)
+    phases, flagged = {}, []
+    for name in names:
+        done = _load_done(out / f"{name}.npz")
+        if done is None:
+            continue
+        info = done["info"]
+        area_buf.writelines(f"{name},{i},{int(a)}\n" for i, a in enumerate(done["areas"]))
+        phases[name] = dict(fps=info["fps"], **info["phases"])
+        verdict = score_features(info["features"], predictor.alert_config)
+        writer.writerow([name, f"{verdict.score:.4g}", int(verdict.flagged), f"{verdict.threshold:.4g}",
+                         int(verdict.calibrated), "; ".join(verdict.reasons),
+                         *[f"{info['features'].get(k, float('nan')):.4g}" for k in FEATURES]])
+        if verdict.flagged:
+            flagged.append(name)
+            echo(f"ALERT {name}: score {verdict.score:.1f} > {verdict.threshold:.1f}: {'; '.join(verdict.reasons)}")
+    save_text(out / "areas.csv", area_buf.getvalue())
+    save_text(out / "alerts.csv", alert_buf.getvalue())
+    save_json(out / "phases.json", phases)
+    meta = dict(settings, status="done", clips=len(phases), flagged=flagged, failed=failed,
+                streamed_frames=int(timing["frames"]),
+                stream_fps=round(timing["frames"] / timing["seconds"], 1) if timing["seconds"] else None)
+    save_json(out / "meta.json", meta)
+    return meta
+
+
+def clean_clips(root: str | os.PathLike, split: str = "VAL") -> Iterator[tuple[np.ndarray, float]]:
+    """(frames, fps) of a dataset split's clips that are not listed as corrupted and pass the video checks."""
+    from echodfkd.data import open_dataset
+    from echodfkd.data.video_checks import frame_problems
+
+    ds = open_dataset(root)
+    listed = set()
+    corrupted = Path(root) / "GroundTruth" / "corrupted.csv"
+    if corrupted.is_file():
+        with open(corrupted, newline="") as fh:
+            listed = {row["FileName"] for row in csv.DictReader(fh)}
+    for name in ds.names(split):
+        if name in listed:
+            continue
+        try:
+            frames, fps = ds.video(name)
+        except VideoError:
+            continue
+        if any(reason in ("blank_frames", "noisy_video") for reason, _ in frame_problems(frames)):
+            continue
+        yield frames, fps

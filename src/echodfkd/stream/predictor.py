@@ -1,0 +1,223 @@
+"""Real-time predictor: frames stream one at a time through the student (no look-ahead).
+
+Any frame size is accepted: frames are resized to the model's size (the run's `infer_size`, else a
+top-level `frame_size`, else 112) and the masks resized back, so outputs are at the input size.
+Masks are uint8 soft (round(255·sigmoid)); areas and phases use the aFD threshold, `mask = soft >= t·255`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from echodfkd.errors import ModelError, VideoError
+from echodfkd.evaluate.phases import find_phase_frames
+from echodfkd.evaluate.segmentation import binarize
+from echodfkd.io.video import resize_masks
+from echodfkd.stream.alert import AlertAccumulator, AlertConfig, AlertResult, load_alert, score_features
+from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
+
+DEFAULT_SIZE = 112
+BACKENDS = ("torch", "onnx")
+ONNX_NAME = "student.onnx"
+
+
+@dataclass
+class FrameResult:
+    """One streamed frame: soft LV mask (uint8, input size), its area in pixels, and the latency."""
+
+    soft: np.ndarray
+    area: int
+    latency_ms: float
+    rv: np.ndarray | None = None
+
+
+@dataclass
+class ClipResult:
+    """A whole clip: soft masks (T, H, W), areas, ED/ES frames of every beat, and the alert."""
+
+    masks: np.ndarray
+    areas: np.ndarray
+    fps: float
+    phases: dict[str, list]
+    alert: AlertResult
+    latency_ms: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    rv: np.ndarray | None = None
+
+
+def load_run(model: Any) -> tuple[Any, dict[str, Any], Path | None]:
+    """(student, config, run_dir) from a run directory or a `Student` instance."""
+    from echodfkd.models.student import CONFIG_NAME, Student
+
+    if isinstance(model, Student):
+        return model.eval(), dict(model.config), None
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"expected a student run directory or a Student, got {type(model).__name__}")
+    run = Path(model)
+    if not run.is_dir():
+        raise ModelError(f"{run}: model run directory not found")
+    student = Student.from_pretrained(run)
+    return student, json.loads((run / CONFIG_NAME).read_text()), run
+
+
+def _threshold(value: Any, what: str) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what}: threshold must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= t <= 1.0:
+        raise ModelError(f"{what}: threshold must be in [0, 1] (fraction of 255), got {t}")
+    return t
+
+
+class Predictor:
+    """Stream frames through a trained student; soft masks, areas, phases and an unusual-input alert."""
+
+    def __init__(self, model_dir_or_student: Any, device: str = "cpu", backend: str = "torch",
+                 warmup: int | None = None, largest_component: bool | None = None,
+                 threshold: float | None = None, onnx_path: str | os.PathLike | None = None,
+                 size: int | None = None, compile: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise ModelError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        student, self.config, self.run_dir = load_run(model_dir_or_student)
+        stream_cfg = self.config.get("stream") if isinstance(self.config.get("stream"), dict) else {}
+        self.warmup = int(stream_cfg.get("warmup", 0) if warmup is None else warmup)
+        if self.warmup < 0:
+            raise ModelError(f"warm-up must be >= 0 frames, got {self.warmup}")
+        self.largest_component = bool(stream_cfg.get("largest_component", False)
+                                      if largest_component is None else largest_component)
+        cal = self.config.get("thresholds") if isinstance(self.config.get("thresholds"), dict) else {}
+        if threshold is not None:
+            t = _threshold(threshold, "--threshold")
+            self.thresholds = {"dice": t, "afd": t}
+        else:
+            self.thresholds = {k: _threshold(cal.get(k, 0.5), f"config thresholds.{k}") for k in ("dice", "afd")}
+        self.threshold_source = "argument" if threshold is not None else ("config" if cal else "default 0.5")
+        self.alert_config: AlertConfig = load_alert(self.run_dir, self.config)
+        self.backend, self.device = backend, device
+        k = 2 ** (student.blocks - 1)
+        if backend == "onnx":
+            from echodfkd.stream.engines import OnnxEngine
+
+            if onnx_path is None:
+                if self.run_dir is None:
+                    raise ModelError("the onnx backend needs onnx_path when given a Student object")
+                onnx_path = self.run_dir / ONNX_NAME
+            self.onnx_path = Path(onnx_path)
+            self.engine: Any = OnnxEngine(self.onnx_path)
+            self.size = self.engine.size
+        else:
+            from echodfkd.stream.engines import TorchEngine
+
+            self.onnx_path = None
+            s = size or self.config.get("infer_size") or self.config.get("frame_size") or DEFAULT_SIZE
+            self.size = (int(s), int(s))
+            self.engine = TorchEngine(student, device=device, compile=compile)
+        if self.size[0] % k or self.size[1] % k:
+            raise ModelError(f"model size {self.size[0]}x{self.size[1]} is not divisible by {k} "
+                             f"for a {student.blocks}-block student")
+        self.out_channels = int(self.config.get("out_channels", 1))
+        self._acc = AlertAccumulator()
+        self.reset()
+
+    # ------------------------------------------------------------------ streaming
+    def reset(self) -> None:
+        """Start a new clip: zero recurrent state, forget alert statistics."""
+        self.engine.reset()
+        self._acc.reset()
+        self._input_size: tuple[int, int] | None = None
+
+    def push(self, frame: np.ndarray) -> FrameResult:
+        """Process the next frame (uint8 grayscale (H, W)) using only the frames pushed before it."""
+        start = time.perf_counter()
+        frame = np.asarray(frame)
+        if frame.ndim != 2 or frame.dtype != np.uint8 or 0 in frame.shape:
+            raise VideoError(f"frame must be a non-empty 2-D uint8 grayscale array, got {frame.dtype} {frame.shape}")
+        h, w = frame.shape
+        first = self._input_size is None
+        if first:
+            self._input_size = (h, w)
+        elif self._input_size != (h, w):
+            raise VideoError(f"frame size changed inside a stream: {self._input_size} then {(h, w)} (call reset())")
+        x = frame if (h, w) == self.size else cv2.resize(
+            frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA if h > self.size[0] else cv2.INTER_LINEAR)
+        xf = x.astype(np.float32)
+        if first:
+            for _ in range(self.warmup):  # supp. §6: pre-pad by repeating the first frame
+                self.engine.step(xf)
+        soft = logits_to_soft(self.engine.step(xf))
+        lv = soft[0]
+        if self.largest_component:
+            lv = keep_largest_component(lv, min(self.thresholds.values()))
+        self._acc.update(x, lv, binarize(lv, self.thresholds["afd"]))
+        out = lv if (h, w) == self.size else resize_masks(lv[None], (h, w))[0]
+        rv = None
+        if soft.shape[0] > 1:
+            rv = soft[1] if (h, w) == self.size else resize_masks(soft[1][None], (h, w))[0]
+        area = int(np.count_nonzero(binarize(out, self.thresholds["afd"])))
+        return FrameResult(out, area, (time.perf_counter() - start) * 1000.0, rv)
+
+    def alert(self, fps: float) -> AlertResult:
+        """The alert for the frames pushed since the last reset."""
+        return score_features(self._acc.features(fps), self.alert_config)
+
+    # ------------------------------------------------------------------ whole clips
+    def stream_clip(self, frames: np.ndarray) -> Iterator[FrameResult]:
+        """Reset, then yield one FrameResult per frame of a clip (T, H, W)."""
+        frames = np.asarray(frames)
+        if frames.ndim != 3 or frames.shape[0] == 0:
+            raise VideoError(f"expected a clip of shape (T, H, W) with T > 0, got {frames.shape}")
+        self.reset()
+        for frame in frames:
+            yield self.push(frame)
+
+    def finish_clip(self, results: list[FrameResult], fps: float) -> ClipResult:
+        """Assemble streamed frame results into a ClipResult (phases, alert, notes)."""
+        if not results:
+            raise VideoError("no frames were streamed")
+        masks = np.stack([r.soft for r in results])
+        areas = np.array([r.area for r in results], dtype=np.int64)
+        fps = float(fps) if fps and np.isfinite(fps) and fps > 0 else 0.0
+        notes = self.notes(masks.shape[1:], fps)
+        phases: dict[str, list] = {}
+        for phase in ("ED", "ES"):
+            found = find_phase_frames(areas.astype(np.float64), phase)
+            phases[phase] = found
+            phases[f"{phase}_s"] = [f / fps for f in found] if fps else []
+        rv = np.stack([r.rv for r in results]) if results[0].rv is not None else None
+        return ClipResult(masks, areas, fps, phases, self.alert(fps),
+                          np.array([r.latency_ms for r in results]), notes, rv)
+
+    def predict_clip(self, frames: np.ndarray, fps: float) -> ClipResult:
+        """Stream a whole clip (uint8 (T, H, W)) and return masks, areas, phases and the alert."""
+        return self.finish_clip(list(self.stream_clip(frames)), fps)
+
+    def notes(self, input_size: tuple[int, int], fps: float) -> list[str]:
+        """Human-readable notes about what was done to a clip of this size and rate."""
+        notes = []
+        if tuple(input_size) != tuple(self.size):
+            notes.append(f"frames resized from {input_size[1]}x{input_size[0]} to the model's "
+                         f"{self.size[1]}x{self.size[0]}; masks resized back")
+        if not fps:
+            notes.append("unknown frame rate: phases in frames only; the alert assumed 50 fps")
+        if not self.alert_config.calibrated:
+            notes.append("alert not calibrated (built-in references); run calibrate_alert on clean VAL clips")
+        return notes
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the outputs (written to PRED/meta.json)."""
+        return {"model": str(self.run_dir) if self.run_dir else None, "backend": self.backend,
+                "onnx": str(self.onnx_path) if self.onnx_path else None,
+                "threshold_dice": self.thresholds["dice"], "threshold_afd": self.thresholds["afd"],
+                "threshold_source": self.threshold_source, "warmup": self.warmup,
+                "largest_component": self.largest_component, "model_size": list(self.size),
+                "alert": self.alert_config.to_dict()}
+
