@@ -108,7 +108,7 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
                 eng.step(f)
             return len(cf)
         variants["student_step_onnxruntime"] = onnx_stream
-    pred = Predictor(student)
+    pred = Predictor(student, size=size)
 
     def predictor_stream() -> int:
         pred.reset()
