@@ -212,8 +212,12 @@ def fit_alert(feature_rows: list[dict[str, float]], false_alarm_rate: float = 0.
 
 
 def calibrate_alert(predictor: "Predictor", clean_val_clips: Iterable[tuple[np.ndarray, float]],
-                    false_alarm_rate: float = 0.05, save_to: str | os.PathLike | None = None) -> AlertConfig:
-    """Set the predictor's alert from clean validation clips (frames, fps); saves RUN/alert.json when known."""
+                    false_alarm_rate: float = 0.05, save_to: str | os.PathLike | None = None,
+                    save: bool = True) -> AlertConfig:
+    """Set the predictor's alert from clean validation clips (frames, fps); saves RUN/alert.json when known.
+
+    `save_to` picks another file; `save=False` keeps the calibration in memory only.
+    """
     from echodfkd.progress import progress
 
     rows = []
@@ -223,7 +227,7 @@ def calibrate_alert(predictor: "Predictor", clean_val_clips: Iterable[tuple[np.n
     predictor.alert_config = config
     target = Path(save_to) if save_to is not None else (
         predictor.run_dir / ALERT_FILE if predictor.run_dir is not None else None)
-    if target is not None:
+    if save and target is not None:
         save_alert(target, config)
     return config
 

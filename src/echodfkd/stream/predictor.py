@@ -3,6 +3,8 @@
 Any frame size is accepted: frames are resized to the model's size (the run's `infer_size`, else a
 top-level `frame_size`, else 112) and the masks resized back, so outputs are at the input size.
 Masks are uint8 soft (round(255·sigmoid)); areas and phases use the aFD threshold, `mask = soft >= t·255`.
+Defaults come from the run: thresholds from config.json, warm-up and largest-component from RUN/stream.json
+(written by benchmarks/measure_warmup_alert.py --write-defaults), the alert from RUN/alert.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
 DEFAULT_SIZE = 112
 BACKENDS = ("torch", "onnx")
 ONNX_NAME = "student.onnx"
+#: Side file with measured streaming defaults ({"warmup": K, "largest_component": bool}).
+STREAM_FILE = "stream.json"
 
 
 @dataclass
@@ -68,6 +72,20 @@ def load_run(model: Any) -> tuple[Any, dict[str, Any], Path | None]:
     return student, json.loads((run / CONFIG_NAME).read_text()), run
 
 
+def load_stream_defaults(run_dir: Path | None, config: dict[str, Any]) -> dict[str, Any]:
+    """Warm-up / largest-component defaults: RUN/stream.json, else config.json's `stream` section, else {}."""
+    if run_dir is not None and (run_dir / STREAM_FILE).is_file():
+        path = run_dir / STREAM_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: expected a JSON object with warmup / largest_component")
+        return data
+    return config["stream"] if isinstance(config.get("stream"), dict) else {}
+
+
 def _threshold(value: Any, what: str) -> float:
     try:
         t = float(value)
@@ -88,7 +106,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise ModelError(f"backend must be one of {BACKENDS}, got {backend!r}")
         student, self.config, self.run_dir = load_run(model_dir_or_student)
-        stream_cfg = self.config.get("stream") if isinstance(self.config.get("stream"), dict) else {}
+        stream_cfg = load_stream_defaults(self.run_dir, self.config)
         self.warmup = int(stream_cfg.get("warmup", 0) if warmup is None else warmup)
         if self.warmup < 0:
             raise ModelError(f"warm-up must be >= 0 frames, got {self.warmup}")
