@@ -20,6 +20,16 @@ from tiny_echonet import make_folder
 ARCH = "lraspp_mobilenet_v3_large"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these inputs are tiny, and on a shared 2-core machine OpenMP spinning
+    across oversubscribed threads makes tests several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("echo"), {"TRAIN": 5, "VAL": 2, "TEST": 1}, size=32, frames=9)

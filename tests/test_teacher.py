@@ -20,6 +20,16 @@ from tiny_echonet import make_folder
 LIGHT = "lraspp_mobilenet_v3_large"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these inputs are tiny, and on a shared 2-core machine OpenMP spinning
+    across oversubscribed threads makes tests several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _frames(n: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
@@ -176,13 +186,15 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     from echodfkd.models.teacher_train import load_traced_frames, train_teacher
     from echodfkd.data import open_dataset
 
-    data = make_folder(tmp_path / "data", {"TRAIN": 4, "VAL": 1}, size=32, frames=8)
+    data = make_folder(tmp_path / "data", {"TRAIN": 5, "VAL": 1}, size=32, frames=8, broken=("clip_train_4",))
     traced = load_traced_frames(open_dataset(data), "TRAIN")
     assert traced.frames.shape == (8, 32, 32) and traced.masks.dtype == bool and traced.masks.any()
+    assert [n for n, _ in traced.skipped] == ["clip_train_4"] and len(traced.origin) == 8
     out = tmp_path / "teacher.pt"
     result = train_teacher(data, LIGHT, out, epochs=2, batch_size=4, shift=2)
     assert len(result.history) == 2 and 1 <= result.best_epoch <= 2
     assert result.train_frames == 8 and result.val_frames == 2 and result.validated_on == "VAL"
+    assert [n for n, _ in result.skipped] == ["clip_train_4"]
     best = result.history[result.best_epoch - 1]["val_dice"]
     assert result.best_val_dice == best == max(h["val_dice"] for h in result.history)
     raw = torch.load(out, weights_only=True)

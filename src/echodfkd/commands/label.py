@@ -20,11 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `echodfkd label`."""
     parser.add_argument("data", help="EchoNet-layout dataset folder")
     parser.add_argument("--teacher", required=True, help="teacher checkpoint (EchoNet .pt, ours, or a state dict)")
-    parser.add_argument("--arch", default=None, help="teacher architecture (default: recorded in the "
-                        "checkpoint, else deeplabv3_resnet50)")
+    parser.add_argument("--arch", default=None, help="teacher architecture; when omitted, the one "
+                        "recorded in the checkpoint, else deeplabv3_resnet50")
     parser.add_argument("--out", required=True, help="targets folder")
     parser.add_argument("--split", default="TRAIN,VAL", help="TRAIN, VAL, TEST, a comma list, or all")
-    parser.add_argument("--shard", default=None, help="i/N: label every N-th clip starting at i (0-based)")
+    parser.add_argument("--shard", default=None, help="i/N: label every N-th clip starting at i (0-based); when omitted, "
+                        "torchrun's RANK/WORLD_SIZE, else all clips")
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (across clips)")
     parser.add_argument("--channel", choices=["masks", "rv"], default="masks",
                         help="npz key to write; 'rv' adds a second teacher's output beside 'masks'")

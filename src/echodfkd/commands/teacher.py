@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", required=True, help="checkpoint to write (EchoNet format, .pt)")
     train.add_argument("--epochs", type=int, default=15)
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 adam, 1e-2 sgd)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate; when omitted 1e-3 for adam, 1e-2 for sgd")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                        help="adam, or sgd with momentum 0.9 / weight decay 1e-5 like EchoNet")
-    train.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE (default: as stored)")
+    train.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE; when omitted, frames are used as stored")
     train.add_argument("--no-augment", action="store_true", help="turn off random shifts and intensity gain")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           formatter_class=fmt)
     info.add_argument("checkpoint", help="teacher checkpoint (.pt EchoNet/ours, plain state dict, .safetensors)")
     info.add_argument("--arch", default=None, choices=ARCH_CHOICES,
-                      help="architecture (default: recorded in the checkpoint, else deeplabv3_resnet50)")
+                      help="architecture; when omitted, the one recorded in the checkpoint, else deeplabv3_resnet50")
     info.add_argument("--size", type=int, default=112, help="frame size for the GMAC figure")
     info.add_argument("--json", action="store_true", help="print JSON")
 

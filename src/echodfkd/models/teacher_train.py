@@ -52,27 +52,45 @@ class TrainResult:
     skipped: list[tuple[str, str]]
 
 
-def load_traced_frames(dataset, split: str, size: int | None = None) -> TracedFrames:
-    """ED and ES frames of every traced clip of `split` with the first annotator's masks."""
+def _clip_traced(dataset, name: str, size: int | None) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(frame, mask, index) of a clip's ED and ES frames (first annotator)."""
     from echodfkd.io.video import resize_frames, resize_masks
 
-    frames, masks, origin, skipped = [], [], [], []
-    for name in dataset.names(split):
+    video, _ = dataset.video(name)
+    pairs = []
+    for f in dataset.traced_frames(name):
+        if f >= len(video):
+            raise DatasetError(f"{dataset.video_path(name)}: traced frame {f} is past the video's {len(video)} frames")
+        mask = dataset.trace_mask(name, f, shape=video.shape[1:])
+        if size is not None:
+            pairs.append((resize_frames(video[f:f + 1], size)[0], resize_masks(mask[None], size)[0], int(f)))
+        else:
+            pairs.append((video[f], mask, int(f)))
+    return pairs
+
+
+def load_traced_frames(dataset, split: str, size: int | None = None, workers: int = 2) -> TracedFrames:
+    """ED and ES frames of every traced clip of `split` with the first annotator's masks.
+
+    Clips whose video or traces are unusable are skipped and listed (decoding runs in `workers` threads).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def job(name: str):
         try:
-            video, _ = dataset.video(name)
-            ed, es = dataset.traced_frames(name)
-            for f in (ed, es):
-                if f >= len(video):
-                    raise DatasetError(f"traced frame {f} is past the video's {len(video)} frames")
-                mask = dataset.trace_mask(name, f, shape=video.shape[1:])
-                frames.append(video[f] if size is None else resize_frames(video[f:f + 1], size)[0])
-                masks.append(mask if size is None else resize_masks(mask[None], size)[0])
-                origin.append((name, int(f)))
+            return name, _clip_traced(dataset, name, size), None
         except EchoDFKDError as exc:
-            # Drop both frames of a clip that fails half-way so frames and masks stay paired.
-            while origin and origin[-1][0] == name:
-                origin.pop(), frames.pop(), masks.pop()
-            skipped.append((name, str(exc)))
+            return name, [], str(exc)
+
+    frames, masks, origin, skipped = [], [], [], []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for name, pairs, error in pool.map(job, dataset.names(split)):
+            if error is not None:
+                skipped.append((name, error))
+            for frame, mask, index in pairs:
+                frames.append(frame)
+                masks.append(mask)
+                origin.append((name, index))
     if frames and len({f.shape for f in frames}) > 1:
         raise DatasetError(f"{dataset.root}: {split} frames differ in size "
                            f"{sorted({f.shape for f in frames})}; pass a common size (--size)")
@@ -157,6 +175,11 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     teacher = Teacher(build_segmenter(arch), arch=arch, mean=mean, std=std).to(device)
+    for module in teacher.modules():
+        # torchvision's MobileNetV3 uses BN momentum 0.01 (long ImageNet runs); over the few hundred
+        # steps of a teacher run the running statistics would lag so far that eval-mode output is flat.
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
     if optimizer == "adam":
         opt = torch.optim.Adam(teacher.parameters(), lr=lr or 1e-3)
     else:
@@ -175,7 +198,7 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches.pop()   # BatchNorm cannot train on a single sample (DeepLab's pooled branch is 1x1)
         bar = _bar(len(batches), f"epoch {epoch}/{epochs}")
-        tic, total = time.perf_counter(), 0.0
+        tic, cpu, total = time.perf_counter(), time.process_time(), 0.0
         for k, idx in enumerate(batches, 1):
             x, y = x_all[idx], y_all[idx]
             if augment:
@@ -190,7 +213,8 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
             bar.update(1)
         scores = evaluate_teacher(teacher, val.frames, val.masks, batch_size=max(batch_size, 32))
         record = {"epoch": epoch, "train_loss": total / max(1, len(batches)), "val_loss": scores["loss"],
-                  "val_dice": scores["dice"], "seconds": time.perf_counter() - tic}
+                  "val_dice": scores["dice"], "seconds": time.perf_counter() - tic,
+                  "cpu_seconds": time.process_time() - cpu}
         history.append(record)
         improved = scores["dice"] > best["dice"]
         bar.set_postfix_str(f"loss {record['train_loss']:.4f} val Dice {scores['dice']:.4f}"
