@@ -118,3 +118,19 @@ def test_bench_json_smoke(capsys):
                 "student_batch_forward", "predictor_push_end_to_end"):
         assert res["fps_median"][key] > 0
     assert res["params"] == 714_577 and res["goals"]["student_fps_goal"] == 200
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_forward_sequence_paths_agree(batched, monkeypatch):
+    from echodfkd.models.convlstm import ConvLSTMCell
+
+    model = _student(blocks=2, layers=2)
+    clip = torch.rand(2, 5, 1, 16, 16) * 255
+    with torch.no_grad():
+        state, steps = None, []
+        for t in range(clip.shape[1]):
+            logits, state = model.step(clip[:, t], state)
+            steps.append(logits)
+        monkeypatch.setattr(ConvLSTMCell, "batched_input", batched)
+        full = model(clip)
+    torch.testing.assert_close(full, torch.stack(steps, 1), rtol=1e-4, atol=1e-4)
