@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=400)
     ap.add_argument("--echoclip", action="store_true", help="include the EchoCLIP step")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", action="store_true",
+                    help="a Markdown table with the per-config predict/evaluate steps summed (docs/real-data.md)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dyn, syn, teacher = stand_ins(Path(tmp), Path(args.filelist))
@@ -67,7 +69,34 @@ def main() -> None:
                       workers=8)
         p = plan(st)
         p.notes = [n for n in p.notes if "EchoCLIP" not in n]  # the stand-in machine has no Hugging Face cache
-        print(json.dumps(p.as_dict(), indent=1) if args.json else p.format())
+        if args.json:
+            print(json.dumps(p.as_dict(), indent=1))
+        elif args.markdown:
+            print(markdown(p))
+        else:
+            print(p.format())
+
+
+def markdown(p) -> str:
+    """The plan as a Markdown table: distillations one row each, predictions and evaluations summed."""
+    from echodfkd.reproduce.estimate import _bytes, _duration, _tmac
+
+    groups: dict[str, list] = {}
+    for s in p.steps:
+        kind = s.name.split("-")[0]
+        count = sum(x.name.startswith(kind + "-") for x in p.steps)
+        label = f"{kind}-* ({count} steps)" if kind in ("predict", "evaluate") else s.name
+        groups.setdefault(label, []).append(s)
+    rows = ["| step | clips | frames | TMAC | time on the reference core | disk |", "|---|---|---|---|---|---|"]
+    for label, steps in groups.items():
+        seconds = [s.seconds for s in steps]
+        tmac = sum(s.tmac or 0 for s in steps)
+        took = _duration(None if None in seconds else sum(seconds))
+        rows.append(f"| {label} | {steps[0].clips:,} | {sum(s.frames for s in steps):,} | {_tmac(tmac)} | {took} | "
+                    f"{_bytes(sum(s.disk_bytes for s in steps))} |")
+    t = p.totals()
+    rows.append(f"| **total** | | | {_tmac(t['tmac'])} | {_duration(t['seconds'])} | {_bytes(t['disk_bytes'])} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,10 @@ def main() -> None:
         cells = []
         for c in cols:
             v = table[c].get(key)
-            cells.append("—" if v is None else (f"{v[0]:.{nd}f}" if c == "real clip" else f"{v[0]:.{nd}f} ± {v[1]:.{nd}f}"))
+            if v is None:
+                cells.append("—")
+            else:
+                cells.append(f"{v[0]:.{nd}f}" if c == "real clip" else f"{v[0]:.{nd}f} ± {v[1]:.{nd}f}")
         print(f"| {key} | " + " | ".join(cells) + " |")
     if ef:
         print(f"\nEF (%): EchoNet-Dynamic FileList {ef['echonet_filelist'][0]:.1f} ± {ef['echonet_filelist'][1]:.1f} "

@@ -66,20 +66,47 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     return {"dynamic": dyn, "synthetic": syn, "teacher": teacher, "clip": clip_dir / "tiny.pt", "root": root}
 
 
-def _args(inp: dict[str, Path], out: Path, *extra: str) -> list[str]:
+def _args(inp: dict[str, Path], out: Path, *extra: str, grid: str = "1,2x1") -> list[str]:
     return ["reproduce", "--dynamic", str(inp["dynamic"]), "--synthetic", str(inp["synthetic"]),
-            "--teacher", str(inp["teacher"]), "--teacher-arch", ARCH, "--grid", "1,2x1", "--epochs", "1",
+            "--teacher", str(inp["teacher"]), "--teacher-arch", ARCH, "--grid", grid, "--epochs", "1",
             "--frame-size", "32", "--batch-size", "4", "--bootstrap", "50", "--overlays", "0", "--device", "cpu",
             "--workers", "1",
             "--out", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
-def finished(inputs, tmp_path_factory) -> Path:
-    """A finished reproduce run with EchoCLIP."""
+def grown(inputs, tmp_path_factory) -> tuple[Path, str]:
+    """A run of student (1,1) with EchoCLIP, then the same run grown to the grid (1,1)+(2,1); its log."""
     out = tmp_path_factory.mktemp("reproduce") / "out"
-    assert main(_args(inputs, out, "--echoclip", str(inputs["clip"]))) == 0
-    return out
+    assert main(_args(inputs, out, "--echoclip", str(inputs["clip"]), grid="1x1")) == 0
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        assert main(_args(inputs, out, "--echoclip", str(inputs["clip"]))) == 0
+    return out, log.getvalue()
+
+
+@pytest.fixture(scope="module")
+def finished(grown) -> Path:
+    """A finished reproduce run over the grid (1,1)+(2,1) with EchoCLIP."""
+    return grown[0]
+
+
+def _status(log: str, step: str) -> str:
+    """'reused' or 'ran' for one step of a run's log."""
+    line = log.split(f"[{step}]", 1)[1].splitlines()[0]
+    return "reused" if "done before" in line else "ran"
+
+
+def test_growing_the_grid_runs_only_the_new_steps_and_what_depends_on_them(grown):
+    _, log = grown
+    for name in ("check-dynamic", "check-training", "label-training", "label-test", "distill-b1_l1",
+                 "predict-b1_l1", "evaluate-teacher", "evaluate-b1_l1"):
+        assert _status(log, name) == "reused", name
+    for name in ("distill-b2_l1", "predict-b2_l1", "evaluate-b2_l1", "scaling", "echoclip", "report"):
+        assert _status(log, name) == "ran", name
 
 
 def test_run_writes_the_report_with_every_part(finished):
@@ -96,17 +123,18 @@ def test_run_writes_the_report_with_every_part(finished):
     assert teacher_row["full"]["n_clips"] == 5 and teacher_row["clean"]["n_clips"] == 3
     methods = [r["method"] for r in metrics["table2"]]
     assert any("find_peaks" in m for m in methods) and "EchoDFKD (2,1)" in methods
-    assert metrics["table1"][0]["model"].startswith("DeepLabv3 teacher") and metrics["table1"][0]["n_videos"] == 5
+    assert metrics["table1"][0]["model"] == f"Teacher ({ARCH})" and metrics["table1"][0]["n_videos"] == 5
     assert set(metrics["scaling_laws"]) >= {"dice", "iou"}
     assert set(metrics["echoclip"]["models"]) >= {"teacher_test", "predictions/b1_l1", "predictions/b2_l1"}
-    for link in metrics["reports"].values():
+    for link in [*metrics["reports"].values(), *metrics["figures"]]:
         assert (finished / link).exists(), link
+    assert any("scaling_laws" in f for f in metrics["figures"])
     report = (finished / "report.md").read_text()
-    for heading in ("Table 1", "Table 2", "Dataset checks", "Scaling laws", "EchoCLIP", "Sub-reports"):
+    for heading in ("Table 1", "Table 2", "Dataset checks", "Scaling laws", "EchoCLIP", "Figures", "Sub-reports"):
         assert heading in report
     steps = json.loads((finished / "steps.json").read_text())
     settings = Settings(dynamic="d", synthetic="s", teacher="t", out=finished, grid=[(1, 1), (2, 1)], echoclip="x")
-    assert list(steps) == [name for name, _ in step_list(settings)]
+    assert set(steps) == {name for name, _ in step_list(settings)}
     # Predictions carry the student's config (EchoCLIP's scores-by-size table reads the parameter count).
     assert json.loads((finished / "predictions" / "b2_l1" / "config.json").read_text())["blocks"] == 2
 
@@ -118,7 +146,7 @@ def test_rerun_skips_every_step(inputs, finished, capsys):
     err = capsys.readouterr().err
     steps = json.loads((finished / "steps.json").read_text())
     for name in steps:
-        assert f"[{name}]" in err and "done before" in err.split(f"[{name}]")[1].splitlines()[0], name
+        assert _status(err, name) == "reused", name
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
@@ -139,6 +167,27 @@ def test_dry_run_prints_the_plan_and_writes_nothing(inputs, finished, tmp_path, 
     label = next(s for s in data["steps"] if s["name"] == "label-training")
     assert label["clips"] == 4 and label["frames"] == 4 * 32
     assert next(s for s in data["steps"] if s["name"] == "label-test")["frames"] == 5 * 32
+
+
+def test_other_ranks_wait_for_the_labels_then_join_the_distillation(inputs, finished, monkeypatch, capsys):
+    """Under torchrun, a rank > 0 waits for rank 0's labels, joins unfinished distillations, then stops."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    before = (finished / "steps.json").read_text()
+    assert main(_args(inputs, finished)) == 0
+    assert "rank 1: distillation done" in capsys.readouterr().err
+    assert (finished / "steps.json").read_text() == before  # only rank 0 records steps
+
+
+def test_shards_label_their_share_and_stop(inputs, tmp_path, capsys):
+    out = tmp_path / "sharded"
+    for i in range(2):
+        assert main(_args(inputs, out, "--shard", f"{i}/2")) == 0
+    err = capsys.readouterr().err
+    assert "run the same command without --shard" in err
+    assert len(list((out / "targets").glob("*.npz"))) == 4  # 3 TRAIN + 1 VAL training clips
+    assert len(list((out / "teacher_test").glob("*.npz"))) == 5
+    assert not (out / "steps.json").exists() and not (out / "runs").exists()
 
 
 def test_rerun_with_other_settings_is_refused(inputs, finished, capsys):

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also evaluate with EchoCLIP: hf-hub:mkaichristensen/echo-clip, local-dir:DIR or a "
                         "checkpoint file")
     p.add_argument("--echoclip-offline", action="store_true", help="never download EchoCLIP (cache or local only)")
+    p.add_argument("--echoclip-models", choices=("all", "main"), default="all",
+                   help="students EchoCLIP judges: all (Fig. 3's scores by model size) or only the main one")
     grid = p.add_mutually_exclusive_group()
     grid.add_argument("--grid", default="1-4x1-4", metavar="BxL",
                       help="(B,l) students to distil: ranges or lists, e.g. 1-4x1-4 (the paper's scaling grid) or 4x1")
@@ -87,6 +89,7 @@ def settings_from_args(args: argparse.Namespace):
         raise EchoDFKDError("--blocks and --layers must be at least 1")
     return Settings(dynamic=args.dynamic, synthetic=args.synthetic, teacher=args.teacher, out=args.out,
                     teacher_arch=args.teacher_arch, echoclip=args.echoclip, echoclip_offline=args.echoclip_offline,
+                    echoclip_models=args.echoclip_models,
                     grid=grid, epochs=args.epochs, frame_size=args.frame_size, infer_size=args.infer_size,
                     seq_len=args.seq_len, batch_size=args.batch_size, patience=args.patience,
                     devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,

@@ -13,6 +13,7 @@ distillation, then stop.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ from typing import Any, Callable
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import save_json, save_text
 from echodfkd.pipeline import StepRunner
-from echodfkd.reproduce.inputs import UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs, launcher, resolve_device
+from echodfkd.reproduce.inputs import (UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs, launcher,
+                                       resolve_device)
 from echodfkd.reproduce.layout import Layout, step_list
 
 Echo = Callable[[str], None]
@@ -55,10 +57,18 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
     titles = dict(step_list(st))
     ctx = _Context(st, inputs, lay, device, echo, world)
     ran: list[str] = []
+    names = [st.config_name(b, l) for b, l in st.grid]
+    evaluations = ["evaluate-teacher"] + [f"evaluate-{n}" for n in names]
+    # What must be redone when a step runs again (its outputs changed): a stale result is never reused.
+    dependents = {"check-dynamic": evaluations, "label-test": evaluations + ["echoclip"],
+                  **{f"predict-{n}": [f"evaluate-{n}", "echoclip"] for n in names},
+                  **{e: ["scaling"] for e in evaluations}}
 
     def step(name: str, fn: Callable[[], dict | None], outputs: list[Path]) -> dict[str, Any]:
         if not (name in runner.records and all(p.exists() for p in outputs)):
             ran.append(name)
+            for later in dependents.get(name, []) + ["report"]:
+                runner.records.pop(later, None)
         return runner.run(name, titles[name], fn, outputs)
 
     step("check-dynamic", lambda: ctx.check(inputs.dynamic.root, None, lay.check / "dynamic.csv"),
@@ -70,7 +80,11 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
     ctx.release_teacher()
     for b, l in st.grid:
         name = st.config_name(b, l)
-        step(f"distill-{name}", lambda b=b, l=l: ctx.distill(b, l), [lay.run(name) / "model.safetensors"])
+        summary = step(f"distill-{name}", lambda b=b, l=l: ctx.distill(b, l), [lay.run(name) / "model.safetensors"])
+        if summary.get("trained") and f"distill-{name}" in ran:  # a new model: its old predictions are stale
+            runner.records.pop(f"predict-{name}", None)
+            if (lay.predictions / name).exists():
+                shutil.rmtree(lay.predictions / name)
     for b, l in st.grid:
         name = st.config_name(b, l)
         step(f"predict-{name}", lambda name=name: ctx.predict(name), [lay.predictions / name / "areas.csv"])
@@ -87,8 +101,6 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
         step("echoclip", ctx.echoclip, [lay.echoclip / "echoclip.json"])
     from echodfkd.reproduce.summary import write_summary
 
-    if ran:  # something new: the report must include it
-        runner.records.pop("report", None)
     step("report", lambda: write_summary(st, inputs, lay, runner.timings()), [lay.report, lay.metrics])
     import json
 
@@ -113,7 +125,8 @@ class _Context:
         report.to_csv(csv, details=True)
         save_json(csv.with_suffix(".json"), dict(summary, folder=str(root), kind=report.kind))
         if report.videos and report.usable == 0:
-            raise DatasetError(f"{root}: no usable clip ({', '.join(f'{r} {n}' for r, n in report.by_reason().items())})")
+            reasons = ", ".join(f"{r} {n}" for r, n in report.by_reason().items())
+            raise DatasetError(f"{root}: no usable clip ({reasons})")
         return summary
 
     def check_training(self) -> dict[str, Any]:
@@ -172,14 +185,15 @@ class _Context:
 
         run = self.lay.run(self.st.config_name(blocks, layers))
         kw = distill_kwargs(self.st, self.inputs.infer_size, self.device)
-        if not is_finished(run):
+        trained = not is_finished(run)
+        if trained:
             if self.world == 1 and kw["devices"] != 1:
                 distill_in_child(self.training_root, self.lay.targets, run, blocks, layers, kw, self.echo)
             else:
                 distill(self.training_root, self.lay.targets, run, blocks=blocks, layers=layers, resume=True, **kw)
         if not is_finished(run):
             raise EchoDFKDError(f"{run}: distillation ended without exporting model.safetensors")
-        return run_summary(run)
+        return dict(run_summary(run), trained=trained)
 
     # ------------------------------------------------------------------ predict
     def predict(self, name: str) -> dict[str, Any]:
@@ -227,10 +241,18 @@ class _Context:
         from echodfkd.evaluate.echoclip.runner import Settings as ClipSettings
         from echodfkd.evaluate.echoclip.runner import run_echoclip
 
+        from echodfkd.distill.search import run_summary
+        from echodfkd.reproduce.summary import main_student
+
         cache = self.lay.echoclip / "cache"
+        students = [self.lay.predictions]  # a sweep folder: every student, scored by size
+        if self.st.echoclip_models == "main":
+            runs = {self.st.config_name(b, l): run_summary(self.lay.run(self.st.config_name(b, l)))
+                    for b, l in self.st.grid}
+            students = [self.lay.predictions / main_student(self.st, runs)]
         model = load_clip_model(self.st.echoclip, device=self.device, offline=self.st.echoclip_offline,
                                 hash_dir=cache)
-        results, figures = run_echoclip(self.inputs.dynamic.root, [self.lay.predictions, self.lay.teacher_test],
+        results, figures = run_echoclip(self.inputs.dynamic.root, [*students, self.lay.teacher_test],
                                         model, cache, ClipSettings(split="TEST"))
         write_report(results, figures, self.lay.echoclip)
         return {"clips": results["summary"]["clips"], "models": sorted(results["summary"]["models"])}

@@ -142,15 +142,17 @@ def plan(st: Settings, inputs: Inputs, throughput: Throughput | None = None) -> 
     syn_all_frames = int(round(syn_per_clip * syn_all))
     workers = st.workers or default_workers()
     arch = inputs.teacher.arch if inputs.teacher is not None else (st.teacher_arch or "deeplabv3_resnet50")
-    t_fps, t_basis = lookup(tp.teacher_fps, arch, 112)
-    t_gmac = tp.gmac.get(f"{arch}@112") or count_gmac(arch, 112)
+    size = inputs.infer_size  # the clips' own size: the teacher runs at native resolution
+    t_fps, t_basis = lookup(tp.teacher_fps, arch, size)
+    t_gmac = tp.gmac.get(f"{arch}@{size}") or count_gmac(arch, size)
     label_frames = inputs.train_frames + inputs.val_frames
     steps: dict[str, PlanStep] = {}
 
     def add(name: str, **kw: Any) -> None:
         steps[name] = PlanStep(name=name, title="", done=name in done, **kw)
 
-    for name, clips, frames in (("check-dynamic", dyn_all, dyn_all_frames), ("check-training", syn_all, syn_all_frames)):
+    checks = (("check-dynamic", dyn_all, dyn_all_frames), ("check-training", syn_all, syn_all_frames))
+    for name, clips, frames in checks:
         add(name, resource="CPU", clips=clips, frames=frames, work=f"decode every frame once, {workers} worker(s)",
             seconds=_per_s(frames, tp.decode_fps * workers), tmac=None, disk_bytes=100.0 * clips,
             basis="decode+check frames/s per worker")
@@ -175,7 +177,8 @@ def plan(st: Settings, inputs: Inputs, throughput: Throughput | None = None) -> 
         params = _params(b, l)
         add(f"distill-{name}", resource="dev", clips=len(inputs.train_names) + len(inputs.val_names),
             frames=train + val + inputs.val_frames,
-            work=(f"≤{st.epochs} epochs × ({len(inputs.train_names):,} train + {len(inputs.val_names):,} val windows "
+            work=(f"≤{st.epochs} epochs × ({len(inputs.train_names):,} train + "
+                  f"{len(inputs.val_names):,} val windows "
                   f"× {st.seq_len} frames) at {st.frame_size} px + threshold calibration on VAL at "
                   f"{inputs.infer_size} px" + (f", over {n_dev} devices" if n_dev > 1 else "")),
             seconds=seconds,
@@ -198,7 +201,7 @@ def plan(st: Settings, inputs: Inputs, throughput: Throughput | None = None) -> 
         add("scaling", resource="CPU", clips=len(st.grid), frames=0, work="fit the scaling laws over the runs",
             seconds=5.0, tmac=None, disk_bytes=200_000, basis="seconds, measured on phantom sweeps")
     if st.echoclip:
-        models = n_eval
+        models = n_eval if st.echoclip_models == "all" else 2
         emb = inputs.test_frames * (1 + 2 * models)
         add("echoclip", resource="dev", clips=len(inputs.test_names), frames=emb,
             work=f"embed each TEST frame raw + 2 masked variants per model ({models} models)",

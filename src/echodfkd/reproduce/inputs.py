@@ -41,6 +41,7 @@ class Settings:
     teacher_arch: str | None = None
     echoclip: str | None = None
     echoclip_offline: bool = False
+    echoclip_models: str = "all"       # "all" students (Fig. 3's scores by size) or the "main" one
     grid: list[tuple[int, int]] = field(default_factory=lambda: list(FULL_GRID))
     epochs: int = 400
     frame_size: int = 56
@@ -71,6 +72,8 @@ class Settings:
             raise EchoDFKDError("the student grid is empty")
         if not self.synthetic_fps > 0:
             raise EchoDFKDError(f"--synthetic-fps must be a positive frame rate, got {self.synthetic_fps}")
+        if self.echoclip_models not in ("all", "main"):
+            raise EchoDFKDError(f"--echoclip-models must be all or main, got {self.echoclip_models!r}")
         if self.compat not in ("paper", "reference"):
             raise EchoDFKDError(f"compat must be paper or reference, got {self.compat!r}")
         biggest = max(b for b, _ in self.grid)

@@ -34,8 +34,9 @@ def _read(path: Path) -> dict[str, Any]:
 def _seg(metrics: dict) -> dict[str, Any]:
     block = (metrics.get("segmentation") or {}).get("vs_tracings") or {}
     s = block.get("overall") or {}
-    return {k: s.get(k) for k in ("dice_per_video_mean", "dice_per_video_mean_ci90", "dice_pooled", "iou_per_video_mean",
-                                  "iou_per_video_mean_ci90", "iou_pooled", "n_videos")}
+    keys = ("dice_per_video_mean", "dice_per_video_mean_ci90", "dice_pooled", "iou_per_video_mean",
+            "iou_per_video_mean_ci90", "iou_pooled", "n_videos")
+    return {k: s.get(k) for k in keys}
 
 
 def _afd(metrics: dict, key: str) -> dict[str, Any]:
@@ -71,20 +72,21 @@ def collect(st: Settings, inputs: Inputs, lay: Layout, timings: dict[str, float]
             "best_val_loss": (cfg.get("training") or {}).get("best_val_loss"),
             "epochs_trained": (cfg.get("training") or {}).get("epochs_trained"),
             "segmentation_vs_tracings": _seg(m), "afd": _afd(m, "afd"), "es_baseline": _afd(m, "es_baseline"),
-            "agreement_with_teacher": ((m.get("segmentation") or {}).get("vs_teacher") or {}).get("dice_per_video_mean"),
+            "agreement_with_teacher": ((m.get("segmentation") or {}).get("vs_teacher") or {}).get(
+                "dice_per_video_mean"),
             "n_missing_predictions": m.get("n_missing_predictions"),
         }
     main = main_student(st, students)
     main_m = _read(lay.run_eval(main) / "metrics.json") if main else {}
     sweep = _read(lay.evaluation / "sweep" / "sweep.json")
     clip = _read(lay.echoclip / "echoclip.json")
-    table1 = [{"model": f"DeepLabv3 teacher ({teacher.get('arch', '?')})", "params": teacher.get("params"),
-               **_seg(teacher_m)}]
+    arch = teacher.get("arch", "?")
+    who = "DeepLabv3 teacher" if arch == "deeplabv3_resnet50" else f"Teacher ({arch})"
+    table1 = [{"model": who, "params": teacher.get("params"), **_seg(teacher_m)}]
     table1 += [{"model": f"EchoDFKD ({s['blocks']},{s['layers']})", "params": s["params"],
                 **s["segmentation_vs_tracings"]} for s in students.values()]
-    table2 = [{"method": "DeepLabv3 teacher, median-block method", "params": teacher.get("params"),
-               **_afd(teacher_m, "afd")},
-              {"method": "DeepLabv3 teacher, EchoNet find_peaks ES rule", "params": teacher.get("params"),
+    table2 = [{"method": f"{who}, median-block method", "params": teacher.get("params"), **_afd(teacher_m, "afd")},
+              {"method": f"{who}, EchoNet find_peaks ES rule", "params": teacher.get("params"),
                **_afd(teacher_m, "es_baseline")}]
     table2 += [{"method": f"EchoDFKD ({s['blocks']},{s['layers']})", "params": s["params"], **s["afd"]}
                for s in students.values()]
@@ -95,6 +97,9 @@ def collect(st: Settings, inputs: Inputs, lay: Layout, timings: dict[str, float]
         reports["sweep"] = "evaluation/sweep/report.md"
     if clip:
         reports["echoclip"] = "echoclip/echoclip.md"
+    figures = [f"runs/{main}/evaluation/{f}" for f in main_m.get("figures", [])
+               if Path(f).stem in ("afd_vs_fps", "error_concentration")]
+    figures += [f"evaluation/sweep/{f}" for f in sweep.get("figures", [])]
     return {
         "format": "echodfkd-reproduce", "version": 1,
         "inputs": {"dynamic": str(inputs.dynamic.root), "training": str(inputs.synthetic.root),
@@ -107,7 +112,8 @@ def collect(st: Settings, inputs: Inputs, lay: Layout, timings: dict[str, float]
         "sampling_rate": an.get("afd_by_fps"), "error_concentration": an.get("error_concentration"),
         "scaling_laws": sweep.get("scaling_laws") if sweep else None,
         "echoclip": clip.get("summary") if clip else None,
-        "paper": PAPER, "reports": reports, "steps_seconds": timings, "notes": list(inputs.notes),
+        "paper": PAPER, "reports": reports, "figures": figures, "steps_seconds": timings,
+        "notes": list(inputs.notes),
     }
 
 
@@ -122,7 +128,8 @@ def main_student(st: Settings, students: dict[str, Any]) -> str | None:
 def _afd_cells(row: dict) -> list[str]:
     full, clean = row.get("full") or {}, row.get("clean") or {}
     return [fmt_ci(full.get("aFD_ED"), full.get("aFD_ED_ci90")), fmt_ci(full.get("aFD_ES"), full.get("aFD_ES_ci90")),
-            fmt(clean.get("aFD_ED")), fmt(clean.get("aFD_ES")), fmt(full.get("n_clips"), 0), fmt(clean.get("n_clips"), 0)]
+            fmt(clean.get("aFD_ED")), fmt(clean.get("aFD_ES")), fmt(full.get("n_clips"), 0),
+            fmt(clean.get("n_clips"), 0)]
 
 
 def render(m: dict[str, Any]) -> str:
@@ -166,7 +173,8 @@ def render(m: dict[str, Any]) -> str:
     if m.get("error_concentration"):
         lines += ["## Error concentration (main student)", "",
                   markdown(["Phase", "Clips", "Share of clips holding 50 % of the error", "… 80 %"],
-                           [[p, c.get("n"), fmt(c.get("frac_50"), 1, True) + " %", fmt(c.get("frac_80"), 1, True) + " %"]
+                           [[p, c.get("n"), fmt(c.get("frac_50"), 1, True) + " %",
+                             fmt(c.get("frac_80"), 1, True) + " %"]
                             for p, c in m["error_concentration"].items()]), ""]
     if m.get("scaling_laws"):
         lines += ["## Scaling laws", "", markdown(["Quantity", "Slope per ln(params)", "Saturation"], [
@@ -177,11 +185,14 @@ def render(m: dict[str, Any]) -> str:
     if m.get("echoclip"):
         e = m["echoclip"]
         eh = e.get("echoclip_vs_human") or {}
-        lines += ["## EchoCLIP", "", f"EchoCLIP phase frames vs humans: aFD ED {fmt(eh.get('ED'))}, ES {fmt(eh.get('ES'))}.",
+        lines += ["## EchoCLIP", "",
+                  f"EchoCLIP phase frames vs humans: aFD ED {fmt(eh.get('ED'))}, ES {fmt(eh.get('ES'))}.",
                   "", markdown(["Model", "Combined mask score", "aFD ED vs EchoCLIP", "aFD ES vs EchoCLIP"], [
                       [n, fmt(s.get("combined"), 4), fmt((s.get("afd_vs_echoclip") or {}).get("ED")),
                        fmt((s.get("afd_vs_echoclip") or {}).get("ES"))] for n, s in (e.get("models") or {}).items()]),
                   ""]
+    if m.get("figures"):
+        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in m["figures"]] + [""]
     lines += ["## Sub-reports", ""] + [f"- {k}: [{v}]({v})" for k, v in m["reports"].items()] + [""]
     lines += ["## Step timings", "", markdown(["Step", "Seconds"], [[k, f"{v:.1f}"] for k, v in
                                                                     m["steps_seconds"].items()])]

@@ -64,11 +64,37 @@ def lookup(table: dict[str, float], name: str, size: int) -> tuple[float | None,
 
 
 # ---------------------------------------------------------------------- the reference machine
-#: Measured on the build machine with `benchmarks/bench_reproduce.py --threads 1` (one CPU core, best of 3).
+#: Measured on the build machine with `python benchmarks/bench_reproduce.py --threads 1` (twice: 3 then 5 timed
+#: repeats, `--merge` keeping each figure's faster run). One core of an Intel Xeon (Sapphire Rapids) KVM guest
+#: with 2 vCPUs shared with other jobs, torch 2.14.1 CPU kernels, 2026-11-29. Three significant digits.
 REFERENCE = Throughput(
-    machine="reference",
-    source="placeholder",
-    decode_fps=0.0,
+    machine="one core of an Intel Xeon (Sapphire Rapids) KVM guest, 1 torch thread, torch 2.14.1",
+    source="benchmarks/bench_reproduce.py, 2026-11-29",
+    decode_fps=6250.0,
+    teacher_fps={"deeplabv3_resnet50@112": 6.37, "lraspp_mobilenet_v3_large@112": 114.0},
+    train_fps={
+        "b1_l1@56": 58.5, "b1_l2@56": 40.2, "b1_l3@56": 27.4, "b1_l4@56": 18.5,
+        "b2_l1@56": 34.5, "b2_l2@56": 18.5, "b2_l3@56": 14.3, "b2_l4@56": 8.72,
+        "b3_l1@56": 39.9, "b3_l2@56": 20.1, "b3_l3@56": 13.8, "b3_l4@56": 10.1,
+        "b4_l1@56": 34.0, "b4_l2@56": 17.9, "b4_l3@56": 11.9, "b4_l4@56": 8.95,
+    },
+    forward_fps={
+        "b1_l1@56": 465.0, "b1_l2@56": 162.0, "b1_l3@56": 156.0, "b1_l4@56": 136.0,
+        "b2_l1@56": 178.0, "b2_l2@56": 92.9, "b2_l3@56": 93.3, "b2_l4@56": 65.5,
+        "b3_l1@56": 180.0, "b3_l2@56": 116.0, "b3_l3@56": 64.5, "b3_l4@56": 57.5,
+        "b4_l1@56": 155.0, "b4_l2@56": 87.2, "b4_l3@56": 55.6, "b4_l4@56": 38.3,
+    },
+    stream_fps={
+        "b1_l1@112": 147.0, "b1_l2@112": 116.0, "b1_l3@112": 61.3, "b1_l4@112": 32.9,
+        "b2_l1@112": 83.4, "b2_l2@112": 46.4, "b2_l3@112": 37.2, "b2_l4@112": 24.8,
+        "b3_l1@112": 77.0, "b3_l2@112": 39.4, "b3_l3@112": 24.9, "b3_l4@112": 18.9,
+        "b4_l1@112": 64.9, "b4_l2@112": 28.9, "b4_l3@112": 19.6, "b4_l4@112": 13.6,
+    },
+    echoclip_fps=1.65,
+    mask_read_fps=47900.0,
+    target_bytes_per_frame=277.0,
+    embedding_bytes_per_frame=1900.0,
+    gmac={"deeplabv3_resnet50@112": 7.83, "lraspp_mobilenet_v3_large@112": 0.0954, "echoclip@224": 15.4},
 )
 
 
@@ -277,7 +303,7 @@ def student_gmac(blocks: int, layers: int, size: int) -> float:
 def measure_throughputs(device: str = "cpu", grid: Sequence[tuple[int, int]] = ((4, 1),),
                         train_size: int = 56, stream_size: int = 112,
                         teacher_archs: Sequence[str] = ("deeplabv3_resnet50",), echoclip: bool = True,
-                        threads: int | None = None, source: str = "measured",
+                        threads: int | None = None, source: str = "measured", repeats: int = 3,
                         echo: Callable[[str], None] = lambda msg: None) -> Throughput:
     """Time every kind of work of the reproduce chain on this machine (a minute or two on a GPU)."""
     import torch
@@ -293,7 +319,8 @@ def measure_throughputs(device: str = "cpu", grid: Sequence[tuple[int, int]] = (
          f"read {tp.mask_read_fps:.0f} frames/s")
     for arch in teacher_archs:
         echo(f"timing the teacher {arch}")
-        tp.teacher_fps[f"{arch}@112"] = measure_teacher(arch, device, 112, batch=64 if device != "cpu" else 8)
+        tp.teacher_fps[f"{arch}@112"] = measure_teacher(arch, device, 112, batch=64 if device != "cpu" else 8,
+                                                        repeats=repeats)
         tp.gmac[f"{arch}@112"] = count_gmac(arch, 112)
         echo(f"  {arch}: {tp.teacher_fps[f'{arch}@112']:.2f} frames/s")
     if echoclip:
@@ -303,7 +330,7 @@ def measure_throughputs(device: str = "cpu", grid: Sequence[tuple[int, int]] = (
     for b, l in grid:
         echo(f"timing student ({b},{l})")
         speeds = measure_student(b, l, device, train_size, stream_size,
-                                 batch=32 if device != "cpu" else 2)
+                                 batch=32 if device != "cpu" else 2, repeats=repeats)
         tp.train_fps[key(b, l, train_size)] = speeds["train"]
         tp.forward_fps[key(b, l, train_size)] = speeds["forward"]
         tp.stream_fps[key(b, l, stream_size)] = speeds["stream"]
