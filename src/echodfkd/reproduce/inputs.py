@@ -252,7 +252,7 @@ def check_echoclip(st: Settings, dry_run: bool, notes: list[str]) -> None:
             resolve(st.echoclip, offline=True)
         except ModelError:
             notes.append(f"EchoCLIP {st.echoclip} is not in the Hugging Face cache: the run downloads it "
-                         f"first (~0.9 GB), or fails at once with --echoclip-offline")
+                         f"first, or fails at once with --echoclip-offline")
         return
     resolve(st.echoclip, offline=st.echoclip_offline)
 
