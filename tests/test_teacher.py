@@ -133,7 +133,6 @@ def test_wrong_arch_is_refused_with_a_hint(tmp_path, light_model):
     with pytest.raises(ModelError, match="records arch lraspp"):
         load_teacher(ours, arch="fcn_resnet50")
     # A 2-class head of the same family is a shape mismatch, not a crash.
-    torch.save(build_segmenter(LIGHT).classifier.low_classifier.weight.repeat(2, 1, 1, 1), tmp_path / "t.pt")
     bad = dict(light_model.state_dict())
     bad["classifier.low_classifier.weight"] = torch.zeros(2, 40, 1, 1)
     torch.save(bad, tmp_path / "twoclass.pt")
@@ -191,8 +190,10 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     assert traced.frames.shape == (8, 32, 32) and traced.masks.dtype == bool and traced.masks.any()
     assert [n for n, _ in traced.skipped] == ["clip_train_4"] and len(traced.origin) == 8
     out = tmp_path / "teacher.pt"
-    result = train_teacher(data, LIGHT, out, epochs=2, batch_size=4, shift=2)
-    assert len(result.history) == 2 and 1 <= result.best_epoch <= 2
+    result = train_teacher(data, LIGHT, out, epochs=40, batch_size=4, shift=2)
+    assert len(result.history) == 40
+    # It learns: eval-mode VAL Dice (BatchNorm running statistics) well above chance on the ellipses.
+    assert result.best_val_dice > 0.6
     assert result.train_frames == 8 and result.val_frames == 2 and result.validated_on == "VAL"
     assert [n for n, _ in result.skipped] == ["clip_train_4"]
     best = result.history[result.best_epoch - 1]["val_dice"]
