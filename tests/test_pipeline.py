@@ -41,3 +41,30 @@ def test_corrupt_steps_file_is_ignored(tmp_path):
     seen = []
     runner = StepRunner(tmp_path, echo=seen.append)
     assert runner.timings() == {} and any("unreadable" in m for m in seen)
+
+
+def test_a_rerun_step_forces_later_steps_and_cleans_their_folders(tmp_path):
+    calls = []
+    later = tmp_path / "later"
+
+    def first():
+        calls.append("first")
+        (tmp_path / "a.txt").write_text("x")
+
+    def second():
+        calls.append("second")
+        later.mkdir(exist_ok=True)
+        (later / "stale.txt").exists() and calls.append("saw stale")
+        (later / "stale.txt").write_text("x")
+
+    def both():
+        runner = StepRunner(tmp_path, echo=lambda m: None)
+        runner.run("a", "first", first, outputs=[tmp_path / "a.txt"])
+        runner.run("b", "second", second, outputs=[later / "stale.txt"], folders=[later])
+
+    both()
+    both()
+    assert calls == ["first", "second"]  # everything reused
+    (tmp_path / "a.txt").unlink()
+    both()
+    assert calls == ["first", "second", "first", "second"]  # b re-ran with a clean folder

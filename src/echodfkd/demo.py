@@ -7,6 +7,7 @@ evaluate student and teacher -> optional EchoCLIP -> report.md + metrics.json + 
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echodfkd.pipeline import StepRunner
+
+
+ALERT_CALIBRATION_CLIPS = 16  # clean VAL clips used to set the alert threshold
 
 
 @dataclass(frozen=True)
@@ -29,16 +33,16 @@ class DemoSettings:
     teacher_seconds: float
     distill_epochs: int
     distill_seconds: float
-    frame_size: int                # distillation frame size (the reference trained at 56)
+    frame_size: int                # distillation and inference frame size (the reference trained at 56)
     seq_len: int
     batch_size: int
     clips_per_epoch: int | None
     seed: int = 0
 
 
-FULL = DemoSettings(dynamic_videos=60, synthetic_videos=40, synthetic_frames=None, corrupt=0.1,
-                    teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=30, teacher_seconds=100,
-                    distill_epochs=60, distill_seconds=170, frame_size=56, seq_len=25, batch_size=8,
+FULL = DemoSettings(dynamic_videos=160, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
+                    teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
+                    distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None)
 QUICK = DemoSettings(dynamic_videos=20, synthetic_videos=10, synthetic_frames=64, corrupt=0.15,
                      teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=6, teacher_seconds=20,
@@ -59,28 +63,34 @@ def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = 
     paths = _paths(out)
     steps = _Steps(settings, paths, workers)
 
-    runner.run("phantom_dynamic", f"dynamic phantom: {settings.dynamic_videos} clips with tracings",
-               steps.phantom_dynamic, [paths["dynamic"] / "FileList.csv"])
-    runner.run("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings",
-               steps.phantom_synthetic, [paths["synthetic"] / "FileList.csv"])
-    runner.run("check", "check the dynamic set (corrupted.csv)", steps.check, [paths["corrupted"]])
-    runner.run("teacher", f"train a {settings.teacher_arch} teacher on the traced TRAIN frames",
-               steps.teacher, [paths["teacher"]])
-    runner.run("label", "label the synthetic TRAIN/VAL clips with the teacher", steps.label,
-               [paths["targets"] / "meta.json"])
-    runner.run("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}",
-               steps.distill, [paths["student"] / "model.safetensors"])
-    runner.run("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", steps.alert,
-               [paths["student"] / "alert.json"])
-    runner.run("predict", "student: stream the dynamic TEST clips frame by frame", steps.predict,
-               [paths["pred_student"] / "meta.json"])
-    runner.run("teacher_predict", "teacher: label the dynamic TEST clips", steps.teacher_predict,
-               [paths["pred_teacher"] / "meta.json"])
-    runner.run("evaluate", "evaluate student and teacher on the dynamic TEST split", steps.evaluate,
-               [paths["eval_student"] / "metrics.json", paths["eval_teacher"] / "metrics.json"])
+    p = paths
+    plan = [  # (name, title, step, outputs that prove it finished, folders to clear when inputs changed)
+        ("phantom_dynamic", f"dynamic phantom: {settings.dynamic_videos} clips with tracings",
+         steps.phantom_dynamic, [p["dynamic"] / "FileList.csv"], []),
+        ("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings",
+         steps.phantom_synthetic, [p["synthetic"] / "FileList.csv"], []),
+        ("check", "check the dynamic set (corrupted.csv)", steps.check, [p["corrupted"]], []),
+        ("teacher", f"train a {settings.teacher_arch} teacher on the traced TRAIN frames", steps.teacher,
+         [p["teacher"]], [p["teacher"].parent]),
+        ("label", "label the synthetic TRAIN/VAL clips with the teacher", steps.label,
+         [p["targets"] / "meta.json"], [p["targets"]]),
+        ("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}", steps.distill,
+         [p["student"] / "model.safetensors"], [p["student"]]),
+        ("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", steps.alert,
+         [p["student"] / "alert.json"], []),
+        ("predict", "student: stream the dynamic TEST clips frame by frame", steps.predict,
+         [p["pred_student"] / "meta.json"], [p["pred_student"]]),
+        ("teacher_predict", "teacher: label the dynamic TEST clips", steps.teacher_predict,
+         [p["pred_teacher"] / "meta.json"], [p["pred_teacher"]]),
+        ("evaluate", "evaluate student and teacher on the dynamic TEST split", steps.evaluate,
+         [p["eval_student"] / "metrics.json", p["eval_teacher"] / "metrics.json"],
+         [p["eval_student"], p["eval_teacher"]]),
+    ]
+    for name, title, step, outputs, folders in plan:
+        runner.run(name, title, step, outputs, folders)
     if echoclip:
         runner.run("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases", lambda: steps.echoclip(echoclip),
-                   [paths["echoclip"] / "echoclip.json"])
+                   [paths["echoclip"] / "echoclip.json"], [paths["echoclip"]])
     else:
         runner.skip("echoclip", "no --echoclip MODEL given")
     return write_demo_report(out, asdict(settings), runner, paths, echoclip)
@@ -145,7 +155,8 @@ class _Steps:
 
         run = distill(self.p["synthetic"], self.p["targets"], self.p["student"], blocks=4, layers=1,
                       epochs=self.s.distill_epochs, frame_size=self.s.frame_size, seq_len=self.s.seq_len,
-                      batch_size=self.s.batch_size, max_time=self.s.distill_seconds, seed=self.s.seed)
+                      batch_size=self.s.batch_size, max_time=self.s.distill_seconds, seed=self.s.seed,
+                      infer_size=self.s.frame_size)
         cfg = json.loads((Path(run) / "config.json").read_text())
         keep = ("params", "thresholds", "epochs_trained", "best_val_loss", "frame_size", "infer_size")
         return {k: cfg[k] for k in keep if k in cfg}
@@ -156,7 +167,8 @@ class _Steps:
         from echodfkd.stream.batch import clean_clips
 
         predictor = Predictor(self.p["student"])
-        cfg = calibrate_alert(predictor, clean_clips(self.p["dynamic"], "VAL"), false_alarm_rate=0.05)
+        clips = itertools.islice(clean_clips(self.p["dynamic"], "VAL"), ALERT_CALIBRATION_CLIPS)
+        cfg = calibrate_alert(predictor, clips, false_alarm_rate=0.05)
         return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05}
 
     def predict(self) -> dict[str, Any]:

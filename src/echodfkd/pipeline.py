@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class StepRunner:
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.path = self.out / STEPS_FILE
         self.records: dict[str, StepRecord] = {}
+        self._upstream_ran = False
         if self.path.exists():
             try:
                 raw = json.loads(self.path.read_text())
@@ -40,12 +42,21 @@ class StepRunner:
                 self.echo(f"note: {self.path} is unreadable; all steps will run again")
 
     def run(self, name: str, title: str, fn: Callable[[], dict[str, Any] | None],
-            outputs: list[Path] | None = None) -> dict[str, Any]:
-        """Run `fn` as step `name` unless it finished before and its `outputs` still exist."""
+            outputs: list[Path] | None = None, folders: list[Path] | None = None) -> dict[str, Any]:
+        """Run `fn` as step `name` unless it finished before and its `outputs` still exist.
+
+        Once a step has run in this invocation, every later step runs again too (its inputs changed);
+        such a step first deletes its `folders`, so nothing stale is resumed from them. A step that was
+        merely interrupted keeps its folders and resumes.
+        """
         done = self.records.get(name)
-        if done is not None and all(Path(p).exists() for p in outputs or []):
+        if not self._upstream_ran and done is not None and all(Path(p).exists() for p in outputs or []):
             self.echo(f"[{name}] {title}: done before ({done.seconds:.1f} s), reusing")
             return done.summary
+        if self._upstream_ran and done is not None:
+            for folder in folders or []:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._upstream_ran = True
         self.echo(f"[{name}] {title} ...")
         start = time.perf_counter()
         summary = fn() or {}
