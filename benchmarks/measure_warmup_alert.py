@@ -1,7 +1,7 @@
 """Warm-up, largest-component and unusual-input alert figures of a trained student on a phantom set.
 
     python benchmarks/measure_warmup_alert.py RUN PHANTOM_DIR [--split TEST] [--warmups 0,4,8,16]
-        [--calibration-split VAL] [--false-alarm-rate 0.05] [--json OUT.json] [--write-defaults]
+        [--calibration-split VAL] [--false-alarm-rate 0.05] [--size S] [--json OUT.json] [--write-defaults]
 
 PHANTOM_DIR is a dataset folder with GroundTruth/<FileName>.npz (exact LV masks) and
 GroundTruth/corrupted.csv. Prints:
@@ -45,7 +45,7 @@ def _kinds(root: Path) -> dict[str, str]:
         return {row["FileName"]: row["kind"] for row in csv.DictReader(fh)}
 
 
-def measure_warmup(run: Path, ds, names: list[str], warmups: list[int]) -> dict:
+def measure_warmup(run: Path, ds, names: list[str], warmups: list[int], size: int | None = None) -> dict:
     """Mean Dice on frames 0-9 per (K, largest component) and the steady-state Dice."""
     clips = []
     for n in names:
@@ -55,7 +55,7 @@ def measure_warmup(run: Path, ds, names: list[str], warmups: list[int]) -> dict:
     table: dict = {}
     for lc in (False, True):
         for k in warmups:
-            pred = Predictor(run, warmup=k, largest_component=lc)
+            pred = Predictor(run, warmup=k, largest_component=lc, size=size)
             t = pred.thresholds["dice"]
             scores = []
             for frames, lv in clips:
@@ -68,7 +68,7 @@ def measure_warmup(run: Path, ds, names: list[str], warmups: list[int]) -> dict:
                 "dice_per_frame": [round(float(v), 4) for v in per_frame]}
     steady = {}
     for lc in (False, True):
-        pred = Predictor(run, warmup=0, largest_component=lc)
+        pred = Predictor(run, warmup=0, largest_component=lc, size=size)
         late = [dice(binarize(pred.predict_clip(f, 50).masks[EARLY:], pred.thresholds["dice"]), lv[EARLY:])
                 for f, lv in clips]
         steady[f"lc={'on' if lc else 'off'}"] = float(np.mean(late))
@@ -76,9 +76,9 @@ def measure_warmup(run: Path, ds, names: list[str], warmups: list[int]) -> dict:
 
 
 def measure_alert(run: Path, root: Path, ds, names: list[str], kinds: dict[str, str], cal_split: str,
-                  rate: float, save: bool) -> dict:
+                  rate: float, save: bool, size: int | None = None) -> dict:
     """Calibrate on clean clips of `cal_split`, then recall / false alarms on `names`."""
-    pred = Predictor(run)
+    pred = Predictor(run, size=size)
     config = calibrate_alert(pred, clean_clips(root, cal_split), rate, save=save)
     rows = []
     for n in names:
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--false-alarm-rate", type=float, default=0.05)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write-defaults", action="store_true")
+    ap.add_argument("--size", type=int, default=None, help="model frame size (default: the run's, else 112)")
     args = ap.parse_args(argv)
     start = time.time()
     ds = open_dataset(args.data)
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     kinds = _kinds(args.data)
     names = ds.names(args.split)
     clean_names = [n for n in names if kinds.get(n) not in VIDEO_KINDS]
-    warm = measure_warmup(args.run, ds, clean_names, [int(k) for k in args.warmups.split(",")])
+    warm = measure_warmup(args.run, ds, clean_names, [int(k) for k in args.warmups.split(",")], args.size)
     alert = measure_alert(args.run, args.data, ds, names, kinds, args.calibration_split, args.false_alarm_rate,
-                          save=args.write_defaults)
+                          save=args.write_defaults, size=args.size)
     print(f"Dice vs exact LV masks, {args.split} clean clips ({warm['clips']}), frames 0-{EARLY - 1}:")
     for key, row in warm["table"].items():
         print(f"  {key:16s} {row['dice_frames_0_9']:.4f}   per frame {row['dice_per_frame']}")
