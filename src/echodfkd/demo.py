@@ -25,6 +25,7 @@ class DemoSettings:
     """Sizes and budgets of one demo run (chosen to fit a 2-core CPU)."""
 
     dynamic_videos: int
+    dynamic_frames: int | None     # None: EchoNet-like lengths (28 to ~300 frames)
     synthetic_videos: int
     synthetic_frames: int | None   # None: the synthetic style's 192 frames
     corrupt: float
@@ -40,14 +41,14 @@ class DemoSettings:
     seed: int = 0
 
 
-FULL = DemoSettings(dynamic_videos=160, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
+FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
                     distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None)
-QUICK = DemoSettings(dynamic_videos=20, synthetic_videos=10, synthetic_frames=64, corrupt=0.15,
-                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=6, teacher_seconds=20,
-                     distill_epochs=8, distill_seconds=25, frame_size=56, seq_len=16, batch_size=8,
-                     clips_per_epoch=None)
+QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
+                     corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=12,
+                     teacher_seconds=25, distill_epochs=40, distill_seconds=35, frame_size=56, seq_len=16,
+                     batch_size=8, clips_per_epoch=None)
 
 
 def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = None,
@@ -117,7 +118,7 @@ class _Steps:
         from echodfkd.data.phantom import generate_phantom
 
         generate_phantom(self.p["dynamic"], self.s.dynamic_videos, "dynamic", seed=self.s.seed,
-                         corrupt=self.s.corrupt, workers=self.workers)
+                         corrupt=self.s.corrupt, frames=self.s.dynamic_frames, workers=self.workers)
         return _dataset_summary(self.p["dynamic"])
 
     def phantom_synthetic(self) -> dict[str, Any]:

@@ -48,8 +48,8 @@ def summary_text(m: dict, out: str) -> str:
         f"demo finished in {m['total_seconds']:.0f} s",
         f"  Dice vs tracings: student {_pct(seg.get('dice_per_video_mean'))} %, "
         f"teacher {_pct(tseg.get('dice_per_video_mean'))} %",
-        f"  aFD ED/ES (frames): student {_num(_get(m, 'student.afd.full.ED.afd'))}/"
-        f"{_num(_get(m, 'student.afd.full.ES.afd'))}, teacher {_num(_get(m, 'teacher.afd.full.ED.afd'))}/"
-        f"{_num(_get(m, 'teacher.afd.full.ES.afd'))}",
+        f"  aFD ED/ES (frames): student {_num(_get(m, 'student.afd.full.aFD_ED'))}/"
+        f"{_num(_get(m, 'student.afd.full.aFD_ES'))}, teacher {_num(_get(m, 'teacher.afd.full.aFD_ED'))}/"
+        f"{_num(_get(m, 'teacher.afd.full.aFD_ES'))}",
         f"  report: {out}/report.md",
     ])

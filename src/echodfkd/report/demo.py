@@ -75,7 +75,7 @@ def _alert_figures(paths: dict[str, Path]) -> dict[str, Any]:
     if truth_csv.is_file():
         with open(truth_csv, newline="") as fh:
             corrupted = {r["FileName"] for r in csv.DictReader(fh)}
-    flag_key = next((k for k in ("alert", "flag", "flagged") if rows and k in rows[0]), None)
+    flag_key = next((k for k in (rows[0] if rows else {}) if k.lower() in ("alert", "flag", "flagged")), None)
     if flag_key is None:
         return {"clips": len(rows)}
     flagged = {r["FileName"] for r in rows if str(r[flag_key]).strip().lower() in ("1", "true", "yes")}
@@ -96,7 +96,7 @@ def _markdown(m: dict[str, Any], figures: list[str], paths: dict[str, Path], out
              "The *dynamic* phantom stands in for EchoNet-Dynamic (human-like tracings, TRAIN/VAL/TEST), the "
              "*synthetic* phantom for EchoNet-Synthetic (no tracings; the only data the student sees).", ""]
     lines += ["## Settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k.replace('_', ' ')} | {v} |" for k, v in s.items()]
+    lines += [f"| {k.replace('_', ' ')} | {'style default' if v is None else v} |" for k, v in s.items()]
     d = steps.get("distill", {})
     lines += [f"| student parameters | {d.get('params', '—')} |",
               f"| calibrated thresholds (VAL) | {d.get('thresholds', '—')} |", ""]
@@ -141,8 +141,8 @@ def _table2(st: dict, te: dict) -> list[str]:
             ("teacher, EchoNet find_peaks ES", _get(te, "es_baseline")))
     for name, a in rows:
         a = a or {}
-        lines.append(f"| {name} | {_num(_get(a, 'full.ED.afd'))} | {_num(_get(a, 'full.ES.afd'))} "
-                     f"| {_num(_get(a, 'clean.ED.afd'))} | {_num(_get(a, 'clean.ES.afd'))} |")
+        lines.append(f"| {name} | {_num(_get(a, 'full.aFD_ED'))} | {_num(_get(a, 'full.aFD_ES'))} "
+                     f"| {_num(_get(a, 'clean.aFD_ED'))} | {_num(_get(a, 'clean.aFD_ES'))} |")
     return lines + [""]
 
 
