@@ -37,18 +37,19 @@ class DemoSettings:
     frame_size: int                # distillation and inference frame size (the reference trained at 56)
     seq_len: int
     batch_size: int
-    clips_per_epoch: int | None
+    clips_per_epoch: int | None    # windows drawn per epoch (None: one per training clip)
+    patience: int                  # early-stopping patience in epochs (the reference: 10)
     seed: int = 0
 
 
 FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
                     distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
-                    clips_per_epoch=None)
+                    clips_per_epoch=None, patience=10)
 QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
                      corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=12,
-                     teacher_seconds=25, distill_epochs=40, distill_seconds=35, frame_size=56, seq_len=16,
-                     batch_size=8, clips_per_epoch=None)
+                     teacher_seconds=25, distill_epochs=40, distill_seconds=35, frame_size=56, seq_len=8,
+                     batch_size=8, clips_per_epoch=64, patience=100)
 
 
 def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = None,
@@ -157,7 +158,8 @@ class _Steps:
         run = distill(self.p["synthetic"], self.p["targets"], self.p["student"], blocks=4, layers=1,
                       epochs=self.s.distill_epochs, frame_size=self.s.frame_size, seq_len=self.s.seq_len,
                       batch_size=self.s.batch_size, max_time=self.s.distill_seconds, seed=self.s.seed,
-                      infer_size=self.s.frame_size)
+                      infer_size=self.s.frame_size, clips_per_epoch=self.s.clips_per_epoch,
+                      patience=self.s.patience)
         cfg = json.loads((Path(run) / "config.json").read_text())
         keep = ("params", "thresholds", "epochs_trained", "best_val_loss", "frame_size", "infer_size")
         return {k: cfg[k] for k in keep if k in cfg}
