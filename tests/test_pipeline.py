@@ -58,7 +58,7 @@ def test_a_rerun_step_forces_later_steps_and_cleans_their_folders(tmp_path):
         (later / "stale.txt").write_text("x")
 
     def both():
-        runner = StepRunner(tmp_path, echo=lambda m: None)
+        runner = StepRunner(tmp_path, echo=lambda m: None, cascade=True)
         runner.run("a", "first", first, outputs=[tmp_path / "a.txt"])
         runner.run("b", "second", second, outputs=[later / "stale.txt"], folders=[later])
 

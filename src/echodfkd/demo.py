@@ -61,7 +61,7 @@ def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = 
     out = Path(out)
     settings = QUICK if quick else FULL
     settings = replace(settings, seed=seed, teacher_arch=teacher_arch or settings.teacher_arch)
-    runner = StepRunner(out, echo=echo)
+    runner = StepRunner(out, echo=echo, cascade=True)
     paths = _paths(out)
     steps = _Steps(settings, paths, workers)
 

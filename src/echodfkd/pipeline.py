@@ -27,13 +27,14 @@ class StepRecord:
 class StepRunner:
     """Run named steps in order, timing each; a step recorded as done is skipped when rerun."""
 
-    def __init__(self, out: str | Path, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, out: str | Path, echo: Callable[[str], None] | None = None, cascade: bool = False) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.path = self.out / STEPS_FILE
         self.records: dict[str, StepRecord] = {}
         self._upstream_ran = False
+        self.cascade = cascade  # a linear chain: once a step runs, every later step's inputs changed
         if self.path.exists():
             try:
                 raw = json.loads(self.path.read_text())
@@ -45,9 +46,9 @@ class StepRunner:
             outputs: list[Path] | None = None, folders: list[Path] | None = None) -> dict[str, Any]:
         """Run `fn` as step `name` unless it finished before and its `outputs` still exist.
 
-        Once a step has run in this invocation, every later step runs again too (its inputs changed);
-        such a step first deletes its `folders`, so nothing stale is resumed from them. A step that was
-        merely interrupted keeps its folders and resumes.
+        With `cascade`, once a step has run in this invocation every later step runs again too (its inputs
+        changed); such a step first deletes its `folders`, so nothing stale is resumed from them. A step
+        that was merely interrupted keeps its folders and resumes. Without it, callers track dependencies.
         """
         done = self.records.get(name)
         if not self._upstream_ran and done is not None and all(Path(p).exists() for p in outputs or []):
@@ -56,7 +57,7 @@ class StepRunner:
         if self._upstream_ran and done is not None:
             for folder in folders or []:
                 shutil.rmtree(folder, ignore_errors=True)
-        self._upstream_ran = True
+        self._upstream_ran = self.cascade
         self.echo(f"[{name}] {title} ...")
         start = time.perf_counter()
         summary = fn() or {}
