@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from echodfkd.stream.predictor import STREAM_FILE
 
 VIDEO_KINDS = ("blank_frames", "noisy_video")
 EARLY = 10
+RANGES = ((0, 10), (10, 25), (25, 50), (50, 100), (100, 200), (200, 10**6))
 
 
 def _kinds(root: Path) -> dict[str, str]:
@@ -66,13 +66,17 @@ def measure_warmup(run: Path, ds, names: list[str], warmups: list[int], size: in
             table[f"K={k} lc={'on' if lc else 'off'}"] = {
                 "warmup": k, "largest_component": lc, "dice_frames_0_9": float(per_frame.mean()),
                 "dice_per_frame": [round(float(v), 4) for v in per_frame]}
-    steady = {}
+    steady, by_range = {}, {}
     for lc in (False, True):
         pred = Predictor(run, warmup=0, largest_component=lc, size=size)
-        late = [dice(binarize(pred.predict_clip(f, 50).masks[EARLY:], pred.thresholds["dice"]), lv[EARLY:])
-                for f, lv in clips]
-        steady[f"lc={'on' if lc else 'off'}"] = float(np.mean(late))
-    return {"clips": len(clips), "table": table, "steady_dice_frames_10_plus": steady}
+        per_clip = [dice(binarize(pred.predict_clip(f, 50).masks, pred.thresholds["dice"]), lv, reduction="none")
+                    for f, lv in clips]
+        key = f"lc={'on' if lc else 'off'}"
+        steady[key] = float(np.mean([d[EARLY:].mean() for d in per_clip if len(d) > EARLY]))
+        # Dice by position in the stream: does the state drift beyond the training window length?
+        by_range[key] = {f"{a}-{b - 1}": float(np.mean(np.concatenate([d[a:b] for d in per_clip if len(d) > a])))
+                         for a, b in RANGES if any(len(d) > a for d in per_clip)}
+    return {"clips": len(clips), "table": table, "steady_dice_frames_10_plus": steady, "dice_by_frame_range": by_range}
 
 
 def measure_alert(run: Path, root: Path, ds, names: list[str], kinds: dict[str, str], cal_split: str,
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:16s} {row['dice_frames_0_9']:.4f}   per frame {row['dice_per_frame']}")
     print(f"  steady state (frames >= {EARLY}, K=0): " +
           ", ".join(f"{k} {v:.4f}" for k, v in warm["steady_dice_frames_10_plus"].items()))
+    for key, ranges in warm["dice_by_frame_range"].items():
+        print(f"  Dice by frame range (K=0, {key}): " + ", ".join(f"{r} {v:.4f}" for r, v in ranges.items()))
     best_key = max(warm["table"], key=lambda k: warm["table"][k]["dice_frames_0_9"])
     best = warm["table"][best_key]
     # The smallest K within 0.005 of the best (same largest-component setting): warm-up costs latency.

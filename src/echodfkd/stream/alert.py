@@ -2,9 +2,10 @@
 
 Per clip, six features, each oriented so that larger means "less like the clips the model was made for":
 
-- ``blank``: fraction of blank/constant input frames (pixel std below the dataset checker's cut-off);
-- ``noise``: fraction of noise-like input frames (no spatial or no frame-to-frame correlation), as the
-  dataset checker defines them;
+- ``blank``: fraction of frames in runs of >= 3 blank/constant input frames (pixel std below the dataset
+  checker's cut-off; isolated glitches are ignored);
+- ``noise``: fraction of frames in runs of >= 3 noise-like input frames (no spatial or no frame-to-frame
+  correlation, as the dataset checker defines them);
 - ``empty``: fraction of frames whose mask covers < 0.5 % of the image;
 - ``uncertain``: mean fraction of the touched pixels (soft >= 10 %) that stay uncertain (10-90 %);
 - ``jumps``: 95th percentile of the frame-to-frame mask-area change, relative to the median area;
@@ -37,7 +38,8 @@ FEATURES = ("blank", "noise", "empty", "uncertain", "jumps", "aperiodic")
 ALERT_FILE = "alert.json"
 #: Built-in clean references (centre, scale) used before calibration; also the scale floors.
 DEFAULT_REFERENCE: dict[str, tuple[float, float]] = {
-    "blank": (0.0, 0.005), "noise": (0.0, 0.005), "empty": (0.0, 0.01),
+    # Clean clips have no blank/noise runs at all: the floor makes an 8-frame stretch in 1,000 frames z = 8.
+    "blank": (0.0, 0.001), "noise": (0.0, 0.001), "empty": (0.0, 0.01),
     "uncertain": (0.3, 0.05), "jumps": (0.15, 0.05), "aperiodic": (0.3, 0.1),
 }
 DEFAULT_THRESHOLD = 4.0
@@ -46,6 +48,7 @@ MIN_THRESHOLD = 3.0
 EMPTY_FRACTION = 0.005
 UNCERTAIN_LOW, UNCERTAIN_HIGH = 26, 229  # soft levels for 10 % and 90 %
 PERIOD_RANGE_S = (0.25, 2.0)
+MIN_RUN = 3
 DEFAULT_FPS = 50.0
 #: Frames of per-frame statistics kept (2 minutes at 50 fps).
 HISTORY = 6000
@@ -145,11 +148,23 @@ def clip_features(std: np.ndarray, spatial: np.ndarray, temporal: np.ndarray, ar
         following = np.append(temporal[1:], np.nan)
         neighbour = np.fmax(temporal, following)
         noise = ~blank & ((spatial < check.noise_spatial_corr) | (neighbour < check.noise_temporal_corr))
+    blank, noise = in_runs(blank, MIN_RUN), in_runs(noise, MIN_RUN)
     med = float(np.median(area))
     jumps = float(np.percentile(np.abs(np.diff(area)), 95)) / max(med, 0.01) if n > 1 else float("nan")
     return {"blank": float(blank.mean()), "noise": float(noise.mean()),
             "empty": float((area < EMPTY_FRACTION).mean()), "uncertain": float(np.mean(uncertain)),
             "jumps": jumps, "aperiodic": aperiodicity(area, fps)}
+
+
+def in_runs(flags: np.ndarray, min_run: int) -> np.ndarray:
+    """The flags that belong to runs of at least `min_run` consecutive True values."""
+    flags = np.asarray(flags, dtype=bool)
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    out = np.zeros_like(flags)
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if end - start >= min_run:
+            out[start:end] = True
+    return out
 
 
 def aperiodicity(curve: np.ndarray, fps: float) -> float:
