@@ -234,3 +234,18 @@ def test_bad_inputs_one_line(case, tiny_run, tmp_path, capsys):
     assert main(["predict", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("echodfkd predict: error:")
+
+
+def test_alert_features_ignore_isolated_glitches():
+    from echodfkd.stream.alert import aperiodicity, clip_features
+
+    n = 100
+    std, spatial, temporal = np.full(n, 30.0), np.full(n, 0.9), np.full(n, 0.95)
+    t = np.arange(n)
+    area = 0.1 + 0.03 * np.sin(2 * np.pi * t / 40)  # a 0.8 s beat at 50 fps
+    std[10] = 0.0  # one dropped frame
+    one = clip_features(std, spatial, temporal, area, np.full(n, 0.2), 50.0)
+    std[50:58] = 0.0  # an 8-frame blank stretch
+    run = clip_features(std, spatial, temporal, area, np.full(n, 0.2), 50.0)
+    assert one["blank"] == 0.0 and run["blank"] == pytest.approx(0.08)
+    assert aperiodicity(area, 50.0) < 0.05 < aperiodicity(np.random.default_rng(0).random(n), 50.0)
