@@ -31,9 +31,9 @@ class DemoSettings:
     corrupt: float
     teacher_arch: str
     teacher_epochs: int
-    teacher_seconds: float
+    teacher_seconds: float | None  # wall-clock cap (None: epochs only)
     distill_epochs: int
-    distill_seconds: float
+    distill_seconds: float | None
     frame_size: int                # distillation and inference frame size (the reference trained at 56)
     seq_len: int
     batch_size: int
@@ -46,9 +46,10 @@ FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48
                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
                     distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None, patience=10)
+# Quick runs are bounded by epochs, not seconds, so a slow or busy machine gets the same model (later).
 QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
-                     corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=12,
-                     teacher_seconds=25, distill_epochs=40, distill_seconds=35, frame_size=56, seq_len=8,
+                     corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=10,
+                     teacher_seconds=None, distill_epochs=8, distill_seconds=None, frame_size=56, seq_len=8,
                      batch_size=8, clips_per_epoch=64, patience=100)
 
 
