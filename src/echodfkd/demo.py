@@ -48,7 +48,7 @@ FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48
                     clips_per_epoch=None, patience=10)
 # Quick runs are bounded by epochs, not seconds, so a slow or busy machine gets the same model (later).
 QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
-                     corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=10,
+                     corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=14,
                      teacher_seconds=None, distill_epochs=8, distill_seconds=None, frame_size=56, seq_len=8,
                      batch_size=8, clips_per_epoch=64, patience=100)
 
