@@ -19,3 +19,15 @@ def shared_fixtures() -> Path:
     if not (SHARED_FIXTURES / "echonet_dynamic_FileList.csv").exists():
         pytest.skip("../shared/fixtures is absent (real EchoNet fixtures are optional)")
     return SHARED_FIXTURES
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module: its inputs are tiny, and on a shared 2-core machine OpenMP
+    threads spinning against other processes make such tests several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

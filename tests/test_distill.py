@@ -27,13 +27,7 @@ SMALL = dict(blocks=2, layers=1, frame_size=32, seq_len=8, batch_size=3, lr=5e-3
 SPLITS = ["TRAIN"] * 6 + ["VAL"] * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: several test processes share two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def epochs_logged(run: Path) -> list[int]:

@@ -17,13 +17,7 @@ from echodfkd.models.export import check_onnx, export_onnx, state_names
 from echodfkd.models.fast import StreamingStudent, _subpixel_conv, _subpixel_weight
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _student(positive_bn: bool = False, **kw) -> Student:

@@ -13,14 +13,7 @@ from echodfkd.models.flops import count_gmac_per_frame
 from echodfkd.models.teacher import Teacher, build_segmenter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these inputs are tiny, and on a shared 2-core machine OpenMP spinning
-    across oversubscribed threads makes tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _json(capsys, argv):

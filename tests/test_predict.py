@@ -20,13 +20,7 @@ from echodfkd.stream.alert import ALERT_FILE
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise_bn(model: Student) -> Student:
@@ -52,7 +46,7 @@ def tiny_run(tmp_path):
 def trained_run(tmp_path_factory):
     """A tiny student trained for a few seconds on phantom frames against their ground-truth LV masks."""
     old = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run before the per-test one_thread fixture
+    torch.set_num_threads(1)  # other module fixtures may run before one_torch_thread
     torch.manual_seed(0)
     clips = [make_clip(seed=3, index=i, size=SIZE, frames=48) for i in range(3)]
     x = torch.from_numpy(np.stack([c.frames for c in clips]).astype(np.float32))[:, :, None]

@@ -7,7 +7,6 @@ import json
 import optuna
 import pandas as pd
 import pytest
-import torch
 
 from distill_data import make_dataset
 from echodfkd.cli import main
@@ -18,13 +17,7 @@ FAST = dict(frame_size=32, seq_len=6, batch_size=2, epochs=1)
 SPLITS = ["TRAIN"] * 3 + ["VAL"] * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: several test processes share two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_parse_range():

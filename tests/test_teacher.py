@@ -20,14 +20,7 @@ from tiny_echonet import make_folder
 LIGHT = "lraspp_mobilenet_v3_large"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these inputs are tiny, and on a shared 2-core machine OpenMP spinning
-    across oversubscribed threads makes tests several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _frames(n: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
