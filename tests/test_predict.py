@@ -243,3 +243,12 @@ def test_alert_features_ignore_isolated_glitches():
     run = clip_features(std, spatial, temporal, area, np.full(n, 0.2), 50.0)
     assert one["blank"] == 0.0 and run["blank"] == pytest.approx(0.08)
     assert aperiodicity(area, 50.0) < 0.05 < aperiodicity(np.random.default_rng(0).random(n), 50.0)
+
+
+def test_bf16_engine_matches_fp32(trained_run):
+    from echodfkd.evaluate.segmentation import binarize, dice
+
+    frames = _frames(8, 30)
+    fp32 = Predictor(trained_run).predict_clip(frames, 50)
+    bf16 = Predictor(trained_run, precision="bf16").predict_clip(frames, 50)
+    assert dice(binarize(bf16.masks, 0.5), binarize(fp32.masks, 0.5)) >= 0.99

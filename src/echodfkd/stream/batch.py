@@ -29,8 +29,8 @@ from echodfkd.stream.predictor import Predictor
 
 VIDEO_SUFFIXES = (".avi", ".mp4")
 #: Settings that must match for a rerun into the same folder to resume it.
-IDENTITY = ("model", "backend", "onnx", "threshold_dice", "threshold_afd", "warmup", "largest_component",
-            "model_size")
+IDENTITY = ("model", "backend", "onnx", "precision", "threshold_dice", "threshold_afd", "warmup",
+            "largest_component", "model_size")
 
 
 @dataclass
