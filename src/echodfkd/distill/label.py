@@ -9,7 +9,6 @@ resumes; `shard=(i, n)` gives process i every n-th clip of the sorted list, so n
 from __future__ import annotations
 
 import collections
-import json
 import os
 import time
 import zipfile
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.io.atomic import save_json, save_npz
+from echodfkd.io.atomic import load_json, save_json, save_npz
 from echodfkd.models.teacher import Teacher, load_teacher, weights_hash
 
 META_NAME = "meta.json"
@@ -120,10 +119,7 @@ def read_meta(out: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(out) / META_NAME
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc}); delete it or use --overwrite") from None
+    meta = load_json(path, DatasetError, "; delete it or use --overwrite")
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}: not a targets meta.json (expected a JSON object)")
     return meta

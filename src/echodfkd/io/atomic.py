@@ -67,6 +67,15 @@ def save_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def load_json(path: str | os.PathLike, error: type[Exception] = ValueError, hint: str = "") -> Any:
+    """Parse a JSON file, raising `error` with one line naming the file when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc}){hint}") from None
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

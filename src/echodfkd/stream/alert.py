@@ -19,7 +19,6 @@ stated false-alarm rate; without calibration, built-in references are used and r
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -258,11 +257,9 @@ def load_alert(run_dir: Path | None, config: dict[str, Any]) -> AlertConfig:
     """Alert settings of a run: RUN/alert.json, else config.json's `alert` section, else the built-in ones."""
     if run_dir is not None and (run_dir / ALERT_FILE).is_file():
         path = run_dir / ALERT_FILE
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EchoDFKDError(f"{path}: not valid JSON ({exc})") from None
-        return AlertConfig.from_dict(data, str(path))
+        from echodfkd.io.atomic import load_json
+
+        return AlertConfig.from_dict(load_json(path, EchoDFKDError), str(path))
     if isinstance(config.get("alert"), dict):
         return AlertConfig.from_dict(config["alert"], "config.json alert section")
     return AlertConfig()

@@ -76,10 +76,9 @@ def load_stream_defaults(run_dir: Path | None, config: dict[str, Any]) -> dict[s
     """Warm-up / largest-component defaults: RUN/stream.json, else config.json's `stream` section, else {}."""
     if run_dir is not None and (run_dir / STREAM_FILE).is_file():
         path = run_dir / STREAM_FILE
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{path}: not valid JSON ({exc})") from None
+        from echodfkd.io.atomic import load_json
+
+        data = load_json(path, ModelError)
         if not isinstance(data, dict):
             raise ModelError(f"{path}: expected a JSON object with warmup / largest_component")
         return data
