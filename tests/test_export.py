@@ -14,7 +14,7 @@ from echodfkd.data.phantom import make_clip
 from echodfkd.io.video import write_video
 from echodfkd.models import Student
 from echodfkd.models.export import check_onnx, export_onnx, state_names
-from echodfkd.models.fast import StreamingStudent, _subpixel_conv, _subpixel_weight
+from echodfkd.models.fast import StreamingStudent, upsample_conv_as_transposed
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,11 +33,11 @@ def _student(positive_bn: bool = False, **kw) -> Student:
     return model
 
 
-def test_subpixel_conv_equals_upsample_then_conv():
+def test_transposed_conv_equals_upsample_then_conv():
     torch.manual_seed(0)
     x, w, b = torch.randn(2, 5, 7, 6), torch.randn(3, 5, 3, 3), torch.randn(3)
     ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x, scale_factor=2.0), w, b, padding=1)
-    got = _subpixel_conv(x, _subpixel_weight(w), b.repeat(4), 3)
+    got = torch.nn.functional.conv_transpose2d(x, upsample_conv_as_transposed(w), b, stride=2, padding=1)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
 

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="torch engine precision (bf16: faster on CPUs with AMX/AVX512-BF16)")
+    parser.add_argument("--compile", action="store_true",
+                        help="CPU: run the ahead-of-time compiled engine (needs a C++ compiler; built once per "
+                             "model/size/precision in ~10-30 s and cached in $ECHODFKD_CACHE_DIR or "
+                             "~/.cache/echodfkd/compiled; fastest with --precision bf16)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime (default: theirs)")
     parser.add_argument("--size", type=int, default=None, help="model frame size (default: the run's, else 112)")
     parser.add_argument("--split", default=None, help="TRAIN, VAL, TEST or a comma list, for a dataset folder")
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, device=args.device, backend=args.backend, warmup=args.warmup,
                           largest_component=args.largest_component, threshold=args.threshold,
-                          onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision)
+                          onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision,
+                          compile=args.compile, log=lambda line: print(line, flush=True))
     if args.calibrate_alert:
         root = Path(args.input)
         if not (root / "FileList.csv").is_file():

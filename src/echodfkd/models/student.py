@@ -140,7 +140,7 @@ class Student(nn.Module):
             hb, wb = height // 2 ** b, width // 2 ** b
             for _ in range(self.layers):
                 z = torch.zeros(batch, width_b, hb, wb, device=device, dtype=dtype)
-                cells.append((z, z))
+                cells.append((z, z.clone()))  # distinct tensors: export would merge aliased inputs
         return StudentState(cells)
 
     def step(self, frame: torch.Tensor, state: StudentState | None = None) -> tuple[torch.Tensor, StudentState]:

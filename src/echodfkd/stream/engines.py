@@ -15,11 +15,16 @@ PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 class TorchEngine:
-    """Streams frames through the `StreamingStudent` engine (same outputs as `Student.step`)."""
+    """Streams frames through the `StreamingStudent` engine (same outputs as `Student.step`).
+
+    `compile=True` on a CPU runs the ahead-of-time compiled engine (`echodfkd.models.compiled`: built once
+    per weights/size/precision and cached, ~2x the eager fps in bf16); on other devices it uses torch.compile.
+    """
 
     backend = "torch"
 
-    def __init__(self, student, device: str = "cpu", compile: bool = False, precision: str = "fp32") -> None:
+    def __init__(self, student, device: str = "cpu", compile: bool = False, precision: str = "fp32",
+                 log=None) -> None:
         import torch
 
         from echodfkd.models.fast import StreamingStudent
@@ -31,12 +36,23 @@ class TorchEngine:
             self.net = StreamingStudent(student.eval(), dtype=getattr(torch, PRECISIONS[precision])).to(self.device)
         except (RuntimeError, AssertionError) as exc:
             raise ModelError(f"cannot run the student on device {device!r} ({str(exc).splitlines()[0]})") from None
-        self._call = torch.compile(self.net, dynamic=False) if compile else self.net
+        self.student, self.precision, self.log = student, precision, log
+        self.aot = compile and self.device.type == "cpu"
+        self._compiled = None  # built on the first frame, when the size is known
+        self._call = torch.compile(self.net, dynamic=False) if compile and not self.aot else self.net
         self.state: list | None = None
 
     def reset(self) -> None:
         """Start a new stream (zero state)."""
         self.state = None
+
+    def prepare(self, height: int, width: int) -> None:
+        """Build or load the compiled engine for this frame size now (otherwise done on the first frame)."""
+        if self.aot and (self._compiled is None or self._compiled.size != (height, width)):
+            from echodfkd.models.compiled import load_or_compile
+
+            self._compiled = load_or_compile(self.student, (height, width), self.precision, log=self.log)
+            self.state = None
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         """One float32 frame (H, W) on the 0-255 scale -> logits (C, H, W)."""
@@ -44,6 +60,12 @@ class TorchEngine:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None].to(self.device)
+            if self.aot:
+                self.prepare(x.shape[2], x.shape[3])
+                if self.state is None:
+                    self.state = self._compiled.init_state()
+                logits, self.state = self._compiled.step(x, self.state)
+                return logits[0].float().numpy()
             if self.state is None:
                 self.state = self.net.init_state(1, x.shape[2], x.shape[3], self.device).flat()
             out = self._call(x, *self.state)

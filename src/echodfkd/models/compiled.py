@@ -1,0 +1,153 @@
+"""Ahead-of-time compiled streaming engine: the `StreamingStudent` step built into native code once.
+
+torch.export captures one frame step at a fixed size; AOTInductor turns it into a shared library
+(weights pre-packed for oneDNN, each ConvLSTM gate update fused into one vectorised loop, no Python
+between operations) and packs it as a `.pt2` archive. Building takes ~10-30 s and needs a C++
+compiler; the archive is cached under a key made of the weights, the size, the precision, the torch
+version and the CPU's instruction set, so later runs load it in about a second.
+
+The tanh of the gate update is computed from exp (inductor's `use_decompose_tanh`): about 2x faster
+on CPUs and within 1e-6 of the library tanh, far below bf16 rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from echodfkd.errors import ModelError
+from echodfkd.io.atomic import atomic_path, save_json
+from echodfkd.models.fast import StreamingStudent
+from echodfkd.models.student import Student
+
+#: Environment variable naming the cache folder (default ~/.cache/echodfkd/compiled).
+CACHE_ENV = "ECHODFKD_CACHE_DIR"
+INDUCTOR_OPTIONS: dict[str, Any] = {"freezing": True, "cpp.use_decompose_tanh": True}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: Bump when the engine's graph changes, so stale archives are rebuilt rather than loaded.
+ENGINE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where compiled engines are kept: $ECHODFKD_CACHE_DIR, else ~/.cache/echodfkd/compiled."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "echodfkd" / "compiled"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags: compiled code may use any instruction the builder's CPU had."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def engine_key(student: Student, size: tuple[int, int], precision: str) -> str:
+    """Content hash naming a compiled engine: weights, config, size, precision, torch and CPU."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(student.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    arch = {k: student.config.get(k) for k in ("blocks", "layers", "filters", "skip", "residual",
+                                               "out_channels", "in_channels", "input_mean", "input_std")}
+    meta = dict(arch=arch, size=list(size), precision=precision, torch=torch.__version__,
+                cpu=_cpu_signature(), options=INDUCTOR_OPTIONS, engine=ENGINE_VERSION)
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def find_compiler() -> str | None:
+    """The C++ compiler inductor would use ($CXX, g++, c++ or clang++), or None."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def compile_engine(student: Student, size: tuple[int, int], precision: str, path: str | os.PathLike) -> Path:
+    """Build the compiled streaming step of `student` for (H, W) frames into the archive `path` (atomic)."""
+    if precision not in DTYPES:
+        raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+    if find_compiler() is None:
+        raise ModelError("compiling the streaming engine needs a C++ compiler (g++ or clang++) on PATH; "
+                         "install one (e.g. `apt-get install g++`) or run without --compile")
+    h, w = size
+    engine = StreamingStudent(student.cpu().eval(), dtype=DTYPES[precision])
+    frame = torch.full((1, 1, h, w), 64.0)
+    example = (frame, *engine.init_state(1, h, w).flat())
+    path = Path(path)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(engine, example)
+            with atomic_path(path, suffix=".pt2") as tmp:
+                torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
+                                                         inductor_configs=dict(INDUCTOR_OPTIONS))  # it adds keys
+    except ModelError:
+        raise
+    except Exception as exc:  # the export/compile stack raises many exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"{path}: compiling the streaming engine failed ({type(exc).__name__}: {first})") from None
+    return path
+
+
+class CompiledStreamer:
+    """A loaded compiled engine: `init_state()` then `step(frame, state) -> (logits, state)` (flat lists)."""
+
+    def __init__(self, path: str | os.PathLike, engine: StreamingStudent, size: tuple[int, int]) -> None:
+        self.path, self.size, self._engine = Path(path), size, engine
+        try:
+            self._run: Callable = torch._inductor.aoti_load_package(str(self.path))
+        except Exception as exc:  # a damaged or foreign archive
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelError(f"{self.path}: not a loadable compiled engine ({first}); delete it to rebuild") from None
+
+    def init_state(self) -> list[torch.Tensor]:
+        """Zero state for one stream, in the layout the archive was built for."""
+        return self._engine.init_state(1, *self.size).flat()
+
+    def step(self, frame: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One float32 frame (1, 1, H, W) on the 0-255 scale -> logits (1, C, H, W) and the new flat state."""
+        out = self._run(frame, *state)
+        return out[0], list(out[1:])
+
+
+def load_or_compile(student: Student, size: tuple[int, int], precision: str = "fp32",
+                    directory: str | os.PathLike | None = None,
+                    log: Callable[[str], None] | None = None) -> CompiledStreamer:
+    """The compiled engine for this student, size and precision: loaded from the cache, else built there."""
+    size = (int(size[0]), int(size[1]))
+    k = 2 ** (student.blocks - 1)
+    if size[0] % k or size[1] % k:
+        raise ModelError(f"size {size[0]}x{size[1]} is not divisible by {k} for a {student.blocks}-block student")
+    if precision not in DTYPES:
+        raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+    student = student.cpu().eval()
+    folder = Path(directory) if directory is not None else cache_dir()
+    key = engine_key(student, size, precision)
+    path = folder / f"student-{size[0]}x{size[1]}-{precision}-{key}.pt2"
+    if not path.is_file():
+        if log:
+            log(f"compiling the {size[0]}x{size[1]} {precision} streaming engine once (cached in {folder}) ...")
+        t0 = time.perf_counter()
+        compile_engine(student, size, precision, path)
+        save_json(path.with_suffix(".json"), {
+            "key": key, "size": list(size), "precision": precision, "torch": torch.__version__,
+            "build_seconds": round(time.perf_counter() - t0, 1), "config": student.config})
+        if log:
+            log(f"compiled in {time.perf_counter() - t0:.0f} s: {path}")
+    engine = StreamingStudent(student, dtype=DTYPES[precision])
+    return CompiledStreamer(path, engine, size)
