@@ -43,10 +43,13 @@ def test_transposed_conv_equals_upsample_then_conv():
 
 @pytest.mark.parametrize("kw", [dict(blocks=4, positive_bn=True), dict(blocks=3), dict(blocks=3, skip=True),
                                 dict(blocks=3, layers=2, residual=True), dict(blocks=2, out_channels=2),
-                                dict(blocks=1)])
+                                dict(blocks=1), dict(blocks=4, positive_bn=True, pad=16),
+                                dict(blocks=3, skip=True, residual=True, pad=16), dict(blocks=2, layers=2, pad=5)])
 def test_fast_engine_equals_student(kw):
+    kw = dict(kw)
+    pad = kw.pop("pad", 1)
     model = _student(**kw)
-    engine = StreamingStudent(model)
+    engine = StreamingStudent(model, pad_channels=pad)
     if kw.get("positive_bn"):
         assert engine.pool_first[:3] == [True, True, True]  # the BN-after-pool path is exercised
     clip = torch.rand(2, 6, 1, 32, 32) * 255
@@ -56,7 +59,19 @@ def test_fast_engine_equals_student(kw):
         for t in range(clip.shape[1]):
             logits, state = engine.step(clip[:, t], state)
             outs.append(logits)
+        _, ref_state = model(clip, return_state=True)
     torch.testing.assert_close(torch.stack(outs, 1), full, rtol=1e-4, atol=1e-4)
+    # Padded channels stay exactly zero, and the real channels of the state match the reference's.
+    for (h, c), (rh, rc) in zip(state.cells, ref_state.cells):
+        assert not h[:, rh.shape[1]:].any() and not c[:, rc.shape[1]:].any()
+    for got, ref in zip(engine.to_student_state(state).flat(), ref_state.flat()):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    # A reference state moved into the engine continues the stream identically.
+    moved = engine.from_student_state(ref_state)
+    with torch.no_grad():
+        nxt, _ = engine.step(clip[:, 0], moved)
+        ref_nxt, _ = model.step(clip[:, 0], ref_state)
+    torch.testing.assert_close(nxt, ref_nxt, rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_parity(tmp_path):
@@ -106,12 +121,29 @@ def test_export_missing_run(tmp_path, capsys):
 
 def test_bench_json_smoke(capsys):
     assert main(["bench", "--json", "--frames", "3", "--rounds", "1", "--threads", "1", "--size", "32",
-                 "--no-teacher", "--no-memory"]) == 0
+                 "--no-teacher", "--no-memory", "--no-compile"]) == 0
     res = json.loads(capsys.readouterr().out)
-    for key in ("student_step_reference", "student_step_fast", "student_step_onnxruntime",
-                "student_batch_forward", "predictor_push_end_to_end"):
+    for key in ("student_step_reference", "student_step_fast", "student_step_fast_bf16",
+                "student_step_onnxruntime", "student_batch_forward", "predictor_push_end_to_end"):
         assert res["fps_median"][key] > 0
     assert res["params"] == 714_577 and res["goals"]["student_fps_goal"] == 200
+    assert 0.0 <= res["bf16_dice_vs_fp32"]["eager"] <= 1.0
+
+
+def test_bench_goals_pick_the_fastest_qualifying_variant():
+    from echodfkd.stream.bench import _goals
+
+    fps = {"student_step_reference": 500.0, "student_step_fast": 150.0, "student_step_fast_bf16": 180.0,
+           "student_step_compiled": 210.0, "student_step_compiled_bf16": 450.0, "student_batch_forward": 900.0}
+    res = {"fps_median": fps, "fps_best": fps, "bf16_dice_vs_fp32": {"eager": 0.995, "compiled": 0.95},
+           "ratio_vs_teacher_median": {k: v / 21.0 for k, v in fps.items()}}
+    g = _goals(res)  # compiled bf16 is fastest but its Dice is too low; reference and batch never count
+    assert g["variant"] == "student_step_compiled" and g["fps_goal_met_median"] and not g["ratio_goal_met"]
+    res["bf16_dice_vs_fp32"]["compiled"] = 0.999
+    g = _goals(res)
+    assert g["variant"] == "student_step_compiled_bf16" and g["ratio_goal_met"]
+    del res["bf16_dice_vs_fp32"]  # bf16 without a measured Dice does not count
+    assert _goals(res)["variant"] == "student_step_compiled"
 
 
 @pytest.mark.parametrize("batched", [True, False])

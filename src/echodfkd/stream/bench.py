@@ -78,18 +78,23 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
     if bf16:
         fast_bf = StreamingStudent(student, dtype=torch.bfloat16)
         variants["student_step_fast_bf16"] = _stream_fn(fast_bf.step, [f.to(torch.bfloat16) for f in xcl])
+    compiled_engines: dict[str, Any] = {}
     if compile:
-        t0 = time.perf_counter()
-        compiled = torch.compile(fast, dynamic=False)
+        from echodfkd.models.compiled import find_compiler, load_or_compile
 
-        def compiled_step(f: torch.Tensor, state: Any) -> tuple:
-            flat = fast.init_state(1, size, size).flat() if state is None else state
-            out = compiled(f, *flat)
-            return out[0], list(out[1:])
-        with torch.inference_mode():
-            _stream_fn(compiled_step, xcl[:3])()
-        notes.append(f"torch.compile warm-up took {time.perf_counter() - t0:.0f} s (paid once per process)")
-        variants["student_step_fast_compiled"] = _stream_fn(compiled_step, xcl)
+        if find_compiler() is None:
+            notes.append("no C++ compiler on PATH: the compiled engine was not measured")
+        else:
+            for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+                t0 = time.perf_counter()
+                built: list[str] = []
+                eng = load_or_compile(student, (size, size), precision, log=built.append)
+                how = "built" if any("compiled in" in b for b in built) else "loaded from the cache"
+                notes.append(f"compiled {precision} engine {how} in {time.perf_counter() - t0:.1f} s "
+                             f"(paid once per model, size and precision)")
+                compiled_engines[precision] = eng
+                name = "student_step_compiled" + ("_bf16" if precision == "bf16" else "")
+                variants[name] = _stream_fn(lambda f, st, e=eng: e.step(f, e.init_state() if st is None else st), x)
     batch = torch.from_numpy(clip.astype(np.float32))[None, :, None]
     variants["student_batch_forward"] = lambda: (student(batch), len(clip))[1]
     tmp = tempfile.TemporaryDirectory()
@@ -108,14 +113,18 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
                 eng.step(f)
             return len(cf)
         variants["student_step_onnxruntime"] = onnx_stream
-    pred = Predictor(student, size=size)
-
-    def predictor_stream() -> int:
-        pred.reset()
-        for f in clip:
-            pred.push(f)
-        return len(clip)
-    variants["predictor_push_end_to_end"] = predictor_stream
+    def predictor_stream(pred: Predictor) -> Callable[[], int]:
+        def run() -> int:
+            pred.reset()
+            for f in clip:
+                pred.push(f)
+            return len(clip)
+        return run
+    variants["predictor_push_end_to_end"] = predictor_stream(Predictor(student, size=size))
+    if compiled_engines:
+        best = "bf16" if "bf16" in compiled_engines else "fp32"
+        variants[f"predictor_push_end_to_end_compiled_{best}"] = predictor_stream(
+            Predictor(student, size=size, compile=True, precision=best))
     if teacher:
         from echodfkd.models.teacher import Teacher, build_segmenter
 
@@ -151,7 +160,7 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
             k: round(statistics.median([a / b for a, b in zip(v, single)]), 1)
             for k, v in fps.items() if k.startswith("student_step")}
     if bf16:
-        result["bf16_dice_vs_fp32"] = _bf16_agreement(student, clip)
+        result["bf16_dice_vs_fp32"] = _bf16_agreement(student, clip, compiled_engines.get("bf16"))
     result["goals"] = _goals(result)
     if memory:
         # One thread: memory does not depend on it, and an oversubscribed 2-thread child can crawl.
@@ -166,33 +175,53 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
     return result
 
 
+#: A bf16 variant counts towards the goals only if its masks stay this close to fp32's (issue: Dice 0.99).
+BF16_MIN_DICE = 0.99
+
+
 def _goals(result: dict[str, Any]) -> dict[str, Any]:
-    best = result["fps_best"].get("student_step_fast", 0.0)
-    med = result["fps_median"].get("student_step_fast", 0.0)
-    out = {"student_fps_goal": GOAL_FPS, "student_fast_fps_median": med, "student_fast_fps_best": best,
-           "fps_goal_met_median": med >= GOAL_FPS}
+    """The fastest streaming variant whose output qualifies (fp32, or bf16 within Dice 0.99) vs the goals."""
+    med, best = result["fps_median"], result["fps_best"]
+    dice = result.get("bf16_dice_vs_fp32", {})
+    qualifying = []
+    for name in med:
+        if not name.startswith("student_step") or name == "student_step_reference":
+            continue
+        if name.endswith("_bf16"):
+            d = dice.get("compiled" if "compiled" in name else "eager")
+            if d is None or d < BF16_MIN_DICE:
+                continue
+        qualifying.append(name)
+    pick = max(qualifying, key=lambda k: med[k]) if qualifying else "student_step_fast"
+    out = {"student_fps_goal": GOAL_FPS, "variant": pick, "student_fps_median": med.get(pick, 0.0),
+           "student_fps_best": best.get(pick, 0.0), "fps_goal_met_median": med.get(pick, 0.0) >= GOAL_FPS,
+           "bf16_min_dice": BF16_MIN_DICE}
     if "ratio_vs_teacher_median" in result:
-        r = result["ratio_vs_teacher_median"].get("student_step_fast", 0.0)
+        r = result["ratio_vs_teacher_median"].get(pick, 0.0)
         out.update(ratio_goal=GOAL_RATIO, ratio_median=r, ratio_goal_met=r >= GOAL_RATIO)
     return out
 
 
-def _bf16_agreement(student: Any, clip: np.ndarray) -> float:
-    """Mean per-frame Dice between bf16 and fp32 fast-engine masks (logit > 0) on the clip."""
+def _bf16_agreement(student: Any, clip: np.ndarray, compiled_bf16: Any = None) -> dict[str, float]:
+    """Mean per-frame Dice of bf16 vs fp32 masks (logit > 0) on the clip: eager engine, and compiled if given."""
     import torch
 
     from echodfkd.evaluate.segmentation import dice
     from echodfkd.models.fast import StreamingStudent
 
-    outs = []
-    for dtype in (torch.float32, torch.bfloat16):
-        eng, state, masks = StreamingStudent(student, dtype=dtype), None, []
+    def masks(step: Callable, state: Any) -> np.ndarray:
+        out = []
         with torch.inference_mode():
             for f in clip:
-                logits, state = eng.step(torch.from_numpy(f.astype(np.float32))[None, None], state)
-                masks.append((logits[0, 0].float() > 0).numpy())
-        outs.append(np.stack(masks))
-    return round(float(dice(outs[1], outs[0], reduction="mean")), 4)
+                logits, state = step(torch.from_numpy(f.astype(np.float32))[None, None], state)
+                out.append((logits[0, 0].float() > 0).numpy())
+        return np.stack(out)
+
+    ref = masks(StreamingStudent(student).step, None)
+    result = {"eager": masks(StreamingStudent(student, dtype=torch.bfloat16).step, None)}
+    if compiled_bf16 is not None:
+        result["compiled"] = masks(compiled_bf16.step, compiled_bf16.init_state())
+    return {k: round(float(dice(v, ref, reduction="mean")), 4) for k, v in result.items()}
 
 
 def _memory_child(n: int, model: str | None, threads: int | None) -> dict[str, Any]:
