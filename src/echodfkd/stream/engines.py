@@ -18,7 +18,7 @@ class TorchEngine:
     """Streams frames through the `StreamingStudent` engine (same outputs as `Student.step`).
 
     `compile=True` on a CPU runs the ahead-of-time compiled engine (`echodfkd.models.compiled`: built once
-    per weights/size/precision and cached, ~2x the eager fps in bf16); on other devices it uses torch.compile.
+    per weights/size/precision and cached; ~2.5x the eager bf16 fps); on other devices it uses torch.compile.
     """
 
     backend = "torch"

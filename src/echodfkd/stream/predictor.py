@@ -99,7 +99,7 @@ class Predictor:
     """Stream frames through a trained student; soft masks, areas, phases and an unusual-input alert.
 
     `compile` runs the ahead-of-time compiled torch engine on CPUs (built once per weights, size and
-    precision, ~10-30 s, then cached; measured 1.3x eager fps in fp32, 2.5-3x in bf16 on 2 cores);
+    precision, ~10-30 s, then cached; on 2 cores it streamed 1.45x the eager fp32 fps in fp32 and ~3x in bf16);
     `threads` sets ONNX Runtime's thread count (torch uses its global setting); `precision="bf16"` runs the
     torch engine in bfloat16 (faster on CPUs with AMX/AVX512-BF16; masks within Dice 0.999 of fp32);
     `log` receives progress lines (e.g. while the compiled engine is built).
