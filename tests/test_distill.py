@@ -118,6 +118,8 @@ def test_loss_falls_and_thresholds_land_in_config(tmp_path):
     assert cfg["training"]["best_val_loss"] == pytest.approx(val.min(), rel=1e-4)
     assert cfg["data"]["targets_dir"] == str(targets.resolve()) and cfg["data"]["channels"] == ["lv"]
     assert cfg["calibration"]["clips"] == 2 and 0 <= cfg["calibration"]["val_dice"] <= 1
+    # No --infer-size: calibration ran at the clips' own 64 px, so predict is told to run there too.
+    assert cfg["calibration"]["sizes"] == [[64, 64]] and cfg["infer_size"] == 64
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "logs" / "tensorboard").glob("version_0/events.*"))
     student = Student.from_pretrained(run)

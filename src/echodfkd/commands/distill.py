@@ -37,7 +37,8 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
     p.add_argument("--frame-size", type=int, default=None,
                    help="train at this square size (56 = the reference's half resolution); default: native")
     p.add_argument("--infer-size", type=int, default=None,
-                   help="size the thresholds are calibrated at (default: the clips' native size)")
+                   help="size the thresholds are calibrated at, recorded as the size predict runs at "
+                        "(default: the clips' native size)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--epochs", type=int, default=400, help="maximum epochs (early stopping usually ends sooner)")

@@ -117,8 +117,10 @@ def calibrate(student: Student, clips: Iterable[tuple[np.ndarray, np.ndarray]], 
     student = student.to(device).eval()
     dice_sum = np.zeros((len(channels), 256))
     err_sum, beats, n = np.zeros(256), 0, 0
+    sizes: set[tuple[int, int]] = set()  # the sizes the student ran at (predict must use the same)
     for frames, targets in progress(clips, desc="calibrating thresholds", total=count, unit="clip"):
         soft = student_soft(student, frames, infer_size, device)
+        sizes.add((infer_size, infer_size) if infer_size else tuple(frames.shape[1:]))
         for c in range(len(channels)):
             dice_sum[c] += dice_curve(soft[:, c], targets[:, c])
         teacher_area = (targets[:, 0] >= 128).reshape(targets.shape[0], -1).sum(1).astype(np.float64)
@@ -132,7 +134,8 @@ def calibrate(student: Student, clips: Iterable[tuple[np.ndarray, np.ndarray]], 
     k_dice = [_plateau_centre(dice_mean[c], "max") for c in range(len(channels))]
     result: dict[str, Any] = {"thresholds": {"dice": level_to_threshold(k_dice[0])}}
     report: dict[str, Any] = {"clips": n, "val_dice": float(dice_mean[0, k_dice[0]]),
-                              "val_dice_at_0_5": float(dice_mean[0, 128])}
+                              "val_dice_at_0_5": float(dice_mean[0, 128]),
+                              "sizes": sorted([int(h), int(w)] for h, w in sizes)}
     if beats:
         afd = err_sum / beats
         k_afd = _plateau_centre(afd, "min")

@@ -98,6 +98,11 @@ def _check_sizes(cfg: DistillConfig, dataset: Any, checks: dict[str, TargetsChec
                                    f"{cfg.blocks}-block student; pass {flag} (e.g. 112)")
 
 
+def _native_size(sizes: list[list[int]]) -> int | None:
+    """The one square size calibration ran at (recorded so that predict runs there too), else None."""
+    return sizes[0][0] if len(sizes) == 1 and sizes[0][0] == sizes[0][1] else None
+
+
 def _accelerator(cfg: DistillConfig) -> str:
     import torch
 
@@ -282,6 +287,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
                     best_val_loss=None if best is None else float(best),
                     best_val_bce=best_logged(run, "val_bce"),
                     best_checkpoint=str(ckpt_cb.best_model_path) or None, precision=trainer.precision)
-    extra = dict(status="done", training=training, data=data_info, infer_size=cfg.infer_size, **cal)
+    extra = dict(status="done", training=training, data=data_info,
+                 infer_size=cfg.infer_size or _native_size(cal["calibration"]["sizes"]), **cal)
     student.cpu().save_pretrained(run, extra_config=extra)
     return run
