@@ -237,3 +237,32 @@ def test_batch_finder_agrees_with_the_scalar_one(compat):
         got = find_phase_frames_batch(signals, clip, refs, phase, compat)
         want = [find_phase_frame(signals[c], r, phase, compat) for c, r in zip(clip, refs)]
         assert got.tolist() == want
+
+
+def _plateau_beats(fps: float = 50.0, beats: int = 4, seed: int = 0) -> tuple[np.ndarray, list[int], list[int]]:
+    """An LV-area-like curve: sharp ED peak, ejection to ES, filling, then a noisy diastasis plateau
+    sitting at the curve's median (where median blocks fragment)."""
+    rng = np.random.default_rng(seed)
+    period = int(fps)  # 60 bpm
+    rest = period - 30
+    one = np.concatenate([np.full(rest, 640.0), np.linspace(700, 800, 5), np.linspace(800, 200, 15),
+                          np.linspace(200, 640, 10)])
+    x = np.tile(one, beats) + rng.normal(0, 6, period * beats)
+    ed = [k * period + rest + 4 for k in range(beats)]
+    es = [k * period + rest + 19 for k in range(beats)]
+    return x, ed, es
+
+
+def test_find_beats_lists_one_frame_per_beat_where_median_blocks_fragment():
+    from echodfkd.evaluate.phases import find_beats
+
+    x, ed, es = _plateau_beats()
+    assert len(find_phase_frames(x, "ED")) > len(ed)  # noise on the plateau splits beats into blocks
+    got_ed, got_es = find_beats(x, "ED", 50.0), find_beats(x, "ES", 50.0)
+    assert len(got_ed) == len(ed) and len(got_es) == len(es)
+    assert all(abs(g - t) <= 2 for g, t in zip(got_ed, ed)) and all(abs(g - t) <= 2 for g, t in zip(got_es, es))
+    # the minimum interval scales with fps: at 50 fps two peaks 10 frames (0.2 s) apart are one beat
+    twin = np.zeros(60)
+    twin[18:23], twin[28:33] = [5, 8, 10, 8, 5], [5, 8, 9, 8, 5]
+    assert find_beats(twin, "ED", 50.0) == [20] and find_beats(twin, "ED", 10.0) == [20, 30]
+    assert find_beats(np.full(30, 3.0), "ES") == [] and find_beats(np.arange(30.0), "ED") == []  # no turn: none

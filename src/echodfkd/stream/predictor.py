@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from echodfkd.errors import ModelError, VideoError
-from echodfkd.evaluate.phases import find_phase_frames
+from echodfkd.evaluate.phases import find_beats
 from echodfkd.evaluate.segmentation import binarize
 from echodfkd.io.video import resize_masks
 from echodfkd.stream.alert import AlertAccumulator, AlertConfig, AlertResult, load_alert, score_features
@@ -219,7 +219,7 @@ class Predictor:
         notes = self.notes(masks.shape[1:], fps)
         phases: dict[str, list] = {}
         for phase in ("ED", "ES"):
-            found = find_phase_frames(areas.astype(np.float64), phase)
+            found = find_beats(areas.astype(np.float64), phase, fps or None)
             phases[phase] = found
             phases[f"{phase}_s"] = [f / fps for f in found] if fps else []
         rv = np.stack([r.rv for r in results]) if results[0].rv is not None else None

@@ -53,11 +53,11 @@ def _binary(soft: np.ndarray, threshold: float) -> np.ndarray:
     return binarize(soft, threshold)
 
 
-def _phases_from_areas(areas: np.ndarray) -> dict[str, list[int]]:
-    from echodfkd.evaluate.phases import find_phase_frames
+def _phases_from_areas(areas: np.ndarray, fps: float | None) -> dict[str, list[int]]:
+    from echodfkd.evaluate.phases import find_beats
     if areas.size < 2 or np.ptp(areas) == 0:
         return {"ED": [], "ES": []}
-    return {p: [int(f) for f in find_phase_frames(areas, p)] for p in ("ED", "ES")}
+    return {p: find_beats(areas, p, fps) for p in ("ED", "ES")}
 
 
 def run_teacher(teacher: Callable, frames: np.ndarray, fps: float, batch: int = 16) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def run_teacher(teacher: Callable, frames: np.ndarray, fps: float, batch: int = 
     masks = resize_masks(np.concatenate(soft), frames.shape[1:])
     binary = _binary(masks, 0.5)
     areas = binary.reshape(len(binary), -1).sum(1).astype(np.float64)
-    phases = _phases_from_areas(areas)
+    phases = _phases_from_areas(areas, fps)
     return {"masks": masks, "binary": binary, "areas": areas, "phases": phases,
             "latency_ms": latency, "threshold": 0.5}
 
