@@ -216,3 +216,13 @@ def test_container_sniffing_and_ef_pairing():
     assert ef["beats"][0]["fac"] == pytest.approx(100 * (1 - 128 / 288), abs=0.1)
     assert 50 < ef["value"] < 90
     assert estimate_ef(masks, [], [])["value"] is None
+
+
+def test_engine_options_reach_the_predictor(run_dir, clip, tmp_path):
+    app = create_app(run_dir, examples_cache=tmp_path / "cache", precision="bf16")
+    assert app.state.analyser.predictor.settings()["precision"] == "bf16"
+    with TestClient(app) as client:
+        r = _upload(client, clip.read_bytes(), "beating.avi")
+        assert r.status_code == 200, r.text
+        found = r.json()["phases"]["ED"]
+    assert all(min(abs(f - t) for f in found) <= 1 for t in (20, 40))  # same beats as fp32 (see above)

@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
     parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")
     parser.add_argument("--device", default="cpu", help="torch device for the models (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="student engine precision (bf16: faster on CPUs with AMX/AVX512-BF16)")
+    parser.add_argument("--compile", action="store_true",
+                        help="CPU: run the student's ahead-of-time compiled engine (built once and cached; "
+                             "needs a C++ compiler; see `predict --help`)")
 
 
 def is_loopback(host: str) -> bool:
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"echodfkd serve: warning: binding to {args.host} makes the viewer (and uploads) reachable from "
               "other computers; it has no login. Use --host 127.0.0.1 unless you mean it.", file=sys.stderr)
     app = create_app(args.model, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
-                     teacher_arch=args.teacher_arch, device=args.device)
+                     teacher_arch=args.teacher_arch, device=args.device, compile=args.compile,
+                     precision=args.precision)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"echodfkd viewer on http://{shown}:{args.port}/  (Ctrl+C to stop)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -34,9 +34,10 @@ def _load_teacher(teacher: str | os.PathLike | Callable | None, arch: str | None
     return load_teacher(teacher, arch=arch, device=device).eval()
 
 
-def _load_predictor(run_dir: str | os.PathLike, device: str) -> Any:
+def _load_predictor(run_dir: str | os.PathLike, device: str, compile: bool, precision: str) -> Any:
     from echodfkd.stream import Predictor
-    return Predictor(run_dir, device=device)
+    return Predictor(run_dir, device=device, compile=compile, precision=precision,
+                     log=lambda line: print(line, flush=True))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -46,14 +47,15 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable | None = None,
                max_upload_mb: float = 200, *, teacher_arch: str | None = None, device: str = "cpu",
                examples_cache: str | os.PathLike | None = None, max_frames: int = 2000,
-               predictor: Any = None) -> FastAPI:
+               predictor: Any = None, compile: bool = False, precision: str = "fp32") -> FastAPI:
     """Build the viewer app for a student run directory (and optionally a teacher checkpoint or callable).
 
-    `predictor` replaces the `echodfkd.stream.Predictor` built from `run_dir` (for tests and embedding).
+    `predictor` replaces the `echodfkd.stream.Predictor` built from `run_dir` (for tests and embedding);
+    otherwise `compile` and `precision` choose its engine (see `Predictor`).
     Uploads live only in a private 0700 temporary folder, emptied after each request and removed at shutdown.
     """
     run_dir = Path(run_dir)
-    analyser = Analyser(predictor if predictor is not None else _load_predictor(run_dir, device),
+    analyser = Analyser(predictor if predictor is not None else _load_predictor(run_dir, device, compile, precision),
                         _load_teacher(teacher, teacher_arch, device))
     private = PrivateFolder()
     atexit.register(private.cleanup)  # also when the server dies without a clean lifespan shutdown
