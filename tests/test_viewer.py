@@ -197,11 +197,14 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(tmp_path, run_dir, 
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: calls.append((host, port)))
-    monkeypatch.setattr(app_module, "_load_predictor", lambda run, device: object())
+    engines = []
+    monkeypatch.setattr(app_module, "_load_predictor",
+                        lambda run, device, compile, precision: engines.append((compile, precision)) or object())
     assert serve.run(args) == 0 and calls[-1] == ("127.0.0.1", 7860)
-    assert "warning" not in capsys.readouterr().err
-    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0"])) == 0
-    assert "warning: binding to 0.0.0.0" in capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err and engines[-1] == (False, "fp32")
+    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0",
+                                        "--compile", "--precision", "bf16"])) == 0
+    assert "warning: binding to 0.0.0.0" in capsys.readouterr().err and engines[-1] == (True, "bf16")
 
 
 def test_container_sniffing_and_ef_pairing():
