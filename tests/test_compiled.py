@@ -116,3 +116,7 @@ def test_cli_compile_without_a_compiler(trained, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs a C++ compiler" in err[0]
     assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").glob("*.npz"))
+    code = main(["predict", str(video), "--model", str(run), "--out", str(tmp_path / "pred"), "--compile",
+                 "--backend", "onnx"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "applies to the torch backend" in err[0]

@@ -130,6 +130,8 @@ class Predictor:
         self.backend, self.device = backend, device
         if backend == "onnx" and precision != "fp32":
             raise ModelError(f"precision {precision} applies to the torch backend; the ONNX graph is fp32")
+        if backend == "onnx" and compile:
+            raise ModelError("--compile applies to the torch backend; ONNX Runtime optimises its graph itself")
         self.precision, self.compiled = precision, bool(compile and backend == "torch")
         k = 2 ** (student.blocks - 1)
         if backend == "onnx":
