@@ -60,22 +60,25 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.stream import Predictor, calibrate_alert
     from echodfkd.stream.batch import clean_clips, find_clips, predict_to_folder
 
+    # Check the input before loading (and perhaps compiling) the model.
+    if args.calibrate_alert:
+        root = Path(args.input)
+        if not (root / "FileList.csv").is_file():
+            raise EchoDFKDError(f"{root}: --calibrate-alert needs a dataset folder (FileList.csv + Videos/)")
+    else:
+        if not args.out:
+            raise EchoDFKDError("--out PRED is required")
+        sources = find_clips(args.input, args.split)
     predictor = Predictor(args.model, device=args.device, backend=args.backend, warmup=args.warmup,
                           largest_component=args.largest_component, threshold=args.threshold,
                           onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision,
                           compile=args.compile, log=lambda line: print(line, flush=True))
     if args.calibrate_alert:
-        root = Path(args.input)
-        if not (root / "FileList.csv").is_file():
-            raise EchoDFKDError(f"{root}: --calibrate-alert needs a dataset folder (FileList.csv + Videos/)")
         config = calibrate_alert(predictor, clean_clips(root, args.split or "VAL"), args.false_alarm_rate)
         print(f"alert calibrated on {config.clips} clean {args.split or 'VAL'} clips: threshold "
               f"{config.threshold:.2f} at a target false-alarm rate of {config.false_alarm_rate:.0%}; "
               f"saved to {predictor.run_dir / 'alert.json'}")
         return 0
-    if not args.out:
-        raise EchoDFKDError("--out PRED is required")
-    sources = find_clips(args.input, args.split)
     meta = predict_to_folder(predictor, sources, args.out, overlay=args.overlay,
                              skip_unreadable=Path(args.input).is_dir())
     speed = f", {meta['stream_fps']} frames/s" if meta.get("stream_fps") else ""

@@ -12,8 +12,10 @@ on CPUs and within 1e-6 of the library tanh, far below bf16 rounding.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -78,6 +80,18 @@ def find_compiler() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet_toolchain_logs():
+    """Hide torch's C++-toolchain chatter (e.g. "No CUDA runtime is found") on a CPU-only machine."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def compile_engine(student: Student, size: tuple[int, int], precision: str, path: str | os.PathLike) -> Path:
     """Build the compiled streaming step of `student` for (H, W) frames into the archive `path` (atomic)."""
     if precision not in DTYPES:
@@ -91,7 +105,7 @@ def compile_engine(student: Student, size: tuple[int, int], precision: str, path
     example = (frame, *engine.init_state(1, h, w).flat())
     path = Path(path)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_toolchain_logs():
             program = torch.export.export(engine, example)
             with atomic_path(path, suffix=".pt2") as tmp:
                 torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
@@ -110,7 +124,8 @@ class CompiledStreamer:
     def __init__(self, path: str | os.PathLike, engine: StreamingStudent, size: tuple[int, int]) -> None:
         self.path, self.size, self._engine = Path(path), size, engine
         try:
-            self._run: Callable = torch._inductor.aoti_load_package(str(self.path))
+            with _quiet_toolchain_logs():
+                self._run: Callable = torch._inductor.aoti_load_package(str(self.path))
         except Exception as exc:  # a damaged or foreign archive
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ModelError(f"{self.path}: not a loadable compiled engine ({first}); delete it to rebuild") from None
