@@ -219,3 +219,45 @@ def test_check_finds_exactly_the_phantom_corruptions(tmp_path, style):
     report = check_dataset(root, workers=1)
     assert {(p.FileName, p.reason) for p in report.problems} == set(zip(truth.FileName, truth.kind))
     assert len(truth) == 4
+
+
+def test_interrupted_check_resumes_from_its_journal(problem_folder, tmp_path, monkeypatch, capsys):
+    """A check killed part-way decodes only the clips it lacks on the rerun and ends with the same CSV."""
+    import os
+
+    import echodfkd.data.check as check_mod
+    from echodfkd.cli import main
+
+    src, _ = problem_folder
+    root = tmp_path / "ds"
+    shutil.copytree(src, root)
+    full = tmp_path / "full.csv"
+    assert main(["check", str(root), "--out", str(full), "--workers", "1", "--details"]) == 0
+    assert not (tmp_path / "full.csv.progress.jsonl").exists()  # removed once the CSV is written
+
+    real, calls = check_mod.inspect_video, []
+
+    def dying(name, *args, **kwargs):
+        calls.append(name)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the folder
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(check_mod, "inspect_video", dying)
+    out, journal = tmp_path / "corrupted.csv", tmp_path / "corrupted.csv.progress.jsonl"
+    assert main(["check", str(root), "--out", str(out), "--workers", "1", "--details"]) == 130
+    assert "rerun to resume" in capsys.readouterr().err
+    done = [json.loads(line)["name"] for line in journal.read_text().splitlines()]
+    assert not out.exists() and done == calls[:7]
+    with open(journal, "a") as fh:
+        fh.write('{"name": "good", "stamp"')  # a line cut short by the kill is ignored
+    # One recorded clip changes on disk: it is decoded again rather than taken from the journal.
+    video = root / "Videos" / f"{done[0]}.avi"
+    t = video.stat().st_mtime_ns + 10**9
+    os.utime(video, ns=(t, t))
+    calls.clear()
+    monkeypatch.setattr(check_mod, "inspect_video", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    assert main(["check", str(root), "--out", str(out), "--workers", "1", "--details"]) == 0
+    assert "resuming, 6 of 19 clips already checked" in capsys.readouterr().err
+    assert sorted(calls) == sorted(set(check_mod.open_dataset(root).names()) - set(done[1:]))
+    assert out.read_text() == full.read_text() and not journal.exists()

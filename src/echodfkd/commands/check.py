@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
     parser.add_argument("dir", metavar="DIR", help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv) "
                                                    "or one video file")
-    parser.add_argument("--out", metavar="CSV", help="write the problem list as FileName,reason (corrupted.csv)")
+    parser.add_argument("--out", metavar="CSV",
+                        help="write the problem list as FileName,reason (corrupted.csv); while checking, "
+                             "progress is kept in CSV.progress.jsonl so an interrupted check resumes")
     parser.add_argument("--details", action="store_true", help="add a detail column to --out")
     parser.add_argument("--json", action="store_true",
                         help='print {"videos", "traced", "usable", "problems": [...]} as JSON on stdout')
@@ -57,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{target}: " + ("no problem found" if not problems else
                                    "; ".join(f"{p.reason}: {p.detail}" for p in problems)))
         return 0
-    report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps)
+    journal = Path(str(args.out) + ".progress.jsonl") if args.out else None
+    report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps, journal=journal)
     if args.out:
         report.to_csv(args.out, details=args.details)
+        journal.unlink(missing_ok=True)  # the results are written: nothing left to resume
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import signal
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import numpy as np
 from echodfkd.data import open_dataset
 from echodfkd.data.echonet import (TRACE_ROWS, EchoNetDynamic, shoelace, trace_area, trace_polygon,
                                    trace_to_mask)
+from echodfkd.data.check_journal import FindingsJournal
 from echodfkd.data.folder import DatasetFolder
 from echodfkd.data.video_checks import CheckConfig, VideoFindings, inspect_video
 from echodfkd.errors import DatasetError
@@ -156,9 +158,41 @@ def _inspect(job: tuple[str, str, tuple[int, int, int] | None], config: CheckCon
     return inspect_video(name, path, expected, config)
 
 
+def _decode_all(jobs: list, config: CheckConfig, workers: int,
+                journal: FindingsJournal | None) -> dict[str, VideoFindings]:
+    """Findings of every job by clip name, decoded in `workers` processes; each is journaled as it ends."""
+    task = partial(_inspect, config=config)
+    pool = None
+    if workers == 1 or len(jobs) < 2:
+        stream = map(task, jobs)
+    else:
+        chunk = max(1, min(32, len(jobs) // (workers * 8)))
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
+                                   initializer=_ignore_sigint)
+        stream = pool.map(task, jobs, chunksize=chunk)
+    found: dict[str, VideoFindings] = {}
+    try:
+        for job, item in zip(jobs, progress(stream, desc="check", total=len(jobs), unit="clip")):
+            found[item.name] = item
+            if journal is not None:
+                journal.record(item, job[1])
+    except BaseException:  # Ctrl-C: drop queued clips instead of waiting for them
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
+    return found
+
+
 def check_dataset(root: str | os.PathLike, workers: int | None = None, config: CheckConfig | None = None,
-                  fps_override: float | None = None) -> CheckReport:
-    """Check every clip of an EchoNet-layout folder (videos decoded once, in parallel) and its tracings."""
+                  fps_override: float | None = None, journal: str | os.PathLike | None = None) -> CheckReport:
+    """Check every clip of an EchoNet-layout folder (videos decoded once, in parallel) and its tracings.
+
+    With `journal`, each clip's findings are appended to that file as they arrive, and clips already
+    recorded there (same video size and time, same thresholds) are not decoded again: an interrupted
+    check resumes. The caller removes the journal once the results are written.
+    """
     config = config or CheckConfig()
     ds = open_dataset(root, fps_override=fps_override)
     if not ds.videos_dir.is_dir():
@@ -166,20 +200,17 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None, config: C
     names = ds.names()
     jobs = [(n, str(ds.video_path(n)), _expected_shape(ds, n)) for n in names]
     workers = default_workers() if workers is None else max(1, int(workers))
-    task = partial(_inspect, config=config)
-    bar = partial(progress, desc="check", total=len(jobs), unit="clip")
-    if workers == 1 or len(jobs) < 2:
-        findings = list(bar(map(task, jobs)))
-    else:
-        chunk = max(1, min(32, len(jobs) // (workers * 8)))
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"),
-                                   initializer=_ignore_sigint)
-        try:
-            findings = list(bar(pool.map(task, jobs, chunksize=chunk)))
-        except BaseException:  # Ctrl-C: drop queued clips instead of waiting for them
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+    book = FindingsJournal(journal, config) if journal is not None else None
+    try:
+        known = {j[0]: f for j in jobs if book is not None and (f := book.lookup(j[0], j[1])) is not None}
+        if known:
+            print(f"check: resuming, {len(known)} of {len(jobs)} clips already checked (journal {journal})",
+                  file=sys.stderr, flush=True)
+        known.update(_decode_all([j for j in jobs if j[0] not in known], config, workers, book))
+    finally:
+        if book is not None:
+            book.close()
+    findings = [known[n] for n in names]
     problems: list[Problem] = []
     for found in findings:
         rows = list(found.problems)
