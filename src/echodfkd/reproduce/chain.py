@@ -119,10 +119,12 @@ class _Context:
         """Check one folder; write CSV (FileName,reason,detail) and a JSON summary beside it."""
         from echodfkd.data.check import check_dataset
 
-        report = check_dataset(root, workers=self.st.workers, fps_override=fps)
+        journal = Path(str(csv) + ".progress.jsonl")  # an interrupted check resumes from here
+        report = check_dataset(root, workers=self.st.workers, fps_override=fps, journal=journal)
         summary = {"videos": report.videos, "traced": report.traced, "usable": report.usable,
                    "problem_clips": len(report.problem_clips), "by_reason": report.by_reason()}
         report.to_csv(csv, details=True)
+        journal.unlink(missing_ok=True)
         save_json(csv.with_suffix(".json"), dict(summary, folder=str(root), kind=report.kind))
         if report.videos and report.usable == 0:
             reasons = ", ".join(f"{r} {n}" for r, n in report.by_reason().items())
