@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class TorchEngine:
     backend = "torch"
 
     def __init__(self, student, device: str = "cpu", compile: bool = False, precision: str = "fp32",
-                 log=None) -> None:
+                 log: Callable[[str], None] | None = None) -> None:
         import torch
 
         from echodfkd.models.fast import StreamingStudent

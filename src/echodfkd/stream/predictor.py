@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -109,7 +109,7 @@ class Predictor:
                  warmup: int | None = None, largest_component: bool | None = None,
                  threshold: float | None = None, onnx_path: str | os.PathLike | None = None,
                  size: int | None = None, compile: bool = False, threads: int | None = None,
-                 precision: str = "fp32", log: Any = None) -> None:
+                 precision: str = "fp32", log: Callable[[str], None] | None = None) -> None:
         if backend not in BACKENDS:
             raise ModelError(f"backend must be one of {BACKENDS}, got {backend!r}")
         student, self.config, self.run_dir = load_run(model_dir_or_student)
