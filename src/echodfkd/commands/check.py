@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the folder, print a summary (or JSON), write --out, exit 2 when unusable."""
     from echodfkd.data.check import check_dataset, check_video, summarize
+    from echodfkd.data.check_journal import journal_path
     from echodfkd.data.video_checks import CheckConfig
     from echodfkd.errors import DatasetError, VideoError
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{target}: " + ("no problem found" if not problems else
                                    "; ".join(f"{p.reason}: {p.detail}" for p in problems)))
         return 0
-    journal = Path(str(args.out) + ".progress.jsonl") if args.out else None
+    journal = journal_path(args.out) if args.out else None
     report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps, journal=journal)
     if args.out:
         report.to_csv(args.out, details=args.details)

@@ -202,7 +202,8 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None, config: C
     workers = default_workers() if workers is None else max(1, int(workers))
     book = FindingsJournal(journal, config) if journal is not None else None
     try:
-        known = {j[0]: f for j in jobs if book is not None and (f := book.lookup(j[0], j[1])) is not None}
+        recorded = [] if book is None else [(j[0], book.lookup(j[0], j[1])) for j in jobs]
+        known = {name: found for name, found in recorded if found is not None}
         if known:
             print(f"check: resuming, {len(known)} of {len(jobs)} clips already checked (journal {journal})",
                   file=sys.stderr, flush=True)

@@ -18,6 +18,11 @@ from echodfkd.data.video_checks import CheckConfig, VideoFindings
 from echodfkd.io.atomic import atomic_path
 
 
+def journal_path(csv: str | os.PathLike) -> Path:
+    """The journal kept beside a check's output CSV while it runs (CSV.progress.jsonl)."""
+    return Path(str(csv) + ".progress.jsonl")
+
+
 def video_stamp(path: str | os.PathLike) -> list[int] | None:
     """[size, mtime_ns] of a file, or None when it is missing."""
     try:
@@ -47,9 +52,6 @@ class FindingsJournal:
             tmp.write_text("".join(json.dumps(e) + "\n" for e in self._entries.values()))
         self._fh = open(self.path, "a")
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def lookup(self, name: str, video: str | os.PathLike) -> VideoFindings | None:
         """The recorded findings for this clip if its video is unchanged, else None."""
         entry = self._entries.get(name)
@@ -66,8 +68,6 @@ class FindingsJournal:
         self._fh.write(json.dumps(entry) + "\n")
         self._fh.flush()
 
-    def close(self, remove: bool = False) -> None:
-        """Close the journal; `remove` deletes it (the check finished and its results are written)."""
+    def close(self) -> None:
+        """Close the journal file (the caller removes it once the check's results are written)."""
         self._fh.close()
-        if remove:
-            self.path.unlink(missing_ok=True)

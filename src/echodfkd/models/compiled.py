@@ -92,15 +92,12 @@ def _quiet_toolchain_logs():
         logger.setLevel(level)
 
 
-def compile_engine(student: Student, size: tuple[int, int], precision: str, path: str | os.PathLike) -> Path:
-    """Build the compiled streaming step of `student` for (H, W) frames into the archive `path` (atomic)."""
-    if precision not in DTYPES:
-        raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+def compile_engine(engine: StreamingStudent, size: tuple[int, int], path: str | os.PathLike) -> Path:
+    """Build the compiled step of a (CPU) streaming engine for (H, W) frames into the archive `path` (atomic)."""
     if find_compiler() is None:
         raise ModelError("compiling the streaming engine needs a C++ compiler (g++ or clang++) on PATH; "
                          "install one (e.g. `apt-get install g++`) or run without --compile")
     h, w = size
-    engine = StreamingStudent(student.cpu().eval(), dtype=DTYPES[precision])
     frame = torch.full((1, 1, h, w), 64.0)
     example = (frame, *engine.init_state(1, h, w).flat())
     path = Path(path)
@@ -110,8 +107,6 @@ def compile_engine(student: Student, size: tuple[int, int], precision: str, path
             with atomic_path(path, suffix=".pt2") as tmp:
                 torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
                                                          inductor_configs=dict(INDUCTOR_OPTIONS))  # it adds keys
-    except ModelError:
-        raise
     except Exception as exc:  # the export/compile stack raises many exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ModelError(f"{path}: compiling the streaming engine failed ({type(exc).__name__}: {first})") from None
@@ -154,15 +149,15 @@ def load_or_compile(student: Student, size: tuple[int, int], precision: str = "f
     folder = Path(directory) if directory is not None else cache_dir()
     key = engine_key(student, size, precision)
     path = folder / f"student-{size[0]}x{size[1]}-{precision}-{key}.pt2"
+    engine = StreamingStudent(student, dtype=DTYPES[precision])
     if not path.is_file():
         if log:
             log(f"compiling the {size[0]}x{size[1]} {precision} streaming engine once (cached in {folder}) ...")
         t0 = time.perf_counter()
-        compile_engine(student, size, precision, path)
+        compile_engine(engine, size, path)
         save_json(path.with_suffix(".json"), {
             "key": key, "size": list(size), "precision": precision, "torch": torch.__version__,
             "build_seconds": round(time.perf_counter() - t0, 1), "config": student.config})
         if log:
             log(f"compiled in {time.perf_counter() - t0:.0f} s: {path}")
-    engine = StreamingStudent(student, dtype=DTYPES[precision])
     return CompiledStreamer(path, engine, size)

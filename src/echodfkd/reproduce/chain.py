@@ -118,8 +118,9 @@ class _Context:
     def check(self, root: Path, fps: float | None, csv: Path) -> dict[str, Any]:
         """Check one folder; write CSV (FileName,reason,detail) and a JSON summary beside it."""
         from echodfkd.data.check import check_dataset
+        from echodfkd.data.check_journal import journal_path
 
-        journal = Path(str(csv) + ".progress.jsonl")  # an interrupted check resumes from here
+        journal = journal_path(csv)  # an interrupted check resumes from here
         report = check_dataset(root, workers=self.st.workers, fps_override=fps, journal=journal)
         summary = {"videos": report.videos, "traced": report.traced, "usable": report.usable,
                    "problem_clips": len(report.problem_clips), "by_reason": report.by_reason()}
