@@ -1,0 +1,156 @@
+"""The shared flag helpers (echodfkd.commands._flags): one spelling, one meaning, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from echodfkd.commands import _flags as flags
+from echodfkd.errors import EchoDFKDError
+
+
+def _parser(*adders) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="x", exit_on_error=True)
+    for add in adders:
+        add(p)
+    return p
+
+
+def test_data_positional_or_option(tmp_path):
+    p = _parser(flags.add_data)
+    assert p.parse_args(["D"]).data == "D"
+    assert p.parse_args(["--data", "D"]).data == "D"
+    p2 = _parser(flags.add_data, flags.add_json)
+    assert p2.parse_args(["--json", "--data", "D"]).data == "D"
+    assert p2.parse_args(["--data", "D", "--json"]).data == "D"
+
+
+def test_data_required_and_exclusive(capsys):
+    p = _parser(flags.add_data)
+    with pytest.raises(SystemExit):
+        p.parse_args([])
+    assert "required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        p.parse_args(["A", "--data", "B"])
+    assert "not allowed" in capsys.readouterr().err
+    optional = argparse.ArgumentParser()
+    flags.add_data(optional, required=False)
+    assert optional.parse_args([]).data is None
+
+
+def test_student_and_deprecated_model_alias(capsys):
+    p = _parser(flags.add_student)
+    assert p.parse_args(["--student", "R"]).student == "R"
+    assert capsys.readouterr().err == ""
+    assert p.parse_args(["--model", "R"]).student == "R"
+    err = capsys.readouterr().err
+    assert "--model is deprecated; use --student" in err and err.count("\n") == 1
+    assert "--model" not in p.format_help()
+    with pytest.raises(SystemExit):
+        p.parse_args([])
+
+
+@pytest.mark.parametrize("good", ["cpu", "cuda", "cuda:1", "mps", "auto"])
+def test_device_accepts(good):
+    assert _parser(flags.add_device).parse_args(["--device", good]).device == good
+
+
+@pytest.mark.parametrize("bad", ["banana", "cuda:", "cuda:x", "gpu"])
+def test_device_refuses(bad, capsys):
+    with pytest.raises(SystemExit):
+        _parser(flags.add_device).parse_args(["--device", bad])
+    assert "unknown device" in capsys.readouterr().err
+
+
+def test_defaults_and_choices():
+    args = _parser(flags.add_device, flags.add_precision, flags.add_workers, flags.add_json,
+                   flags.add_max_time, flags.add_teacher, flags.add_teacher_arch).parse_args([])
+    assert (args.device, args.precision, args.workers, args.json, args.max_time, args.teacher,
+            args.teacher_arch) == ("cpu", "fp32", 1, False, None, None, None)
+    with pytest.raises(SystemExit):
+        _parser(flags.add_precision).parse_args(["--precision", "bf16-mixed"])
+    assert _parser(flags.add_precision).parse_args(["--precision", "auto"]).precision == "auto"
+
+
+@pytest.mark.parametrize("text,ok", [("1", True), ("3", True), ("0", False), ("-2", False), ("x", False)])
+def test_positive_int(text, ok):
+    if ok:
+        assert flags.positive_int(text) == int(text)
+    else:
+        with pytest.raises(argparse.ArgumentTypeError):
+            flags.positive_int(text)
+
+
+def test_nonnegative_int_and_unit_float():
+    assert flags.nonnegative_int("0") == 0
+    with pytest.raises(argparse.ArgumentTypeError):
+        flags.nonnegative_int("-1")
+    assert flags.unit_float("0.25") == 0.25
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            flags.unit_float(bad)
+
+
+def test_workers_refuses_zero(capsys):
+    with pytest.raises(SystemExit):
+        _parser(flags.add_workers).parse_args(["--workers", "0"])
+    assert ">= 1" in capsys.readouterr().err
+
+
+def test_max_time_normalised():
+    p = _parser(flags.add_max_time)
+    assert p.parse_args(["--max-time", "90"]).max_time == "00:00:01:30"
+    assert p.parse_args(["--max-time", "01:00:00"]).max_time == "00:01:00:00"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--max-time", "-5"])
+
+
+def test_existing_dir_and_path(tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert flags.existing_dir(str(tmp_path)) == tmp_path
+    assert flags.existing_path(str(f)) == f
+    with pytest.raises(argparse.ArgumentTypeError, match="is a file"):
+        flags.existing_dir(str(f))
+    with pytest.raises(argparse.ArgumentTypeError, match="not found"):
+        flags.existing_path(str(tmp_path / "missing"))
+
+
+def test_check_writable_dir(tmp_path):
+    out = flags.check_writable_dir(tmp_path / "a" / "b")
+    assert out.is_dir() and list(out.iterdir()) == []  # the probe file is gone
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(EchoDFKDError, match="exists and is a file"):
+        flags.check_writable_dir(f)
+    with pytest.raises(EchoDFKDError, match="cannot write here"):
+        flags.check_writable_dir(f / "sub")  # a folder under a file: NotADirectoryError
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_check_writable_dir_read_only(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(EchoDFKDError, match="cannot write here") as exc:
+            flags.check_writable_dir(ro / "out")
+        assert "\n" not in str(exc.value)
+        with pytest.raises(EchoDFKDError, match="cannot write here"):
+            flags.check_writable_dir(ro)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_check_writable_dir_os_error_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    def refuse(*_a, **_k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(flags.tempfile, "mkstemp", refuse)
+    with pytest.raises(EchoDFKDError, match="Read-only file system") as exc:
+        flags.check_writable_dir(tmp_path)
+    assert "\n" not in str(exc.value)
