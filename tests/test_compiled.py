@@ -89,8 +89,13 @@ def test_predictor_compiled_bf16_matches_fp32(trained, monkeypatch):
     comp = Predictor(run, compile=True, precision="bf16", log=lines.append)
     assert comp.settings()["compiled"] is True and any("compiled in" in line for line in lines)
     bf16 = comp.predict_clip(frames, 50)
+    eager_bf16 = Predictor(run, precision="bf16").predict_clip(frames, 50)
     assert fp32.masks.mean() > 5  # the fitted student segments something, so Dice is informative
-    assert dice(binarize(bf16.masks, 0.5), binarize(fp32.masks, 0.5)) >= 0.99
+    # Compiling must not change what bf16 computes; how close bf16 is to fp32 depends on the CPU's bf16
+    # kernels (AMX vs AVX512-BF16) and on the model, which bench/--precision auto measure, so only a
+    # loose bound here.
+    assert dice(binarize(bf16.masks, 0.5), binarize(eager_bf16.masks, 0.5)) >= 0.99
+    assert dice(binarize(bf16.masks, 0.5), binarize(fp32.masks, 0.5)) >= 0.95
 
 
 def test_damaged_archive_is_refused_in_one_line(trained, tmp_path):
