@@ -12,18 +12,24 @@ DESCRIPTION = (
     "ES trace per clip) and OUT/GroundTruth/ (per-frame LV/RV masks, all true ED/ES frames, EF; "
     "corrupted.csv). Style 'dynamic' mimics EchoNet-Dynamic (EchoNet frame rates and lengths, tracings); "
     "'synthetic' mimics EchoNet-Synthetic (smoother texture, 192 frames at 32 fps, no tracings). The same "
-    "seed gives the same dataset; rerunning into the same folder finishes an interrupted run."
+    "seed gives the same dataset; rerunning into the same folder finishes an interrupted run. "
+    "--layout camus writes a CAMUS 2023-release folder instead (OUT/database_nifti/patientXXXX/*.nii.gz and "
+    "Info_{2CH,4CH}.cfg; --videos patients, --size the frame width, height 1.31x; 2CH is a stand-in: the A4C "
+    "generator on another seed stream)."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
     parser.add_argument("out", metavar="OUT", help="output folder (created; an unfinished one is resumed)")
-    parser.add_argument("--videos", type=int, default=16, metavar="N", help="number of clips")
+    parser.add_argument("--videos", type=int, default=16, metavar="N",
+                        help="number of clips (CAMUS layout: patients, each with a 2CH and a 4CH view)")
+    parser.add_argument("--layout", choices=["echonet", "camus"], default="echonet",
+                        help="EchoNet-Dynamic folder, or a CAMUS 2023-release folder (NIfTI)")
     parser.add_argument("--style", choices=["dynamic", "synthetic"], default="dynamic",
                         help="EchoNet-Dynamic-like clips with tracings, or EchoNet-Synthetic-like clips")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
-    parser.add_argument("--size", type=int, default=112, metavar="PX", help="frame height and width")
+    parser.add_argument("--size", type=int, default=112, metavar="PX", help="frame height and width (CAMUS layout: the width; the height is 1.31x, CAMUS's ratio)")
     parser.add_argument("--corrupt", type=float, default=0.0, metavar="F",
                         help="fraction of clips deliberately corrupted (blank_frames, noisy_video, and for "
                              "the dynamic style ed_es_too_close, multi_annotator); listed in "
@@ -47,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+    if args.layout == "camus":
+        return _run_camus(args)
     start = time.perf_counter()
     root = generate_phantom(args.out, args.videos, style=args.style, seed=args.seed, corrupt=args.corrupt,
                             size=args.size, workers=args.workers, frames=args.frames, fps=args.fps)
@@ -60,4 +68,22 @@ def run(args: argparse.Namespace) -> int:
           f"{corrupted} corrupted ({elapsed:.1f} s)")
     if args.preview:
         print(f"preview: {write_preview(root, args.preview)}")
+    return 0
+
+
+def _run_camus(args: argparse.Namespace) -> int:
+    """`--layout camus`: write the CAMUS-format folder and print a one-line summary."""
+    from echodfkd.data.phantom.camus_layout import camus_shape, generate_camus
+    from echodfkd.errors import DatasetError
+
+    unused = [flag for flag, used in (("--style synthetic", args.style != "dynamic"),
+                                      ("--corrupt", args.corrupt != 0.0), ("--preview", bool(args.preview)),
+                                      ("--workers", args.workers is not None)) if used]
+    if unused:
+        raise DatasetError(f"{', '.join(unused)}: not available with --layout camus")
+    start = time.perf_counter()
+    root = generate_camus(args.out, args.videos, seed=args.seed, width=args.size, frames=args.frames, fps=args.fps)
+    h, w = camus_shape(args.size)
+    print(f"{root}: {args.videos} CAMUS patients (2CH stand-in + 4CH half-sequences, {h}x{w} px, NIfTI) "
+          f"({time.perf_counter() - start:.1f} s)")
     return 0

@@ -157,6 +157,16 @@ class Camus:
                     return path
         return None
 
+    def patient_dir(self, patient: str) -> Path:
+        """The folder of one patient."""
+        return self._dir(patient)
+
+    def find(self, patient: str, view: str, stem: str, gt: bool = False) -> Path | None:
+        """The file `<patient>_<view>_<stem>[_gt]` (.nii.gz, .nii or .mhd; 'half_sequence' also finds
+        2019's 'sequence'), or None when absent."""
+        stems = SEQUENCE_STEMS if stem in SEQUENCE_STEMS else (stem,)
+        return self._file(patient, view, stems, gt)
+
     def views(self, patient: str) -> list[str]:
         """Views of a patient that have a sequence file."""
         return [v for v in VIEWS if self._file(patient, v, SEQUENCE_STEMS, gt=False) is not None]
