@@ -47,12 +47,17 @@ def require_columns(table: pd.DataFrame, required: tuple[str, ...], path: Path) 
 
 
 def numeric_column(table: pd.DataFrame, column: str, path: Path, integer: bool = False,
-                   strict: bool = True) -> pd.Series:
-    """Parse a column as numbers; garbage raises (strict, naming the CSV line) or becomes NaN (lenient)."""
+                   strict: bool = True, allow_empty: bool = False) -> pd.Series:
+    """Parse a column as numbers; garbage raises (strict, naming the CSV line) or becomes NaN (lenient).
+
+    With `allow_empty`, empty cells become NaN even when strict (e.g. EF of unlabelled converted clips).
+    """
     raw = table[column]
     values = pd.to_numeric(raw, errors="coerce").astype(float)
     array = values.to_numpy()
     bad = ~np.isfinite(array)
+    if allow_empty:
+        bad &= ~raw.isna().to_numpy()
     if integer:
         bad |= np.isfinite(array) & (array != np.round(array))
     if strict and bad.any():
@@ -86,6 +91,8 @@ class DatasetFolder:
     NUMERIC: dict[str, bool] = {"EF": False, "ESV": False, "EDV": False}
     #: Numeric columns parsed leniently (garbage becomes NaN) because some releases get them wrong.
     LENIENT: dict[str, bool] = {}
+    #: NUMERIC columns whose cells may be left empty (NaN).
+    BLANK_OK: tuple[str, ...] = ()
     has_tracings = False
 
     def __init__(self, root: str | os.PathLike):
@@ -128,7 +135,8 @@ class DatasetFolder:
         table["Split"] = split
         for column, integer in self.NUMERIC.items():
             if column in table.columns:
-                table[column] = numeric_column(table, column, path, integer=integer)
+                table[column] = numeric_column(table, column, path, integer=integer,
+                                               allow_empty=column in self.BLANK_OK)
         for column, integer in self.LENIENT.items():
             if column in table.columns:
                 table[column] = numeric_column(table, column, path, integer=integer, strict=False)

@@ -23,6 +23,7 @@ class EchoNetSynthetic(DatasetFolder):
 
     REQUIRED = ("FileName", "Split")
     NUMERIC = {"EF": False}
+    BLANK_OK = ("EF",)  # `echodfkd convert` writes unlabelled clips with EF blank
     # Known to be wrong in the public release: kept for reference, never trusted.
     LENIENT = {"ESV": False, "EDV": False, "FrameHeight": False, "FrameWidth": False, "FPS": False,
                "NumberOfFrames": False}

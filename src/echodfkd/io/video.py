@@ -59,10 +59,11 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
     return info
 
 
-def read_video(path: str | os.PathLike, strict: bool = True) -> tuple[np.ndarray, float]:
+def read_video(path: str | os.PathLike, strict: bool = True, color: bool = False) -> tuple[np.ndarray, float]:
     """Decode a video to grayscale uint8 frames (T, H, W) and return them with the header FPS.
 
     With `strict`, a file that decodes fewer frames than its header announces is refused as truncated.
+    With `color`, frames are RGB (T, H, W, 3) instead (used to spot colour Doppler).
     """
     path = Path(path)
     cap = _open(path)
@@ -74,7 +75,9 @@ def read_video(path: str | os.PathLike, strict: bool = True) -> tuple[np.ndarray
             ok, frame = cap.read()
             if not ok or frame is None:
                 break
-            if frame.ndim == 3:
+            if color:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.ndim == 3 else cv2.COLOR_GRAY2RGB)
+            elif frame.ndim == 3:
                 # EchoNet stores gray as 3 equal channels; take the luma of whatever is there.
                 frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             frames.append(frame)

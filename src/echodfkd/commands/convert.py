@@ -1,0 +1,60 @@
+"""`echodfkd convert INPUT... --out DIR`: DICOM cines and scanner videos -> an EchoNet-layout dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from echodfkd.commands import _flags
+
+NAME = "convert"
+HELP = "turn DICOM cines and MP4/AVI/MOV exports of any size into an EchoNet-layout folder"
+DESCRIPTION = (
+    "Decodes each DICOM cine (JPEG Baseline, JPEG-LS, RLE or uncompressed; YBR converted to RGB to grey) or "
+    "video, finds the imaging sector from the pixels that change over time, blanks everything outside it "
+    "(text, ECG, markers, colour bars), crops the square EchoNet framed its clips with and resizes to "
+    "112x112 (area interpolation). Writes DIR/Videos/<FileName>.avi, DIR/FileList.csv (EF/ESV/EDV blank) and "
+    "DIR/conversion.csv (source, crop box, sector geometry, fps and the tag it came from, frames). Names are "
+    "hashed from the file's contents unless --keep-names; no patient-identifying DICOM field is copied. "
+    "Folders are searched recursively. A rerun skips what is done; a bad file gets one line and the rest go on "
+    "(exit 1 when any failed).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `echodfkd convert`."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM files, videos, or folders of them")
+    _flags.add_out(parser, what="dataset (EchoNet layout)")
+    parser.add_argument("--split", default="TEST", choices=("TRAIN", "VAL", "TEST"),
+                        help="Split written in FileList.csv for every clip")
+    parser.add_argument("--keep-names", action="store_true",
+                        help="name clips after their files instead of a hash of their contents")
+    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+                        help="frame rate for files that give none (DICOM tags or video header)")
+    parser.add_argument("--previews", action="store_true",
+                        help="also write DIR/sectors/<FileName>.png: the sector found and the crop box")
+    _flags.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, print one line per clip and a summary."""
+    import json
+    import math
+
+    from echodfkd.data.convert_folder import convert_sources, find_sources
+    from echodfkd.errors import EchoDFKDError
+
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise EchoDFKDError(f"--fps must be a positive number, got {args.fps}")
+    sources = find_sources(args.inputs)
+    out = _flags.check_writable_dir(args.out)
+    echo = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
+    summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
+                              previews=args.previews, echo=echo)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        done = f"{len(summary.converted)} converted"
+        if summary.skipped:
+            done += f", {len(summary.skipped)} already done"
+        rate = summary.to_dict()["frames_per_s"]
+        print(f"{done}, {len(summary.failed)} failed, into {out}" + (f" ({rate} frames/s)" if rate else ""))
+    return 1 if summary.failed else 0
