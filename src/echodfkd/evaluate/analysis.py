@@ -1,6 +1,7 @@
-"""Analyses of per-clip results: aFD against sampling rate, error concentration, EF from areas, annotator noise.
+"""Analyses of per-clip results: aFD against sampling rate, error concentration, EF from areas.
 
-Scaling laws over a sweep live in `echodfkd.evaluate.scaling`.
+Scaling laws over a sweep live in `echodfkd.evaluate.scaling`; annotator noise (RMSE floor, correlation
+ceiling, Laplace+uniform fit) in `echodfkd.evaluate.noise`, re-exported here.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 from skimage.measure import label, regionprops
 
 from echodfkd.errors import SignalError
+from echodfkd.evaluate.noise import (annotator_noise_bounds, correlation_ceiling,  # noqa: F401 - re-exported
+                                     fit_laplace_uniform, fit_or_reason, rmse_floor)
 
 #: Default FPS bin edges: EchoNet-Dynamic is mostly 50 fps, so 50 gets a bin of its own.
 FPS_EDGES = (0.0, 30.0, 40.0, 49.5, 50.5, 60.0, 75.0, 100.0, math.inf)
@@ -110,79 +113,39 @@ def ef_area_length(area_ed: np.ndarray, length_ed: np.ndarray, area_es: np.ndarr
     return np.where(np.isfinite(ef) & (l_ed > 0) & (l_es > 0), ef, np.nan)
 
 
+#: Fewest points a correlation is computed from (two points always give r = ±1).
+MIN_CORRELATION_N = 3
+EF_RANGE = (0.0, 100.0)
+
+
 def ef_agreement(estimate: Sequence[float], reference: Sequence[float]) -> dict:
-    """Pearson r, MAE and bias (estimate − reference) of EF estimates over clips where both are finite."""
+    """Pearson r (from 3 clips up), MAE and bias (estimate − reference) where both EFs are finite.
+
+    `n_outside_range` counts estimates outside 0-100 %, which no heart has (the masks are wrong at those
+    frames); they stay in MAE and bias so that the errors are not hidden, and the report flags them.
+    """
     est = np.asarray(estimate, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
     ok = np.isfinite(est) & np.isfinite(ref)
-    out = {"n": int(ok.sum()), "n_invalid": int((~ok).sum())}
-    if ok.sum() >= 2 and np.ptp(est[ok]) > 0 and np.ptp(ref[ok]) > 0:
+    out = {"n": int(ok.sum()), "n_invalid": int((~ok).sum()),
+           "n_outside_range": int(((est[ok] < EF_RANGE[0]) | (est[ok] > EF_RANGE[1])).sum())}
+    if ok.sum() >= MIN_CORRELATION_N and np.ptp(est[ok]) > 0 and np.ptp(ref[ok]) > 0:
         out["pearson_r"] = float(stats.pearsonr(est[ok], ref[ok])[0])
     else:
         out["pearson_r"] = None
+        out["pearson_r_note"] = (f"not computed from {int(ok.sum())} clip(s) (needs {MIN_CORRELATION_N})"
+                                 if ok.sum() < MIN_CORRELATION_N else "not computed: constant values")
     out["mae"] = float(np.mean(np.abs(est[ok] - ref[ok]))) if ok.any() else None
     out["bias"] = float(np.mean(est[ok] - ref[ok])) if ok.any() else None
     return out
 
 
-# --------------------------------------------------------------------------------- annotator noise
-def rmse_floor(rmse_between_rounds: float) -> float:
-    """Best RMSE any model can reach against one annotation: σX = RMSE(Z1, Z2)/√2 (supp. §2)."""
-    return float(rmse_between_rounds) / math.sqrt(2.0)
-
-
-def correlation_ceiling(rho_between_rounds: float) -> float:
-    """Best correlation any model can reach with one annotation: √ρ(Z1, Z2) (supp. §2)."""
-    if not 0.0 <= rho_between_rounds <= 1.0:
-        raise SignalError(f"a correlation ceiling needs 0 <= rho <= 1, got {rho_between_rounds}")
-    return math.sqrt(rho_between_rounds)
-
-
-def annotator_noise_bounds(round1: Sequence[float], round2: Sequence[float]) -> dict:
-    """RMSE and Pearson ρ between two annotation rounds, with the RMSE floor and correlation ceiling."""
-    z1 = np.asarray(round1, dtype=np.float64)
-    z2 = np.asarray(round2, dtype=np.float64)
-    if z1.shape != z2.shape or z1.ndim != 1 or z1.size < 3:
-        raise SignalError("annotator noise needs two equal-length rounds of at least 3 values")
-    rmse = float(np.sqrt(np.mean((z1 - z2) ** 2)))
-    rho = float(stats.pearsonr(z1, z2)[0])
-    return {"n": int(z1.size), "rmse": rmse, "rmse_floor": rmse_floor(rmse), "rho": rho,
-            "correlation_ceiling": correlation_ceiling(max(rho, 0.0))}
-
-
-def _mixture_nll(theta: np.ndarray, d: np.ndarray, width: float, fit_mu: bool) -> float:
-    mu = theta[0] if fit_mu else 0.0
-    b = np.exp(theta[-2])
-    w = 1.0 / (1.0 + np.exp(-theta[-1]))
-    lap = np.exp(-np.abs(d - mu) / b) / (2 * b)
-    return -float(np.sum(np.log((1 - w) * lap + w / width + 1e-300)))
-
-
-def fit_laplace_uniform(differences: Sequence[float], support: tuple[float, float] | None = None,
-                        fit_mu: bool = True) -> dict:
-    """Maximum-likelihood Laplace(μ, b) + uniform "give-up" mixture of frame-label differences.
-
-    Density (1−w)·exp(−|d−μ|/b)/(2b) + w/(hi−lo) on `support` (default: the data range ± 0.5 frame).
-    Frame labels are integers; the continuous density is the usual approximation. Returns mu, b,
-    w, mean_abs (E|X−μ| = b for the Laplace part), loglik and n.
-    """
-    d = np.asarray(differences, dtype=np.float64)
-    if d.ndim != 1 or d.size < 5 or not np.isfinite(d).all():
-        raise SignalError("a Laplace+uniform fit needs at least 5 finite differences")
-    lo, hi = support if support is not None else (float(d.min()) - 0.5, float(d.max()) + 0.5)
-    if not hi > lo or d.min() < lo or d.max() > hi:
-        raise SignalError(f"support [{lo}, {hi}] must contain every difference")
-    width = hi - lo
-    med = float(np.median(d))
-    b0 = max(float(np.mean(np.abs(d - med))), 0.1)
-    best = None
-    for w0 in (0.01, 0.1, 0.3):
-        start = ([med] if fit_mu else []) + [math.log(b0), math.log(w0 / (1 - w0))]
-        res = optimize.minimize(_mixture_nll, np.array(start), args=(d, width, fit_mu), method="Nelder-Mead",
-                                options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 4000})
-        if best is None or res.fun < best.fun:
-            best = res
-    theta = best.x
-    b = float(np.exp(theta[-2]))
-    return {"mu": float(theta[0]) if fit_mu else 0.0, "b": b, "w": float(1 / (1 + np.exp(-theta[-1]))),
-            "mean_abs": b, "loglik": float(-best.fun), "n": int(d.size), "support": [lo, hi]}
+def fps_bins_note(bins: Sequence[dict]) -> str | None:
+    """Why aFD against FPS says nothing (fewer than two FPS bins with clips), else None."""
+    if len(bins) >= 2:
+        return None
+    if not bins:
+        return "no clip with a known frame rate: aFD against FPS is left out"
+    b = bins[0]
+    return (f"all {b['n']} clip(s) fall in one FPS bin ({b['bin']} frames/s, mean {b['fps_mean']:.3g}): "
+            f"aFD against FPS needs clips at two rates or more, so it is not drawn")

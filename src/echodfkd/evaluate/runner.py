@@ -18,7 +18,8 @@ from echodfkd.data import open_dataset
 from echodfkd.errors import DatasetError
 from echodfkd.evaluate import afd as afd_mod
 from echodfkd.evaluate.analysis import (afd_by_fps, ef_agreement, ef_area_length, ef_area_ratio,
-                                        error_concentration, fit_laplace_uniform, long_axis)
+                                        error_concentration, fps_bins_note, long_axis)
+from echodfkd.evaluate.noise import fit_or_reason
 from echodfkd.evaluate.phases import find_phase_frame, nearest_frame
 from echodfkd.evaluate.predictions import TEACHER_THRESHOLD, load_masks, read_meta
 from echodfkd.evaluate.segmentation import (binarize, frame_rows, summarize_by_phase, summarize_overlap,
@@ -115,8 +116,8 @@ def _label_noise(table: pd.DataFrame, truth: dict[str, dict[str, list[int]]]) ->
             source = "human frame - nearest true frame"
         else:
             d, source = sub["Delay"].tolist(), "found frame - reference frame"
-        if len(d) >= 10:
-            fit = fit_laplace_uniform(np.asarray(d, float))
+        if d:
+            fit = fit_or_reason(np.asarray(d, float))  # small samples: a reason instead of a degenerate fit
             fit["source"] = source
             out[phase] = fit
     return out
@@ -269,6 +270,8 @@ def _phase_metrics(ctx: Context, acc: Collected, metrics: dict, corrupted) -> di
     per_clip = afd_mod.clip_errors(table)
     an = metrics["analysis"]
     an["afd_by_fps"] = afd_by_fps(per_clip).to_dict(orient="records")
+    if fps_bins_note(an["afd_by_fps"]):
+        an["afd_by_fps_note"] = fps_bins_note(an["afd_by_fps"])
     an["error_concentration"] = {}
     for phase in ("ED", "ES"):
         errs = per_clip[phase].dropna().to_numpy()

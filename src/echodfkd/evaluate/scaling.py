@@ -102,25 +102,36 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["params", "run"]).reset_index(drop=True)
 
 
+#: Fewest runs with an interval and r² on the slope: a line through two points fits them exactly.
+MIN_INTERVAL_N = 3
+
+
 def fit_loglog(params: np.ndarray, y: np.ndarray, level: float = 0.90) -> dict:
-    """Least-squares y = a + s·ln(params): slope, its `level` interval (t × stderr), intercept, r², n."""
+    """Least-squares y = a + s·ln(params): slope, its `level` interval (t × stderr), intercept, r², n.
+
+    From fewer than MIN_INTERVAL_N runs the slope comes without interval or r² (both None) and `note`
+    says why; with 3 runs the t-quantile has one degree of freedom, so the interval is honest but wide.
+    """
     x = np.log(np.asarray(params, dtype=np.float64))
     y = np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     n = int(x.size)
     if n < 2 or np.ptp(x) == 0:
-        return {"n": n, "slope": None, "slope_ci90": None, "intercept": None, "r2": None}
+        return {"n": n, "slope": None, "slope_ci90": None, "intercept": None, "r2": None,
+                "note": f"no fit: {n} run(s) at {np.unique(x).size} distinct size(s)"}
     fit = stats.linregress(x, y)
-    if n > 2:
+    out = {"n": n, "slope": float(fit.slope), "slope_ci90": None, "intercept": float(fit.intercept),
+           "r2": None, "resid_std": 0.0, "gain_per_doubling": float(fit.slope * math.log(2))}
+    if n >= MIN_INTERVAL_N:
         t = stats.t.ppf(0.5 + level / 2, n - 2)
-        ci = [float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)]
-        resid = float(np.std(y - (fit.intercept + fit.slope * x), ddof=2))
+        out["slope_ci90"] = [float(fit.slope - t * fit.stderr), float(fit.slope + t * fit.stderr)]
+        out["resid_std"] = float(np.std(y - (fit.intercept + fit.slope * x), ddof=2))
+        out["r2"] = float(fit.rvalue ** 2)
     else:
-        ci, resid = None, 0.0
-    return {"n": n, "slope": float(fit.slope), "slope_ci90": ci, "intercept": float(fit.intercept),
-            "r2": float(fit.rvalue ** 2), "resid_std": resid,
-            "gain_per_doubling": float(fit.slope * math.log(2))}
+        out["note"] = (f"slope through {n} runs only: no interval and no r² (needs {MIN_INTERVAL_N} runs "
+                       f"or more)")
+    return out
 
 
 def transformed(sweep: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -87,6 +87,8 @@ def _markdown(metrics: dict, figs: list[Path], gifs: list[Path], out: Path) -> s
                             "aFD ES (ms)"],
                            [[b["bin"], b["n"], fmt(b["aFD_ED"]), fmt(b["aFD_ES"]), fmt(b["ms_ED"], 1),
                              fmt(b["ms_ES"], 1)] for b in an["afd_by_fps"]])]
+    if an.get("afd_by_fps_note"):
+        lines += [f"Note: {an['afd_by_fps_note']}.", ""]
     if an.get("error_concentration"):
         lines += ["## Error concentration", "",
                   markdown(["Phase", "Clips", "Share of clips carrying 50 % of squared error",
@@ -94,25 +96,53 @@ def _markdown(metrics: dict, figs: list[Path], gifs: list[Path], out: Path) -> s
                            [[p, c["n"], f"{100 * c['frac_50']:.1f} %", f"{100 * c['frac_80']:.1f} %"]
                             for p, c in an["error_concentration"].items()])]
     if an.get("ef"):
-        lines += ["## EF from mask areas", "",
-                  markdown(["Estimate", "Clips", "Pearson r", "MAE (EF %)", "Bias (EF %)"],
-                           [[k.replace("_", " "), v["n"], fmt(v["pearson_r"], 3), fmt(v["mae"]), fmt(v["bias"])]
-                            for k, v in an["ef"].items()]),
-                  "area = 100·(A_ED − A_ES)/A_ED (the reference code's estimate); arealength uses "
-                  "V = 8A²/(3πL) with L the mask's max Feret diameter. 'human frames' = traced frames, "
-                  "'found frames' = frames found by the median-block method.", ""]
+        lines += _ef_section(an["ef"])
     if an.get("label_noise"):
-        lines += ["## Frame-label noise (Laplace + uniform fit)", "",
-                  markdown(["Phase", "Differences", "n", "μ (frames)", "b, mean abs. deviation (frames)",
-                            "uniform weight w"],
-                           [[p, f["source"], f["n"], fmt(f["mu"]), fmt(f["b"]), fmt(f["w"], 3)]
-                            for p, f in an["label_noise"].items()])]
+        lines += _label_noise_section(an["label_noise"])
     if figs:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figs] + [""]
     if gifs:
         lines += ["## Overlays (student contour green, teacher red, shared yellow)", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in gifs] + [""]
     return "\n".join(lines)
+
+
+def _ef_section(ef: dict) -> list[str]:
+    """EF agreement table; r only from 3 clips up, estimates outside 0-100 % counted."""
+    text = ("area = 100·(A_ED − A_ES)/A_ED (the reference code's estimate); arealength uses "
+            "V = 8A²/(3πL) with L the mask's max Feret diameter. 'human frames' = traced frames, "
+            "'found frames' = frames found by the median-block method.")
+    for note in sorted({v["pearson_r_note"] for v in ef.values() if v.get("pearson_r_note")}):
+        text += f" Pearson r {note}."
+    if any(v.get("n_outside_range") for v in ef.values()):
+        text += (" Estimates outside 0-100 % are physiologically impossible (the masks are wrong at those "
+                 "frames); they are kept in MAE and bias and drawn at the plot's edge.")
+    return ["## EF from mask areas", "",
+            markdown(["Estimate", "Clips", "Pearson r", "MAE (EF %)", "Bias (EF %)", "Outside 0-100 %"],
+                     [[k.replace("_", " "), v["n"], fmt(v["pearson_r"], 3), fmt(v["mae"]), fmt(v["bias"]),
+                       v.get("n_outside_range", "—")] for k, v in ef.items()]), text, ""]
+
+
+def _label_noise_section(noise: dict) -> list[str]:
+    """Laplace+uniform fits per phase, or why a phase's fit is left out."""
+    fitted = {p: f for p, f in noise.items() if "left_out" not in f}
+    lines = ["## Frame-label noise (Laplace + uniform fit)", ""]
+    if fitted:
+        lines += [markdown(["Phase", "Differences", "n", "μ (frames)", "b, mean abs. deviation (frames)",
+                            "uniform weight w"],
+                           [[p, f["source"], f["n"], fmt(f["mu"]), fmt(f["b"]), fmt(f["w"], 3)]
+                            for p, f in fitted.items()]),
+                  "Discretised likelihood (each integer difference a ±0.5-frame bin); the uniform give-up "
+                  f"part spans {_support(next(iter(fitted.values())))} frames.", ""]
+    for p, f in noise.items():
+        if "left_out" in f:
+            lines += [f"{p}: no fit ({f['left_out']}).", ""]
+    return lines
+
+
+def _support(fit: dict) -> str:
+    lo, hi = fit.get("support", [None, None])
+    return "?" if lo is None else f"[{lo:g}, {hi:g}]"
 
 
 def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_path: Path | None,
@@ -127,7 +157,7 @@ def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_
     if extra.get("ef_table") is not None:
         save_text(out / "ef.csv", extra["ef_table"].to_csv(index=False))
     an = metrics.get("analysis", {})
-    if an.get("afd_by_fps"):
+    if len(an.get("afd_by_fps") or []) >= 2:  # one bin is a note in report.md, not a plot
         figs.append(figures.afd_vs_fps(pd.DataFrame(an["afd_by_fps"]), fig_dir / "afd_vs_fps.png"))
     if extra.get("concentration"):
         figs.append(figures.error_concentration(extra["concentration"], fig_dir / "error_concentration.png"))

@@ -108,26 +108,38 @@ def area_curve(signal: np.ndarray, path: str | os.PathLike, name: str, fps: floa
 
 def ef_scatter(estimates: dict[str, np.ndarray], reference: np.ndarray, stats: dict[str, dict],
                path: str | os.PathLike, title: str = "EF from mask areas against the FileList EF") -> Path:
-    """EF estimates (one marker per method) against the reference EF, with the identity line."""
+    """EF estimates (one marker per method) against the reference EF on fixed 0-100 % axes.
+
+    r is written only where `stats` has one (3 clips or more); estimates outside 0-100 % are drawn at
+    the nearest edge with a red edge colour and counted in the legend, never off the axes.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 5), layout="constrained")
     ref = np.asarray(reference, dtype=float)
     markers = ("o", "s", "^", "D")
     for k, (label, est) in enumerate(estimates.items()):
+        est = np.asarray(est, dtype=float)
         s = stats.get(label, {})
-        r = s.get("pearson_r")
-        text = f"{label}: r = {r:.2f}, MAE = {s.get('mae', float('nan')):.1f} %" if r is not None else label
-        ax.scatter(ref, est, s=18, marker=markers[k % len(markers)], alpha=0.7, label=text)
-    vals = np.concatenate([ref] + [np.asarray(v, float) for v in estimates.values()])
-    vals = vals[np.isfinite(vals)]
-    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
-    pad = 0.05 * max(hi - lo, 1.0)
-    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", ls=":", label="identity")
-    ax.set_xlim(lo - pad, hi + pad)
-    ax.set_ylim(lo - pad, hi + pad)
+        r, mae = s.get("pearson_r"), s.get("mae")
+        parts = [f"n = {s.get('n', int(np.isfinite(est).sum()))}"]
+        parts.append(f"r = {r:.2f}" if r is not None else "r: too few clips" if s.get("n", 0) < 3 else "r: —")
+        if mae is not None:
+            parts.append(f"MAE = {mae:.1f} %")
+        outside = np.isfinite(est) & ((est < 0) | (est > 100))
+        inside = np.isfinite(est) & ~outside
+        sc = ax.scatter(ref[inside], est[inside], s=18, marker=markers[k % len(markers)], alpha=0.7,
+                        label=f"{label}: " + ", ".join(parts))
+        if outside.any():
+            ax.scatter(ref[outside], np.clip(est[outside], 0, 100), s=30, marker=markers[k % len(markers)],
+                       facecolors="none", edgecolors="tab:red", linewidths=1.2,
+                       label=f"{label}: {int(outside.sum())} outside 0-100 %, drawn at the edge",
+                       zorder=sc.get_zorder() + 1)
+    ax.plot([0, 100], [0, 100], color="grey", ls=":", label="identity")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
     ax.set_xlabel("Reference EF (%)")
     ax.set_ylabel("Estimated EF (%)")
     ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
     return _save(fig, path)
 
 
@@ -157,8 +169,12 @@ def scaling_laws(sweep: pd.DataFrame, laws: dict, transformed: dict[str, np.ndar
             xs = np.geomspace(params.min(), params.max(), 50)
             ci = law.get("slope_ci90")
             ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            r2_txt = f", r² {law['r2']:.3f}" if law.get("r2") is not None else ""
             handles += ax.plot(xs, law["intercept"] + law["slope"] * np.log(xs), color="tab:orange",
-                               label=f"fit: slope {law['slope']:.3f}{ci_txt} per ln(params)")
+                               label=f"fit: slope {law['slope']:.3f}{ci_txt} per ln(params){r2_txt}")
+        if law.get("note"):  # too few runs: say so on the panel instead of an exact-looking fit
+            ax.text(0.03, 0.97, law["note"].replace(": ", ":\n", 1), transform=ax.transAxes, fontsize=7,
+                    va="top", color="tab:red")
         sat = (law.get("saturation") or {}).get("params")
         if sat is not None:
             handles.append(ax.axvline(sat, color="tab:red", ls="--", label=f"saturation at {sat:,.0f} params"))

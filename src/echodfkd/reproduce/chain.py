@@ -77,6 +77,11 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
     ctx.training_root = Path(training.get("training_root") or inputs.synthetic.root)
     step("label-training", ctx.label_training, [lay.targets / "meta.json"])
     step("label-test", ctx.label_test, [lay.teacher_test / "meta.json"])
+    from echodfkd.reproduce.sanity import warn_low_teacher_dice  # a wrong teacher shows here, before training
+
+    warn_low_teacher_dice(inputs.dynamic, lay.teacher_test, "TEST", echo)
+    if getattr(inputs.synthetic, "has_tracings", False):
+        warn_low_teacher_dice(inputs.synthetic, lay.targets, "TRAIN", echo)
     ctx.release_teacher()
     for b, l in st.grid:
         name = st.config_name(b, l)
