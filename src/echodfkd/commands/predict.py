@@ -10,7 +10,7 @@ DESCRIPTION = (
     "Streams every clip frame by frame through the student (no look-ahead) and writes PRED/<FileName>.npz "
     "(uint8 soft masks), PRED/areas.csv, PRED/phases.json (ED/ES of every beat, in frames and seconds), "
     "PRED/alerts.csv (unusual-input score per clip) and PRED/meta.json; --overlay adds overlay videos. "
-    "The input is a video, a folder of .avi/.mp4 files, or a dataset folder (FileList.csv + Videos/). "
+    "The input is a video or DICOM cine, a folder of them, or a dataset folder (FileList.csv + Videos/). "
     "Finished clips are skipped on a rerun. With --calibrate-alert, the alert threshold is instead set "
     "from the clean clips of a dataset's VAL split and saved in RUN/alert.json.")
 
@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime (default: theirs)")
     parser.add_argument("--size", type=int, default=None, help="model frame size (default: the run's, else 112)")
     parser.add_argument("--split", default=None, help="TRAIN, VAL, TEST or a comma list, for a dataset folder")
+    parser.add_argument("--convert", choices=("auto", "on", "off"), default="auto",
+                        help="frame DICOM cines and scanner videos like EchoNet first (as `echodfkd convert` "
+                             "does, in memory; masks/areas stay at the source size): auto = DICOM and videos "
+                             "not already 112x112 or EchoNet-framed; on = always; off = never")
     parser.add_argument("--calibrate-alert", action="store_true",
                         help="set the alert threshold from the clean clips of --split (default VAL) and exit")
     parser.add_argument("--false-alarm-rate", type=float, default=0.05,
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise EchoDFKDError("--out PRED is required")
-        sources = find_clips(args.input, args.split)
+        sources = find_clips(args.input, args.split, convert=args.convert)
     predictor = Predictor(args.model, device=args.device, backend=args.backend, warmup=args.warmup,
                           largest_component=args.largest_component, threshold=args.threshold,
                           onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision,

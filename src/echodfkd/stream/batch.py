@@ -1,7 +1,10 @@
 """Predict a folder of clips into a predictions folder (resumable), and pick clean clips for the alert.
 
 `PRED/<FileName>.npz` holds `masks` (uint8 soft, T,H,W), `areas` (pixels at the aFD threshold), `rv` for
-a 2-channel student, and `info` (a JSON string: fps, phases, alert features, notes). Tables are rebuilt
+a 2-channel student, and `info` (a JSON string: fps, phases, alert features, notes). A DICOM or scanner
+video framed through `echodfkd.data.convert` keeps `masks`/`areas` at the source size and adds
+`masks_converted`/`areas_converted` (the 112-px frames the student saw) and `info["conversion"]` (the
+crop box and sector geometry; docs/formats.md). Tables are rebuilt
 from the npz files at the end, so an interrupted run resumes where it stopped and the alert is re-scored
 with the current calibration.
 """
@@ -28,6 +31,7 @@ from echodfkd.stream.postprocess import overlay_frames
 from echodfkd.stream.predictor import Predictor
 
 VIDEO_SUFFIXES = (".avi", ".mp4")
+CONVERT_MODES = ("auto", "on", "off")
 #: Settings that must match for a rerun into the same folder to resume it.
 IDENTITY = ("model", "backend", "onnx", "precision", "threshold_dice", "threshold_afd", "warmup",
             "largest_component", "model_size")
@@ -40,6 +44,8 @@ class ClipSource:
     name: str
     path: Path
     load: Callable[[], tuple[np.ndarray, float]]
+    #: For DICOM / scanner exports: `echodfkd.data.convert.prepare_clip`'s mode ("auto", "on"); None: `load`.
+    convert: str | None = None
 
     def frames_hint(self) -> int:
         """Frame count from the header (0 when unknown)."""
@@ -49,15 +55,39 @@ class ClipSource:
             return 0
 
 
-def find_clips(path: str | os.PathLike, split: str | None = None) -> list[ClipSource]:
-    """Clips of a video file, a dataset folder (FileList.csv + Videos/) or a folder of AVI/MP4 files."""
+def _file_source(path: Path, convert: str) -> ClipSource:
+    """A video or DICOM file: DICOM is always decoded by the conversion (framed unless "off"); videos are
+    framed per `convert` ("auto" leaves 112x112 ones as they are, like EchoNet's own)."""
+    from echodfkd.data.dicom import is_dicom
+
+    mode: str | None = convert
+    if not is_dicom(path):
+        if convert == "off":
+            mode = None
+        elif convert == "auto":
+            try:
+                info = video_info(path)
+                mode = None if (info.height, info.width) == (112, 112) else "auto"
+            except VideoError:
+                mode = None  # the plain reader names the problem when the clip is loaded
+    return ClipSource(path.stem, path, lambda: read_video(path), convert=mode)
+
+
+def find_clips(path: str | os.PathLike, split: str | None = None, convert: str = "auto") -> list[ClipSource]:
+    """Clips of a video/DICOM file, a dataset folder (FileList.csv + Videos/) or a folder of videos/DICOM.
+
+    `convert` applies to files outside dataset folders: "auto" frames DICOM and scanner videos like
+    EchoNet (`echodfkd.data.convert.prepare_clip`), "on" always, "off" never (DICOM is then only decoded).
+    """
+    if convert not in CONVERT_MODES:
+        raise EchoDFKDError(f"convert must be one of {', '.join(CONVERT_MODES)}, got {convert!r}")
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: not found")
     if path.is_file():
         if split:
             raise DatasetError(f"{path}: --split applies to a dataset folder (FileList.csv), not a video file")
-        return [ClipSource(path.stem, path, lambda: read_video(path))]
+        return [_file_source(path, convert)]
     if (path / "FileList.csv").is_file():
         from echodfkd.data import open_dataset
 
@@ -68,13 +98,42 @@ def find_clips(path: str | os.PathLike, split: str | None = None) -> list[ClipSo
         return [ClipSource(n, ds.video_path(n), (lambda n=n: ds.video(n))) for n in names]
     if split:
         raise DatasetError(f"{path}: --split needs a dataset folder with FileList.csv")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    from echodfkd.data.convert import is_convertible
+
+    suffixes = VIDEO_SUFFIXES if convert == "off" else None
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and (p.suffix.lower() in suffixes if suffixes else is_convertible(p)))
     if not files:
-        raise DatasetError(f"{path}: no .avi/.mp4 videos and no FileList.csv in this folder")
+        raise DatasetError(f"{path}: no .avi/.mp4 videos, no DICOM files and no FileList.csv in this folder")
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         raise DatasetError(f"{path}: two videos share a name (e.g. .avi and .mp4); outputs are named by it")
-    return [ClipSource(p.stem, p, (lambda p=p: read_video(p))) for p in files]
+    return [_file_source(p, convert) for p in files]
+
+
+@dataclass
+class _Loaded:
+    """A clip's frames for the student, and (when converted) how to map its masks back to the source."""
+
+    frames: np.ndarray
+    fps: float
+    geometry: Any = None
+    conversion: dict[str, Any] | None = None
+    source: np.ndarray | None = None  # source frames, for overlays
+
+
+def _load(src: ClipSource, keep_source: bool = False) -> _Loaded:
+    """Decode a clip, through the conversion when the source asks for it."""
+    if src.convert is None:
+        frames, fps = src.load()
+        return _Loaded(frames, fps)
+    from echodfkd.data.convert import prepare_clip
+
+    clip = prepare_clip(src.path, mode=src.convert, keep_source=keep_source)
+    record = {"kind": clip.kind, "source_size": list(clip.source_shape), "fps_source": clip.fps_source,
+              "converted": clip.converted, "notes": clip.notes,
+              "geometry": clip.geometry.to_dict() if clip.geometry is not None else None}
+    return _Loaded(clip.frames, clip.fps, clip.geometry, record, clip.source if clip.converted else None)
 
 
 def _load_done(npz: Path) -> dict[str, Any] | None:
@@ -126,7 +185,8 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
     def run() -> Iterator[int]:
         for src in todo:
             try:
-                frames, fps = src.load()
+                loaded = _load(src, keep_source=overlay)
+                frames, fps = loaded.frames, loaded.fps
             except EchoDFKDError as exc:
                 if not skip_unreadable:
                     raise
@@ -142,12 +202,19 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
             timing["seconds"] += time.perf_counter() - start
             info = {"fps": clip.fps, "phases": clip.phases, "features": clip.alert.features,
                     "notes": clip.notes, "frames": int(len(results)), "size": list(clip.masks.shape[1:])}
-            arrays = {"masks": clip.masks, "areas": clip.areas, "info": np.array(json.dumps(info))}
+            arrays = {"masks": clip.masks, "areas": clip.areas}
             if clip.rv is not None:
                 arrays["rv"] = clip.rv
+            if loaded.conversion is not None:
+                info["conversion"] = loaded.conversion
+                if loaded.geometry is not None:
+                    arrays.update(_to_source(arrays, loaded.geometry, predictor.thresholds["afd"]))
+                    info["size"] = list(arrays["masks"].shape[1:])
+            arrays["info"] = np.array(json.dumps(info))
             save_npz(out / f"{src.name}.npz", **arrays)
             if overlay:
-                _write_overlay(out, src.name, frames, clip.masks, clip.fps, predictor)
+                shown = loaded.source if loaded.source is not None else frames
+                _write_overlay(out, src.name, shown, arrays["masks"], clip.fps, predictor)
 
     total = sum(s.frames_hint() for s in todo)
     for _ in progress(run(), desc="predict", total=total or None, unit="frame"):
@@ -157,10 +224,24 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
             if src.name not in failed and not (out / "overlays" / f"{src.name}.avi").is_file():
                 done = _load_done(out / f"{src.name}.npz")
                 if done is not None:
-                    frames, fps = src.load()
-                    _write_overlay(out, src.name, frames, done["masks"], fps, predictor)
+                    loaded = _load(src, keep_source=True)
+                    shown = loaded.source if loaded.source is not None else loaded.frames
+                    _write_overlay(out, src.name, shown, done["masks"], loaded.fps, predictor)
     return _write_tables(out, predictor, [s.name for s in sources if s.name not in failed], settings,
                          failed, timing, echo)
+
+
+def _to_source(arrays: dict[str, np.ndarray], geometry: Any, afd: float) -> dict[str, np.ndarray]:
+    """Masks mapped back to the source frame (`masks`, `areas`, `rv`), the converted ones kept aside."""
+    from echodfkd.data.sector import to_source
+    from echodfkd.evaluate.segmentation import binarize
+
+    masks = to_source(arrays["masks"], geometry)
+    out = {"masks": masks, "areas": binarize(masks, afd).reshape(len(masks), -1).sum(1).astype(np.int64),
+           "masks_converted": arrays["masks"], "areas_converted": arrays["areas"]}
+    if "rv" in arrays:
+        out["rv"], out["rv_converted"] = to_source(arrays["rv"], geometry), arrays["rv"]
+    return out
 
 
 def _write_overlay(out: Path, name: str, frames: np.ndarray, masks: np.ndarray, fps: float,

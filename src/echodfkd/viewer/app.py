@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from echodfkd.errors import EchoDFKDError
 from echodfkd.viewer.analyse import Analyser
 from echodfkd.viewer.examples import ExampleStore
-from echodfkd.viewer.uploads import MB, PrivateFolder, UploadRejected, decode_upload, receive_upload
+from echodfkd.viewer.uploads import (MB, PrivateFolder, UploadRejected, add_conversion, decode_upload,
+                                     receive_upload)
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("echodfkd.viewer")
@@ -106,9 +107,11 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
             path, name = await receive_upload(request.stream(), request.headers.get("content-type"),
                                               request.headers.get("x-filename"),
                                               request.headers.get("content-length"), folder, limit)
-            frames, fps = await run_in_threadpool(decode_upload, path, name, max_frames)
+            frames, fps, conversion = await run_in_threadpool(decode_upload, path, name, max_frames)
             private.discard(folder)  # the decoded frames are in memory; nothing stays on disk
             result = await run_in_threadpool(analyser.analyse, frames, fps, name)
+            if conversion:
+                add_conversion(result, conversion)
         except (UploadRejected, EchoDFKDError):
             raise
         except Exception as exc:  # a bug, not the user's file: say so plainly, log the traceback

@@ -214,14 +214,20 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str | None,
     return sink.path, safe_name(sink.filename)
 
 
-def decode_upload(path: Path, name: str, max_frames: int) -> tuple[np.ndarray, float]:
-    """Check the file really is an AVI/MP4 video and decode it to grayscale frames (T, H, W)."""
+def decode_upload(path: Path, name: str, max_frames: int) -> tuple[np.ndarray, float, dict | None]:
+    """Check the file is an AVI/MP4 video or a DICOM cine and decode it to grayscale frames (T, H, W).
+
+    DICOM cines and scanner videos are framed like EchoNet (`echodfkd.data.convert`); the third value then
+    describes the sector found and the crop (else None)."""
     from echodfkd.io.video import read_video, video_info
 
     with open(path, "rb") as fh:
-        kind = sniff_container(fh.read(16))
+        head = fh.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return _convert_upload(path, name, max_frames, "dicom")
+    kind = sniff_container(head[:16])
     if kind is None:
-        raise UploadRejected(f"'{name}' is not a video: only AVI and MP4 files are accepted.", status=415)
+        raise UploadRejected(f"'{name}' is not a video: only AVI and MP4 videos and DICOM cines are accepted.", status=415)
     video = path.with_name("video" + VIDEO_KINDS[kind])
     os.replace(path, video)  # OpenCV picks its demuxer partly from the extension
     try:
@@ -241,4 +247,46 @@ def decode_upload(path: Path, name: str, max_frames: int) -> tuple[np.ndarray, f
         raise UploadRejected(f"'{name}' has {frames.shape[0]} frames; the viewer handles at most {max_frames}.")
     if min(frames.shape[1:]) < 16:
         raise UploadRejected(f"'{name}' is only {frames.shape[2]}x{frames.shape[1]} pixels; too small to segment.")
-    return frames, fps
+    if frames.shape[1:] != (112, 112):
+        return _convert_upload(video, name, max_frames, kind)
+    return frames, fps, None
+
+
+def _convert_upload(path: Path, name: str, max_frames: int, kind: str) -> tuple[np.ndarray, float, dict | None]:
+    """Frame a DICOM cine or scanner video like EchoNet; the conversion record carries a sector preview."""
+    import base64
+
+    import cv2
+
+    from echodfkd.data.convert import prepare_clip
+    from echodfkd.data.sector import overlay
+
+    if kind == "dicom":
+        path = path.rename(path.with_name("upload.dcm"))
+    try:
+        clip = prepare_clip(path, mode="auto", keep_source=True)
+    except VideoError as exc:
+        detail = str(exc).split(": ", 1)[-1]  # drop the private temp path, keep the problem
+        raise UploadRejected(f"'{name}' could not be used: {detail}.", status=415) from None
+    if len(clip.frames) > max_frames:
+        raise UploadRejected(f"'{name}' has {len(clip.frames)} frames; the viewer handles at most {max_frames}.")
+    if not clip.converted:
+        return clip.frames, clip.fps, ({"notes": clip.notes} if clip.notes else None)
+    frame = clip.source.max(axis=0) * clip.sector.astype(np.uint8)  # outside blanked: no burnt-in text shown
+    ok, png = cv2.imencode(".png", cv2.cvtColor(overlay(frame, clip.sector, clip.geometry), cv2.COLOR_RGB2BGR))
+    record = {"kind": clip.kind, "source_size": list(clip.source_shape), "fps_source": clip.fps_source,
+              "geometry": clip.geometry.to_dict(), "notes": clip.notes,
+              "preview_png": base64.b64encode(png.tobytes()).decode("ascii") if ok else None}
+    return clip.frames, clip.fps, record
+
+
+def add_conversion(result: dict, conversion: dict) -> None:
+    """Put the conversion record into the page's JSON, with the areas (and EF's inputs) at source size."""
+    result["warnings"] = list(result.get("warnings", [])) + list(conversion.get("notes", []))
+    geometry = conversion.get("geometry")
+    if geometry:
+        scale = geometry["crop_side"] / geometry["output_size"]
+        # Areas scale with the crop's square; EF (a ratio of area-length volumes) does not change.
+        conversion = dict(conversion, areas_source=[round(a * scale * scale, 1) for a in result.get("areas", [])],
+                          pixel_scale=round(scale, 4))
+    result["conversion"] = conversion

@@ -208,6 +208,19 @@ function showCards(r) {
     div.textContent = l;
     $("clip-info").appendChild(div);
   }
+  if (r.conversion && r.conversion.preview_png) {  // the sector found in the source (outside it blanked)
+    const c = r.conversion, g = c.geometry;
+    const cap = document.createElement("div");
+    cap.className = "small muted";
+    cap.textContent = `sector found in the ${c.source_size[1]}×${c.source_size[0]} source (green), ` +
+      `crop ${g.crop_side} px at (${g.crop_x}, ${g.crop_y}) (yellow); areas at source size in conversion.areas_source`;
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + c.preview_png;
+    img.alt = "detected imaging sector"; img.id = "sector-preview";
+    img.style.maxWidth = "240px"; img.style.display = "block";
+    $("clip-info").appendChild(cap);
+    $("clip-info").appendChild(img);
+  }
 }
 
 function frameButton(phase, frame) {
