@@ -138,7 +138,7 @@ class _Oracle:
 def test_truth_masks_score_one_and_shifted_masks_score_their_overlap(camus_dir):
     ds = Camus(camus_dir)
     items = check_folder(ds, ("4CH", "2CH"))
-    rows, per_view, _ = evaluate_camus(ds, _Oracle(ds, items), items, 0.5)
+    rows, per_view = evaluate_camus(ds, _Oracle(ds, items), items, 0.5)
     assert len(per_view) == 2 * PATIENTS and len(rows) == 4 * PATIENTS
     assert (per_view[["Dice_ED", "Dice_ES"]] == 1.0).all().all()
     np.testing.assert_allclose(per_view["EF_pred"], per_view["EF_truth"])
@@ -146,7 +146,7 @@ def test_truth_masks_score_one_and_shifted_masks_score_their_overlap(camus_dir):
     assert summary["all"]["overall"]["dice_per_video_mean"] == 1.0 == summary["all"]["overall"]["iou_pooled"]
     assert set(summary["by_view"]) == {"4CH", "2CH"}
 
-    rows, per_view, _ = evaluate_camus(ds, _Oracle(ds, items, shift=3), items, 0.5)
+    rows, per_view = evaluate_camus(ds, _Oracle(ds, items, shift=3), items, 0.5)
     for item, row in zip(items, per_view.itertuples()):
         seq = ds.sequence(item.patient, item.view)
         for phase, k in (("ED", seq.ed), ("ES", seq.es)):

@@ -129,7 +129,7 @@ def _score(args, ds, items, views, run_dir, target, key, device: str, precision:
     predictor = Predictor(run_dir, device=device, warmup=args.warmup, largest_component=args.largest_component,
                           threshold=args.threshold, precision=precision,
                           log=lambda line: print(line, flush=True))
-    metrics, per_view, rows, examples = score_run(ds, items, predictor, views, args.bootstrap,
+    metrics, per_view, rows, example = score_run(ds, items, predictor, views, args.bootstrap,
                                                   log=lambda line: print(f"  {line}", flush=True))
     metrics["request"] = key
-    return write_camus_report(target, metrics, per_view, rows, examples)
+    return write_camus_report(target, metrics, per_view, rows, example)

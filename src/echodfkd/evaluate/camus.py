@@ -174,39 +174,44 @@ def score_view(pred: np.ndarray, truth: np.ndarray, name: str) -> pd.DataFrame:
     return overlap_rows(name, pred, truth, [0, 1], list(PHASES))
 
 
+def score_item(ds: Camus, predictor: Any, item: ViewItem, threshold: float) -> tuple[pd.DataFrame, dict, dict]:
+    """Predict one view and score it: (overlap rows, its per-view row, its ED/ES images and masks)."""
+    seq = ds.sequence(item.patient, item.view)
+    truth, images = [], []
+    for phase in PHASES:
+        image, labels = ds.image(item.patient, item.view, phase)
+        if labels.shape != seq.frames.shape[1:]:
+            raise DatasetError(f"{ds.patient_dir(item.patient)}: {item.patient}_{item.view}_{phase}_gt is "
+                               f"{labels.shape}, the half-sequence frames are {seq.frames.shape[1:]}")
+        truth.append(labels == LV_LABEL)
+        images.append(image)
+    pred = binarize(predict_sequence(predictor, seq)[[seq.ed, seq.es]], threshold)
+    truth_arr = np.stack(truth)
+    name = f"{item.patient}_{item.view}"
+    part = score_view(pred, truth_arr, name)
+    part["View"], part["Quality"] = item.view, item.quality
+    dice = dice_from_counts(part["I"].to_numpy(), part["U"].to_numpy(), "none")
+    row = {"FileName": name, "Patient": item.patient, "View": item.view, "Quality": item.quality,
+           "Frames": len(seq.frames), "ED": seq.ed, "ES": seq.es, "Dice_ED": float(dice[0]),
+           "Dice_ES": float(dice[1]), "EF_ref": item.ef_ref,
+           "EF_pred": ef_from_masks(pred[0], pred[1], seq.spacing),
+           "EF_truth": ef_from_masks(truth_arr[0], truth_arr[1], seq.spacing)}
+    return part, row, {"images": np.stack(images), "pred": pred, "truth": truth_arr}
+
+
 def evaluate_camus(ds: Camus, predictor: Any, items: Sequence[ViewItem], threshold: float,
-                   log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Predict and score every item: (overlap rows, one row per view, examples for figures)."""
-    rows, table, examples = [], [], {}
+                   log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predict and score every item: (overlap rows, one row per view). Masks are not kept (memory)."""
+    rows, table = [], []
     for k, item in enumerate(progress(items, desc="camus", total=len(items), unit="view")):
-        seq = ds.sequence(item.patient, item.view)
-        truth, images = [], []
-        for phase in PHASES:
-            image, labels = ds.image(item.patient, item.view, phase)
-            if labels.shape != seq.frames.shape[1:]:
-                raise DatasetError(f"{ds.patient_dir(item.patient)}: {item.patient}_{item.view}_{phase}_gt is "
-                                   f"{labels.shape}, the half-sequence frames are {seq.frames.shape[1:]}")
-            truth.append(labels == LV_LABEL)
-            images.append(image)
-        soft = predict_sequence(predictor, seq)
-        pred = binarize(soft[[seq.ed, seq.es]], threshold)
-        truth_arr = np.stack(truth)
-        name = f"{item.patient}_{item.view}"
-        part = score_view(pred, truth_arr, name)
-        part["View"], part["Quality"] = item.view, item.quality
+        part, row, _ = score_item(ds, predictor, item, threshold)
         rows.append(part)
-        dice = dice_from_counts(part["I"].to_numpy(), part["U"].to_numpy(), "none")
-        table.append({"FileName": name, "Patient": item.patient, "View": item.view, "Quality": item.quality,
-                      "Frames": len(seq.frames), "ED": seq.ed, "ES": seq.es,
-                      "Dice_ED": float(dice[0]), "Dice_ES": float(dice[1]),
-                      "EF_ref": item.ef_ref, "EF_pred": ef_from_masks(pred[0], pred[1], seq.spacing),
-                      "EF_truth": ef_from_masks(truth_arr[0], truth_arr[1], seq.spacing)})
-        examples[name] = {"images": np.stack(images), "pred": pred, "truth": truth_arr}
+        table.append(row)
         if log is not None and (k + 1) % 50 == 0:
             log(f"camus: {k + 1}/{len(items)} views scored")
     per_view = pd.DataFrame(table)
     per_view["Dice_mean"] = (per_view["Dice_ED"] + per_view["Dice_ES"]) / 2
-    return pd.concat(rows, ignore_index=True), per_view, examples
+    return pd.concat(rows, ignore_index=True), per_view
 
 
 def _ef_block(per_view: pd.DataFrame) -> dict:
@@ -238,10 +243,19 @@ def summarize_camus(rows: pd.DataFrame, per_view: pd.DataFrame, n_boot: int = 10
 
 
 def score_run(ds: Camus, items: Sequence[ViewItem], predictor: Any, views: Sequence[str], n_boot: int = 10000,
-              log: Callable[[str], None] | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
-    """Evaluate one student on the checked items: (metrics, per-view table, overlap rows, examples)."""
+              log: Callable[[str], None] | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame, Callable]:
+    """Evaluate one student on the checked items: (metrics, per-view table, overlap rows, example).
+
+    `example(name)` predicts one view again (e.g. the best, median and worst for a figure) and returns its
+    ED/ES images, predicted and true masks; keeping every view's masks would not fit in memory on CAMUS.
+    """
     threshold = predictor.thresholds["dice"]
-    rows, per_view, examples = evaluate_camus(ds, predictor, items, threshold, log)
+    rows, per_view = evaluate_camus(ds, predictor, items, threshold, log)
+    by_name = {f"{i.patient}_{i.view}": i for i in items}
+
+    def example(name: str) -> dict:
+        return score_item(ds, predictor, by_name[name], threshold)[2]
+
     summary = summarize_camus(rows, per_view, n_boot)
     config, settings = predictor.config, predictor.settings()
     run = predictor.run_dir
@@ -258,4 +272,4 @@ def score_run(ds: Camus, items: Sequence[ViewItem], predictor: Any, views: Seque
         "segmentation": {k: summary[k] for k in ("all", "by_view", "by_quality")},
         "ef": summary["ef"],
     }
-    return metrics, per_view, rows, examples
+    return metrics, per_view, rows, example

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -85,13 +85,16 @@ def _settings_lines(metrics: dict) -> list[str]:
 
 
 def write_camus_report(out: Path, metrics: dict, per_view: pd.DataFrame, rows: pd.DataFrame,
-                       examples: dict[str, dict]) -> dict:
-    """Write metrics.json, report.md, per_view.csv, overlaps.csv and figures/*.png under `out`."""
+                       example: Callable[[str], dict] | None = None) -> dict:
+    """Write metrics.json, report.md, per_view.csv, overlaps.csv and figures/*.png under `out`.
+
+    `example(name)` gives a view's ED/ES images and masks for the best/median/worst figure (none without it).
+    """
     out = Path(out)
     fig_dir = out / "figures"
     name = metrics["student"]["name"]
     figs = [camus_figures.summary(per_view, fig_dir / "camus_summary.png", f"CAMUS: {name}")]
-    picks = [(n, tag, examples[n]) for n, tag in _picks(per_view) if n in examples]
+    picks = [(n, tag, example(n)) for n, tag in _picks(per_view)] if example is not None else []
     if picks:
         figs.append(camus_figures.examples(picks, fig_dir / "camus_examples.png"))
     metrics["figures"] = [p.relative_to(out).as_posix() for p in figs]

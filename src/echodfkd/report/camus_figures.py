@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from echodfkd.report.figures import DPI, ED_COLOR, ES_COLOR, plt
 from echodfkd.io.atomic import atomic_path
+from echodfkd.report.figures import DPI, ED_COLOR, ES_COLOR, plt
 
 QUALITY_COLORS = {"Good": "tab:green", "Medium": "tab:orange", "Poor": "tab:red"}
 TRUTH_COLOR, PRED_COLOR = "#ffd60a", "#30d158"
@@ -40,21 +40,26 @@ def summary(per_view: pd.DataFrame, path: str | os.PathLike, title: str) -> Path
     ax_d.set_xlabel("View and phase (bar: mean)")
     ax_d.set_ylabel("Dice vs LV label (%)")
     ax_d.set_ylim(-3, 103)
-    ax_d.set_title("Dice per view (colour: image quality)", fontsize=10)
+    ax_d.set_title("Dice per half-sequence (circle ED, square ES)", fontsize=10)
     from matplotlib.lines import Line2D
 
     key = [Line2D([], [], ls="", marker="o", color=c, markeredgecolor="black", label=q)
            for q, c in QUALITY_COLORS.items() if (per_view["Quality"] == q).any()]
     if key:
-        ax_d.legend(handles=key, fontsize=8, loc="lower left", title="Quality", title_fontsize=8)
+        ax_d.legend(handles=key, fontsize=8, title="Image quality", title_fontsize=8, ncol=len(key),
+                    loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ref = per_view["EF_ref"].to_numpy(float)
     for column, label, marker in (("EF_pred", "predicted masks", "o"), ("EF_truth", "true masks", "x")):
         est = per_view[column].to_numpy(float)
         ok = np.isfinite(est) & np.isfinite(ref)
+        missing = int(np.isfinite(ref).sum() - ok.sum())
+        note = f", {missing} without an estimate" if missing else ""
         if ok.any():
             mae = np.mean(np.abs(est[ok] - ref[ok]))
             ax_e.scatter(ref[ok], est[ok], marker=marker, s=24, alpha=0.8,
-                         label=f"{label} (n = {ok.sum()}, MAE {mae:.1f} %)")
+                         label=f"{label} (n = {ok.sum()}, MAE {mae:.1f} %{note})")
+        else:
+            ax_e.scatter([], [], marker=marker, label=f"{label}: no estimate (empty masks){note}")
     vals = np.concatenate([ref, per_view["EF_pred"].to_numpy(float), per_view["EF_truth"].to_numpy(float)])
     vals = vals[np.isfinite(vals)]
     lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
