@@ -264,3 +264,25 @@ def test_check_folder_counts_every_missing_label(camus_dir, tmp_path):
         p.unlink()
     with pytest.raises(DatasetError, match=r"and 5 more missing ED/ES label"):
         check_folder(Camus(data), ("4CH", "2CH"))
+
+
+def test_2019_mhd_release_scores_like_the_nifti_one(camus_dir, tiny_run, tmp_path):
+    import SimpleITK as sitk
+
+    from echodfkd.data.camus import read_volume
+
+    mhd = tmp_path / "camus2019" / "training"
+    for nii in sorted((camus_dir / "database_nifti").glob("*/*.nii.gz")):
+        array, spacing = read_volume(nii)
+        stem = nii.name[:-len(".nii.gz")].replace("half_sequence", "sequence")
+        image = sitk.GetImageFromArray(array if "sequence" in stem else array[0])
+        image.SetSpacing((spacing[1], spacing[0]) + ((1.0,) if "sequence" in stem else ()))
+        (mhd / nii.parent.name).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(mhd / nii.parent.name / f"{stem}.mhd"))
+    for cfg in (camus_dir / "database_nifti").glob("*/Info_*.cfg"):  # 2019 cfgs call the EF "LVef"
+        (mhd / cfg.parent.name / cfg.name).write_text(cfg.read_text().replace("EF:", "LVef:"))
+    for data, out in ((camus_dir, tmp_path / "a"), (mhd.parent, tmp_path / "b")):
+        assert main(["camus", str(data), "--student", str(tiny_run), "--out", str(out), "--bootstrap", "10"]) == 0
+    a, b = (pd.read_csv(tmp_path / x / "per_view.csv") for x in "ab")
+    pd.testing.assert_frame_equal(a, b)
+    assert Camus(mhd.parent).format("patient0001") == "mhd"
