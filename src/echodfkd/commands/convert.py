@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert, print one line per clip and a summary."""
     import json
     import math
+    from pathlib import Path
 
     from echodfkd.data.convert_folder import convert_sources, find_sources
     from echodfkd.errors import EchoDFKDError
@@ -45,10 +46,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise EchoDFKDError(f"--fps must be a positive number, got {args.fps}")
     sources = find_sources(args.inputs)
+    existed = Path(args.out).exists()
     out = _flags.check_writable_dir(args.out)
     echo = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
-    summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
-                              previews=args.previews, echo=echo)
+    single = len(sources) == 1  # one file: its problem is the command's one-line error
+    try:
+        summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
+                                  previews=args.previews, echo=echo, stop_on_error=single)
+    except EchoDFKDError:
+        if not existed and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a refused file
+        raise
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

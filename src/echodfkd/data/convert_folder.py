@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,17 +131,24 @@ def _row(name: str, source: Path, split: str, clip) -> dict[str, str]:
     return {k: str(v) for k, v in row.items()}
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "TEST", keep_names: bool = False,
-                    fps: float | None = None, previews: bool = False,
-                    echo: Callable[[str], None] = print) -> ConversionSummary:
-    """Convert every source into `out` (skipping ones an earlier run finished); one line per bad file."""
+                    fps: float | None = None, previews: bool = False, echo: Callable[[str], None] = print,
+                    warn: Callable[[str], None] = _stderr, stop_on_error: bool = False) -> ConversionSummary:
+    """Convert every source into `out` (skipping ones an earlier run finished).
+
+    A bad file gets one line through `warn` and the rest go on; with `stop_on_error` its error is raised
+    instead, before any table is written.
+    """
     from echodfkd.io.video import write_video
 
     split = split.upper()
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     out = Path(out)
-    (out / VIDEOS).mkdir(parents=True, exist_ok=True)
     rows = _read_table(out / TABLE)
     taken = {r["FileName"]: s for s, r in rows.items() if r.get("Status") == "ok"}
     summary = ConversionSummary(out)
@@ -167,10 +175,12 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
             summary.seconds += time.perf_counter() - start
             summary.frames += len(clip.frames)
         except EchoDFKDError as exc:
+            if stop_on_error:
+                raise
             summary.failed[key] = str(exc)
             rows[key] = {**{c: "" for c in COLUMNS}, "Source": key, "Status": "failed",
                          "Reason": str(exc), "Split": split}
-            echo(f"skipped: {exc}")
+            warn(f"skipped: {exc}")
             continue
         rows[key] = _row(name, source, split, clip)
         taken[name] = key

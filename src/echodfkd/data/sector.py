@@ -5,9 +5,13 @@ and a thin moving ECG trace is removed by a morphological opening. The largest c
 filled and replaced by its convex hull (a fan is convex), then a fan (apex, two edges, radius) is fitted
 to it for the crop. Everything outside the hull is blanked.
 
-EchoNet framing, measured on real 112x112 EchoNet-Dynamic clips (`../shared/fixtures/echonet_dev`): the
-apex sits at x = 0.55, y = 0.0625 of the frame, and the frame side equals the apex-to-arc radius, so the
-crop cuts the sector's upper corners and the bottom of the arc.
+EchoNet framing, measured with this module's own fit on the real 112x112 clips in `../shared/fixtures`
+(3 EchoNet-Dynamic TEST clips and one of the same geometry; `benchmarks/bench_convert.py --framing`
+prints it): the frame side equals the imaged depth (first sector row to the bottom of the arc; measured
+0.97-1.05 of the side, mean 1.005), the first sector row lies 0.0625 of the side below the top (median
+7 px of 112), and the fitted apex (where the two edges meet) at 0.555 of the side from the left
+(0.540-0.578). So the crop cuts the sector's upper corners and a little of the arc, and converting an
+EchoNet clip again gives back (nearly) the same framing.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import numpy as np
 from echodfkd.errors import VideoError
 
 OUTPUT_SIZE = 112
-#: Apex position as a fraction of the output frame, and frame side per apex-to-arc radius (EchoNet's).
-APEX_X, APEX_Y, SIDE_PER_RADIUS = 0.55, 0.0625, 1.0
+#: EchoNet's framing: apex x and first sector row as fractions of the side; side per imaged depth.
+APEX_X, TOP_MARGIN, SIDE_PER_DEPTH = 0.555, 0.0625, 1.0
 #: Frames sampled (evenly) to measure motion; enough for a stable temporal spread.
 SAMPLE_FRAMES = 48
 #: A pixel is "moving" when its temporal standard deviation exceeds this many grey levels.
@@ -143,9 +147,11 @@ def find_sector(frames: np.ndarray, output_size: int = OUTPUT_SIZE) -> tuple[np.
     mask = sector_mask(frames)
     fan = fit_fan(mask)
     if fan["fan"]:
-        side = max(8, round(SIDE_PER_RADIUS * fan["radius"]))
+        top = int(np.flatnonzero(mask.any(axis=1))[0])
+        depth = fan["apex_y"] + fan["radius"] - top  # first imaged row to the bottom of the arc
+        side = max(8, round(SIDE_PER_DEPTH * depth))
         x0 = round(fan["apex_x"] - APEX_X * side)
-        y0 = round(fan["apex_y"] - APEX_Y * side)
+        y0 = round(top - TOP_MARGIN * side)
     else:  # a square around the region, centred on it
         ys, xs = np.nonzero(mask)
         side = int(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1)
