@@ -52,19 +52,38 @@ def annotator_noise_bounds(round1: Sequence[float], round2: Sequence[float]) -> 
             "correlation_ceiling": None if rho is None else correlation_ceiling(max(rho, 0.0))}
 
 
-def _laplace_bin_mass(k: np.ndarray, mu: float, b: float) -> np.ndarray:
-    """Laplace(μ, b) mass of [k − ½, k + ½], computed on the side of μ that avoids cancellation."""
+#: Symmetric kernels of the non-give-up part. "laplace": X ~ Laplace(μ, b). "laplace-difference": the
+#: difference X1 − X2 of two iid Laplace(0, b) annotators (density (1 + |z|/b)·e^(−|z|/b)/(4b)), so that b
+#: is one annotator's scale, E|X| = b, as the paper reports it from two rounds (supp. §2).
+KERNELS = ("laplace", "laplace-difference")
+
+
+def _tail(z: np.ndarray, b: float, kernel: str) -> np.ndarray:
+    """P(Z − μ > z) for z >= 0."""
+    e = np.exp(-z / b)
+    return 0.5 * e if kernel == "laplace" else 0.5 * e * (1.0 + z / (2.0 * b))
+
+
+def _density(z: np.ndarray, b: float, kernel: str) -> np.ndarray:
+    """Density at |Z − μ| = z."""
+    e = np.exp(-z / b)
+    return e / (2.0 * b) if kernel == "laplace" else (1.0 + z / b) * e / (4.0 * b)
+
+
+def _bin_mass(k: np.ndarray, mu: float, b: float, kernel: str) -> np.ndarray:
+    """Kernel mass of [k − ½, k + ½], from tail probabilities on the side of μ that avoids cancellation."""
     lo, hi = k - 0.5, k + 0.5
-    with np.errstate(over="ignore", invalid="ignore"):
-        right = 0.5 * (np.exp(-(lo - mu) / b) - np.exp(-(hi - mu) / b))
-        left = 0.5 * (np.exp((hi - mu) / b) - np.exp((lo - mu) / b))
-        middle = 1.0 - 0.5 * np.exp((lo - mu) / b) - 0.5 * np.exp(-(hi - mu) / b)
+    right = _tail(np.maximum(lo - mu, 0.0), b, kernel) - _tail(np.maximum(hi - mu, 0.0), b, kernel)
+    left = _tail(np.maximum(mu - hi, 0.0), b, kernel) - _tail(np.maximum(mu - lo, 0.0), b, kernel)
+    middle = 1.0 - _tail(np.maximum(mu - lo, 0.0), b, kernel) - _tail(np.maximum(hi - mu, 0.0), b, kernel)
     return np.where(lo >= mu, right, np.where(hi <= mu, left, middle))
 
 
-def _laplace_cdf(x: float, mu: float, b: float) -> float:
-    z = (x - mu) / b
-    return 0.5 * math.exp(min(z, 0.0)) if z < 0 else 1.0 - 0.5 * math.exp(-z)
+def _mass_within(lo: float, hi: float, mu: float, b: float, kernel: str) -> float:
+    """Kernel mass of [lo, hi] (truncation to the support)."""
+    below = _tail(np.array(max(mu - lo, 0.0)), b, kernel) if lo < mu else 1.0 - _tail(np.array(lo - mu), b, kernel)
+    above = _tail(np.array(max(hi - mu, 0.0)), b, kernel) if hi > mu else 1.0 - _tail(np.array(mu - hi), b, kernel)
+    return float(1.0 - below - above)
 
 
 def _weight(logit: float) -> float:
@@ -72,21 +91,20 @@ def _weight(logit: float) -> float:
 
 
 def _nll_discrete(theta: np.ndarray, k: np.ndarray, counts: np.ndarray, support: tuple[float, float],
-                  n_int: int, fit_mu: bool) -> float:
+                  n_int: int, fit_mu: bool, kernel: str) -> float:
     mu = theta[0] if fit_mu else 0.0
     b = math.exp(min(theta[-2], 50.0))
     w = _weight(theta[-1])
-    inside = _laplace_cdf(support[1], mu, b) - _laplace_cdf(support[0], mu, b)  # truncation to the support
-    p = (1 - w) * _laplace_bin_mass(k, mu, b) / max(inside, 1e-300) + w / n_int
+    inside = _mass_within(support[0], support[1], mu, b, kernel)
+    p = (1 - w) * _bin_mass(k, mu, b, kernel) / max(inside, 1e-300) + w / n_int
     return -float(np.sum(counts * np.log(np.maximum(p, 1e-300))))
 
 
-def _nll_continuous(theta: np.ndarray, d: np.ndarray, width: float, fit_mu: bool) -> float:
+def _nll_continuous(theta: np.ndarray, d: np.ndarray, width: float, fit_mu: bool, kernel: str) -> float:
     mu = theta[0] if fit_mu else 0.0
-    b = np.exp(theta[-2])
+    b = math.exp(min(theta[-2], 50.0))
     w = _weight(theta[-1])
-    lap = np.exp(-np.abs(d - mu) / b) / (2 * b)
-    return -float(np.sum(np.log((1 - w) * lap + w / width + 1e-300)))
+    return -float(np.sum(np.log((1 - w) * _density(np.abs(d - mu), b, kernel) + w / width + 1e-300)))
 
 
 def default_support(d: np.ndarray, discrete: bool) -> tuple[float, float]:
@@ -98,31 +116,34 @@ def default_support(d: np.ndarray, discrete: bool) -> tuple[float, float]:
 
 
 def fit_laplace_uniform(differences: Sequence[float], support: tuple[float, float] | None = None,
-                        fit_mu: bool = True, discrete: bool | None = None) -> dict:
+                        fit_mu: bool = True, discrete: bool | None = None, kernel: str = "laplace") -> dict:
     """Maximum-likelihood Laplace(μ, b) + uniform "give-up" mixture of frame-label differences.
 
     `discrete` (default: every difference is an integer): each integer's Laplace mass over its ±½ bin,
     the uniform weight w shared by the integers of `support`; else the continuous density
-    (1−w)·exp(−|d−μ|/b)/(2b) + w/(hi−lo). `support` defaults to `default_support`. Returns mu, b, w,
-    mean_abs (E|X−μ| = b for the Laplace part), loglik, n, support, likelihood.
+    (1−w)·exp(−|d−μ|/b)/(2b) + w/(hi−lo). `kernel` is one of KERNELS. `support` defaults to
+    `default_support`. Returns mu, b, w, mean_abs (E|X−μ| = b of one annotator's Laplace part), loglik,
+    n, support, likelihood, kernel.
     """
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 1 or d.size < 5 or not np.isfinite(d).all():
         raise SignalError("a Laplace+uniform fit needs at least 5 finite differences")
+    if kernel not in KERNELS:
+        raise SignalError(f"unknown kernel {kernel!r}; use one of {', '.join(KERNELS)}")
     if discrete is None:
         discrete = bool(np.all(d == np.round(d)))
     lo, hi = support if support is not None else default_support(d, discrete)
     if not hi > lo or d.min() < lo or d.max() > hi:
         raise SignalError(f"support [{lo}, {hi}] must contain every difference")
     med = float(np.median(d))
-    b0 = max(float(np.mean(np.abs(d - med))), 0.5)
+    b0 = max(float(np.mean(np.abs(d - med))) / (1.5 if kernel == "laplace-difference" else 1.0), 0.5)
     if discrete:
         k, counts = np.unique(d, return_counts=True)
         n_int = int(math.floor(hi) - math.ceil(lo) + 1)
-        args: tuple = (k, counts.astype(np.float64), (lo, hi), n_int, fit_mu)
+        args: tuple = (k, counts.astype(np.float64), (lo, hi), n_int, fit_mu, kernel)
         nll = _nll_discrete
     else:
-        args, nll = (d, hi - lo, fit_mu), _nll_continuous
+        args, nll = (d, hi - lo, fit_mu, kernel), _nll_continuous
     best = None
     for w0 in (0.01, 0.1, 0.3):
         start = ([med] if fit_mu else []) + [math.log(b0), math.log(w0 / (1 - w0))]
@@ -134,7 +155,8 @@ def fit_laplace_uniform(differences: Sequence[float], support: tuple[float, floa
     b = float(np.exp(theta[-2]))
     return {"mu": float(theta[0]) if fit_mu else 0.0, "b": b, "w": _weight(theta[-1]),
             "mean_abs": b, "loglik": float(-best.fun), "n": int(d.size), "support": [lo, hi],
-            "likelihood": "discretised (±0.5-frame bins)" if discrete else "continuous density"}
+            "likelihood": "discretised (±0.5-frame bins)" if discrete else "continuous density",
+            "kernel": kernel}
 
 
 def fit_or_reason(differences: Sequence[float], min_n: int = MIN_FIT_N, **kw) -> dict:
@@ -145,3 +167,13 @@ def fit_or_reason(differences: Sequence[float], min_n: int = MIN_FIT_N, **kw) ->
         return {"n": int(d.size), "left_out": f"{d.size} differences; the fit is left out below {min_n}, "
                                               f"where its scale is not yet stable"}
     return fit_laplace_uniform(d, **kw)
+
+
+def mixture_pmf(fit: dict, k: np.ndarray) -> np.ndarray:
+    """Probability of each integer difference `k` under a discretised fit (for plotting against counts)."""
+    lo, hi = fit["support"]
+    kernel = fit.get("kernel", "laplace")
+    n_int = int(math.floor(hi) - math.ceil(lo) + 1)
+    inside = _mass_within(lo, hi, fit["mu"], fit["b"], kernel)
+    k = np.asarray(k, dtype=np.float64)
+    return (1 - fit["w"]) * _bin_mass(k, fit["mu"], fit["b"], kernel) / max(inside, 1e-300) + fit["w"] / n_int
