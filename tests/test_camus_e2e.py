@@ -117,14 +117,20 @@ class _Oracle:
 
     thresholds = {"dice": 0.5, "afd": 0.5}
 
-    def __init__(self, ds: Camus, items, shift: int = 0):
+    def __init__(self, ds: Camus, items, shift: int = 0, framing: str = "box"):
         self.queue = [ds.sequence(i.patient, i.view) for i in items]
-        self.shift = shift
+        self.shift, self.framing = shift, framing
 
     def predict_clip(self, frames, fps):
         seq = self.queue.pop(0)
         truth = np.roll(seq.lv, self.shift, axis=2).astype(np.uint8) * 255
-        masks = crop_square(truth, square_box(seq.frames))
+        if self.framing == "sector":
+            from echodfkd.data.sector import find_sector, mask_to_output
+
+            geometry = find_sector(seq.frames)[1]
+            masks = np.stack([mask_to_output(m > 0, geometry) for m in truth]).astype(np.uint8) * 255
+        else:
+            masks = crop_square(truth, square_box(seq.frames))
         assert masks.shape == frames.shape  # the crop the predictor is given
 
         class R:
@@ -160,6 +166,14 @@ def test_truth_masks_score_one_and_shifted_masks_score_their_overlap(camus_dir):
     assert summary["all"]["overall"]["dice_per_video_mean"] == pytest.approx(per_view["Dice_mean"].mean())
 
 
+def test_sector_framing_maps_masks_back(camus_dir):
+    ds = Camus(camus_dir)
+    items = check_folder(ds, ("4CH",))
+    rows, per_view = evaluate_camus(ds, _Oracle(ds, items, framing="sector"), items, 0.5, framing="sector")
+    assert (per_view["Framing"] == "sector").all()
+    assert (per_view[["Dice_ED", "Dice_ES"]] > 0.9).all().all()  # resampled to 112 px and back
+
+
 def test_ef_uses_square_pixels():
     mask = np.zeros((120, 120), np.uint8)
     ed = cv2.ellipse(mask.copy(), (60, 60), (20, 45), 0, 0, 360, 1, -1).astype(bool)
@@ -181,6 +195,7 @@ def test_camus_command_end_to_end(camus_dir, tiny_run, tmp_path, capsys):
     assert "6 half-sequences" in text and "per-video mean" in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["warmup"] == 2 and metrics["student"]["blocks"] == 2
+    assert metrics["settings"]["framing"] == "box" and metrics["settings"]["framing_fallbacks"] == 0
     per_view = pd.read_csv(out / "per_view.csv")
     overlaps = pd.read_csv(out / "overlaps.csv")
     assert len(per_view) == 6 and len(overlaps) == 12 and set(per_view["View"]) == {"4CH", "2CH"}

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep only the largest region of each mask (default: the run's, else off)")
     parser.add_argument("--threshold", type=unit_float, default=None, metavar="T",
                         help="binarisation threshold in [0, 1] (default: the run's calibrated Dice threshold)")
+    parser.add_argument("--framing", choices=("box", "sector"), default="box",
+                        help="square given to the model: 'box' = the square around the non-zero pixels (CAMUS "
+                             "images hold only the fan); 'sector' = EchoNet's framing of the fan found from "
+                             "motion, as `predict --convert` does")
     parser.add_argument("--bootstrap", type=positive_int, default=10000, metavar="N",
                         help="bootstrap resamples for the 90 %% intervals")
     add_device(parser)
@@ -105,7 +109,7 @@ def _settings_key(args: argparse.Namespace, ds, views, run_dir, device: str, pre
     stat = weights.stat() if weights.is_file() else None
     return {"data": str(ds.root.resolve()), "views": list(views), "warmup": args.warmup,
             "largest_component": args.largest_component, "threshold": args.threshold,
-            "bootstrap": args.bootstrap, "precision": precision,
+            "bootstrap": args.bootstrap, "precision": precision, "framing": args.framing,
             "weights": [stat.st_size, stat.st_mtime_ns] if stat else None}
 
 
@@ -130,6 +134,7 @@ def _score(args, ds, items, views, run_dir, target, key, device: str, precision:
                           threshold=args.threshold, precision=precision,
                           log=lambda line: print(line, flush=True))
     metrics, per_view, rows, example = score_run(ds, items, predictor, views, args.bootstrap,
-                                                  log=lambda line: print(f"  {line}", flush=True))
+                                                 log=lambda line: print(f"  {line}", flush=True),
+                                                 framing=args.framing)
     metrics["request"] = key
     return write_camus_report(target, metrics, per_view, rows, example)

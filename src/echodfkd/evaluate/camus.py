@@ -31,7 +31,11 @@ from echodfkd.progress import progress
 
 QUALITIES = ("Good", "Medium", "Poor")
 EF_METHOD = "single-plane area-length, V = 8A²/(3πL), L = max Feret diameter of the mask"
-FRAMING = "square around the non-zero pixels (zero-padded where it leaves the image), then the model size"
+FRAMINGS = {
+    "box": "the square around the non-zero pixels (zero-padded where it leaves the image)",
+    "sector": "EchoNet's square around the fan found by echodfkd.data.sector (as `predict --convert`), "
+              "else the box",
+}
 
 
 @dataclass
@@ -145,12 +149,27 @@ def uncrop_square(masks: np.ndarray, box: tuple[int, int, int], shape: tuple[int
     return out
 
 
-def predict_sequence(predictor: Any, seq: CamusSequence) -> np.ndarray:
-    """Stream the half-sequence through the predictor; uint8 soft LV masks (T, H, W) at the native size."""
-    box = square_box(seq.frames)
+def predict_sequence(predictor: Any, seq: CamusSequence, framing: str = "box") -> tuple[np.ndarray, str]:
+    """Stream the half-sequence through the predictor: uint8 soft LV masks (T, H, W) at the native size,
+    and the framing used ('box', 'sector', or 'box' when no sector was found)."""
     fps = seq.info.get("FrameRate")
-    result = predictor.predict_clip(crop_square(seq.frames, box), float(fps) if isinstance(fps, (int, float)) else 0)
-    return uncrop_square(result.masks, box, seq.frames.shape[1:])
+    fps = float(fps) if isinstance(fps, (int, float)) else 0.0
+    if framing == "sector":
+        from echodfkd.data.sector import find_sector, frame_clip, to_source
+        from echodfkd.errors import VideoError
+
+        try:
+            mask, geometry = find_sector(seq.frames)
+        except VideoError:
+            pass  # too few or too still frames to find the fan: fall back to the box
+        else:
+            result = predictor.predict_clip(frame_clip(seq.frames, mask, geometry), fps)
+            return to_source(result.masks, geometry), "sector"
+    elif framing != "box":
+        raise DatasetError(f"unknown framing {framing!r}: use {' or '.join(FRAMINGS)}")
+    box = square_box(seq.frames)
+    result = predictor.predict_clip(crop_square(seq.frames, box), fps)
+    return uncrop_square(result.masks, box, seq.frames.shape[1:]), "box"
 
 
 def isotropic(mask: np.ndarray, spacing: tuple[float, float] | None) -> np.ndarray:
@@ -174,7 +193,8 @@ def score_view(pred: np.ndarray, truth: np.ndarray, name: str) -> pd.DataFrame:
     return overlap_rows(name, pred, truth, [0, 1], list(PHASES))
 
 
-def score_item(ds: Camus, predictor: Any, item: ViewItem, threshold: float) -> tuple[pd.DataFrame, dict, dict]:
+def score_item(ds: Camus, predictor: Any, item: ViewItem, threshold: float,
+               framing: str = "box") -> tuple[pd.DataFrame, dict, dict]:
     """Predict one view and score it: (overlap rows, its per-view row, its ED/ES images and masks)."""
     seq = ds.sequence(item.patient, item.view)
     truth, images = [], []
@@ -185,14 +205,15 @@ def score_item(ds: Camus, predictor: Any, item: ViewItem, threshold: float) -> t
                                f"{labels.shape}, the half-sequence frames are {seq.frames.shape[1:]}")
         truth.append(labels == LV_LABEL)
         images.append(image)
-    pred = binarize(predict_sequence(predictor, seq)[[seq.ed, seq.es]], threshold)
+    soft, used = predict_sequence(predictor, seq, framing)
+    pred = binarize(soft[[seq.ed, seq.es]], threshold)
     truth_arr = np.stack(truth)
     name = f"{item.patient}_{item.view}"
     part = score_view(pred, truth_arr, name)
     part["View"], part["Quality"] = item.view, item.quality
     dice = dice_from_counts(part["I"].to_numpy(), part["U"].to_numpy(), "none")
     row = {"FileName": name, "Patient": item.patient, "View": item.view, "Quality": item.quality,
-           "Frames": len(seq.frames), "ED": seq.ed, "ES": seq.es, "Dice_ED": float(dice[0]),
+           "Frames": len(seq.frames), "Framing": used, "ED": seq.ed, "ES": seq.es, "Dice_ED": float(dice[0]),
            "Dice_ES": float(dice[1]), "EF_ref": item.ef_ref,
            "EF_pred": ef_from_masks(pred[0], pred[1], seq.spacing),
            "EF_truth": ef_from_masks(truth_arr[0], truth_arr[1], seq.spacing)}
@@ -200,11 +221,11 @@ def score_item(ds: Camus, predictor: Any, item: ViewItem, threshold: float) -> t
 
 
 def evaluate_camus(ds: Camus, predictor: Any, items: Sequence[ViewItem], threshold: float,
-                   log: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   log: Callable[[str], None] | None = None, framing: str = "box") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict and score every item: (overlap rows, one row per view). Masks are not kept (memory)."""
     rows, table = [], []
     for k, item in enumerate(progress(items, desc="camus", total=len(items), unit="view")):
-        part, row, _ = score_item(ds, predictor, item, threshold)
+        part, row, _ = score_item(ds, predictor, item, threshold, framing)
         rows.append(part)
         table.append(row)
         if log is not None and (k + 1) % 50 == 0:
@@ -243,18 +264,19 @@ def summarize_camus(rows: pd.DataFrame, per_view: pd.DataFrame, n_boot: int = 10
 
 
 def score_run(ds: Camus, items: Sequence[ViewItem], predictor: Any, views: Sequence[str], n_boot: int = 10000,
-              log: Callable[[str], None] | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame, Callable]:
+              log: Callable[[str], None] | None = None,
+              framing: str = "box") -> tuple[dict, pd.DataFrame, pd.DataFrame, Callable]:
     """Evaluate one student on the checked items: (metrics, per-view table, overlap rows, example).
 
     `example(name)` predicts one view again (e.g. the best, median and worst for a figure) and returns its
     ED/ES images, predicted and true masks; keeping every view's masks would not fit in memory on CAMUS.
     """
     threshold = predictor.thresholds["dice"]
-    rows, per_view = evaluate_camus(ds, predictor, items, threshold, log)
+    rows, per_view = evaluate_camus(ds, predictor, items, threshold, log, framing)
     by_name = {f"{i.patient}_{i.view}": i for i in items}
 
     def example(name: str) -> dict:
-        return score_item(ds, predictor, by_name[name], threshold)[2]
+        return score_item(ds, predictor, by_name[name], threshold, framing)[2]
 
     summary = summarize_camus(rows, per_view, n_boot)
     config, settings = predictor.config, predictor.settings()
@@ -267,7 +289,9 @@ def score_run(ds: Camus, items: Sequence[ViewItem], predictor: Any, views: Seque
         "settings": {"views": list(views), "warmup": settings["warmup"],
                      "largest_component": settings["largest_component"], "threshold": threshold,
                      "threshold_source": settings["threshold_source"], "model_size": settings["model_size"],
-                     "precision": settings["precision"], "framing": FRAMING, "bootstrap": n_boot,
+                     "precision": settings["precision"], "framing": framing,
+                     "framing_note": FRAMINGS[framing], "framing_fallbacks": int(
+                         (per_view["Framing"] != framing).sum()), "bootstrap": n_boot,
                      "truth": "label 1 (LV) of <patient>_<view>_{ED,ES}_gt"},
         "segmentation": {k: summary[k] for k in ("all", "by_view", "by_quality")},
         "ef": summary["ef"],

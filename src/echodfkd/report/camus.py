@@ -81,7 +81,10 @@ def _settings_lines(metrics: dict) -> list[str]:
             f"- Streaming: warm-up {s['warmup']} frame(s) (the first frame repeated), largest component "
             f"{'on' if s['largest_component'] else 'off'}, threshold {s['threshold']:.3g} of 255 "
             f"({s['threshold_source']}), model size {s['model_size'][1]}x{s['model_size'][0]}",
-            f"- Framing: {s['framing']}; masks scored at the native size against label 1 of the ED/ES `_gt` files"]
+            f"- Framing: {s['framing']}, {s['framing_note']}"
+            + (f" ({s['framing_fallbacks']} view(s) fell back to the box)" if s.get("framing_fallbacks") else "")
+            + "; resized to the model size; masks scored at the native size against label 1 of the ED/ES "
+              "`_gt` files"]
 
 
 def write_camus_report(out: Path, metrics: dict, per_view: pd.DataFrame, rows: pd.DataFrame,
