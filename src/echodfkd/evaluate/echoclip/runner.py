@@ -157,10 +157,19 @@ class _Clips:
         return m.astype(bool)
 
 
+def raw_job(ds: Any, clip: str, frames: Any = None) -> EmbedJob:
+    """The unmasked frames of a clip (cache key: the video's digest), shared by evaluation and screening."""
+    path = ds.video_path(clip)
+    if not path.is_file():
+        raise DatasetError(f"{path}: video not found")
+    make = frames if frames is not None else (lambda: ds.video(clip)[0])
+    return EmbedJob(clip, "raw", f"video={file_digest(path)}", ds.info(clip).frames, make)
+
+
 def _jobs(ds: Any, clip: str, preds: list[Predictions], st: Settings, clips: _Clips) -> dict:
     video_sha = file_digest(ds.video_path(clip))
     n = ds.info(clip).frames
-    jobs: dict = {"raw": EmbedJob(clip, "raw", f"video={video_sha}", n, lambda: clips.video(clip)[0])}
+    jobs: dict = {"raw": raw_job(ds, clip, lambda: clips.video(clip)[0])}
     for p in preds:
         if not p.path(clip).is_file():
             continue
