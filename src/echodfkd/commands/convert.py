@@ -12,7 +12,7 @@ DESCRIPTION = (
     "Decodes each DICOM cine (JPEG Baseline, JPEG-LS, RLE or uncompressed; YBR converted to RGB to grey) or "
     "video, finds the imaging sector from the pixels that change over time, blanks everything outside it "
     "(text, ECG, markers, colour bars), crops the square EchoNet framed its clips with and resizes to "
-    "112x112 (area interpolation). Writes DIR/Videos/<FileName>.avi, DIR/FileList.csv (EF/ESV/EDV blank) and "
+    "112x112 (area interpolation). Writes DIR/Videos/<FileName>.avi (lossless FFV1 unless --codec mjpeg), DIR/FileList.csv (EF/ESV/EDV blank) and "
     "DIR/conversion.csv (source, crop box, sector geometry, fps and the tag it came from, frames). Names are "
     "hashed from the file's contents unless --keep-names; no patient-identifying DICOM field is copied. "
     "Folders are searched recursively. A rerun skips what is done; a bad file gets one line and the rest go on "
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="name clips after their files instead of a hash of their contents")
     parser.add_argument("--fps", type=float, default=None, metavar="FPS",
                         help="frame rate for files that give none (DICOM tags or video header)")
+    parser.add_argument("--codec", choices=("ffv1", "mjpeg"), default="ffv1",
+                        help="AVI codec: lossless FFV1 (predict then sees exactly the frames a direct predict on "
+                             "the source would) or MJPEG like EchoNet-Dynamic's files (smaller, lossy)")
     parser.add_argument("--previews", action="store_true",
                         help="also write DIR/sectors/<FileName>.png: the sector found and the crop box")
     _flags.add_json(parser)
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     single = len(sources) == 1  # one file: its problem is the command's one-line error
     try:
         summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
-                                  previews=args.previews, echo=echo, stop_on_error=single)
+                                  previews=args.previews, codec=args.codec, echo=echo,
+                                  stop_on_error=single)
     except EchoDFKDError:
         if not existed and not any(out.iterdir()):
             out.rmdir()  # leave nothing behind for a refused file

@@ -1,6 +1,7 @@
 """`echodfkd convert`: many scanner exports -> one EchoNet-layout folder, resumable, one line per bad file.
 
-OUT/FileList.csv (EF/ESV/EDV blank, Split as asked), OUT/Videos/<FileName>.avi (112x112 MJPEG) and
+OUT/FileList.csv (EF/ESV/EDV blank, Split as asked), OUT/Videos/<FileName>.avi (112x112, lossless FFV1
+or EchoNet's MJPEG) and
 OUT/conversion.csv (one row per source: its path, status, crop box, sector geometry, fps and its source,
 frames). Names are `0X` + 16 hex digits of the file's SHA-256 (EchoNet's style) unless `keep_names`; no
 DICOM tag other than the acquisition facts in conversion.csv is written anywhere. conversion.csv maps the
@@ -35,7 +36,10 @@ COLUMNS = ("FileName", "Source", "Kind", "Status", "Reason", "Split", "SourceWid
            "AngleLeft", "AngleRight", "Fan", "SectorArea", "TransferSyntax", "Photometric")
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames",
                     "Split")
-FLUSH_SECONDS = 2.0  # rewrite the tables at most this often (and at the end)
+FLUSH_SECONDS = 2.0
+#: AVI codecs: lossless FFV1 (the default: `predict` on the converted folder sees exactly the frames a
+#: direct `predict` would) or MJPEG (EchoNet-Dynamic's own, smaller, lossy).
+CODECS = {"ffv1": "FFV1", "mjpeg": "MJPG"}  # rewrite the tables at most this often (and at the end)
 
 
 @dataclass
@@ -136,7 +140,8 @@ def _stderr(line: str) -> None:
 
 
 def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "TEST", keep_names: bool = False,
-                    fps: float | None = None, previews: bool = False, echo: Callable[[str], None] = print,
+                    fps: float | None = None, previews: bool = False, codec: str = "ffv1",
+                    echo: Callable[[str], None] = print,
                     warn: Callable[[str], None] = _stderr, stop_on_error: bool = False) -> ConversionSummary:
     """Convert every source into `out` (skipping ones an earlier run finished).
 
@@ -145,6 +150,8 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
     """
     from echodfkd.io.video import write_video
 
+    if codec not in CODECS:
+        raise DatasetError(f"unknown codec {codec!r}: use one of {', '.join(CODECS)}")
     split = split.upper()
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -169,7 +176,7 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
             if clip.fps <= 0:
                 raise EchoDFKDError(f"{source}: no frame rate (no Frame Time, Cine Rate or Recommended Display "
                                     "Frame Rate tag, or none in the video header); pass --fps")
-            write_video(out / VIDEOS / f"{name}.avi", clip.frames, clip.fps)
+            write_video(out / VIDEOS / f"{name}.avi", clip.frames, clip.fps, codec=CODECS[codec])
             if previews:
                 _write_preview(out / PREVIEWS / f"{name}.png", clip)
             summary.seconds += time.perf_counter() - start

@@ -1,17 +1,18 @@
 """Find the imaging sector of an echo clip and frame it the way EchoNet-Dynamic framed its 112x112 clips.
 
-The sector is where pixels change over time: burnt-in text, depth markers and colour bars are static,
-and a thin moving ECG trace is removed by a morphological opening. The largest connected region is
+The sector is where pixels change from frame to frame most of the time: burnt-in text, depth markers and
+colour bars are static, a sweeping ECG trace passes each pixel only briefly, and what is left of thin
+lines is removed by a morphological opening. The largest connected region is
 filled and replaced by its convex hull (a fan is convex), then a fan (apex, two edges, radius) is fitted
 to it for the crop. Everything outside the hull is blanked.
 
 EchoNet framing, measured with this module's own fit on the real 112x112 clips in `../shared/fixtures`
 (3 EchoNet-Dynamic TEST clips and one of the same geometry; `benchmarks/bench_convert.py --framing`
-prints it): the frame side equals the imaged depth (first sector row to the bottom of the arc; measured
-0.97-1.05 of the side, mean 1.005), the first sector row lies 0.0625 of the side below the top (median
-7 px of 112), and the fitted apex (where the two edges meet) at 0.555 of the side from the left
-(0.540-0.578). So the crop cuts the sector's upper corners and a little of the arc, and converting an
-EchoNet clip again gives back (nearly) the same framing.
+prints it): the imaged depth (first sector row to the bottom of the arc) is 0.989 of the frame side
+(mean; 0.953-1.017), the first sector row lies 0.071 of the side below the top (median; 0.063-0.107)
+and the fitted apex (where the two edges meet) 0.558 of the side from the left (mean; 0.536-0.583).
+So the crop cuts the sector's upper corners and a little of the arc, and an EchoNet clip converts to
+(nearly) itself.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from echodfkd.errors import VideoError
 
 OUTPUT_SIZE = 112
 #: EchoNet's framing: apex x and first sector row as fractions of the side; side per imaged depth.
-APEX_X, TOP_MARGIN, SIDE_PER_DEPTH = 0.555, 0.0625, 1.0
+APEX_X, TOP_MARGIN, SIDE_PER_DEPTH = 0.558, 0.071, 1.011
 #: Frames sampled (evenly) to measure motion; enough for a stable temporal spread.
 SAMPLE_FRAMES = 48
-#: A pixel is "moving" when its temporal standard deviation exceeds this many grey levels.
-MOTION_STD = 3.0
+#: A pixel is "moving" when its median change between frames exceeds this many grey levels.
+MOTION_LEVEL = 1.0
 #: The region found must cover at least this fraction of the frame.
 MIN_AREA = 0.04
 
@@ -63,11 +64,13 @@ class SectorGeometry:
 
 
 def motion_map(frames: np.ndarray) -> np.ndarray:
-    """Per-pixel temporal standard deviation (float32, H x W) over up to SAMPLE_FRAMES evenly spaced frames."""
+    """Per-pixel median absolute change between successive frames (float32, H x W), over up to
+    SAMPLE_FRAMES evenly spaced frames. A median ignores what changes only now and then: a sweeping ECG
+    trace, a cursor, one odd frame of a lossy codec."""
     frames = np.asarray(frames)
     idx = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), SAMPLE_FRAMES)).round().astype(int))
-    sample = frames[idx].astype(np.float32)
-    return sample.std(axis=0)
+    sample = frames[idx].astype(np.int16)
+    return np.median(np.abs(np.diff(sample, axis=0)), axis=0).astype(np.float32)
 
 
 def sector_mask(frames: np.ndarray) -> np.ndarray:
@@ -76,12 +79,13 @@ def sector_mask(frames: np.ndarray) -> np.ndarray:
     if frames.ndim != 3 or len(frames) < 2:
         raise VideoError("the imaging sector is found from motion, which needs at least 2 frames")
     h, w = frames.shape[1:]
-    moving = (motion_map(frames) > MOTION_STD).astype(np.uint8)
+    moving = (motion_map(frames) > MOTION_LEVEL).astype(np.uint8)
     k = 2 * max(1, round(min(h, w) / 120)) + 1  # wider than an ECG trace or a text stroke
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    # Close first so the dark, quieter blood pools do not split the sector, then open to drop thin lines.
-    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, kernel)
+    # Open first to drop thin lines and marker dots (before anything can bridge them to the sector),
+    # then close so quieter patches inside it (blood pools) do not split it.
     moving = cv2.morphologyEx(moving, cv2.MORPH_OPEN, kernel)
+    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, kernel)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
     if count < 2:
         raise VideoError("no imaging sector found: nothing in the frame changes over time")
@@ -139,7 +143,7 @@ def fit_fan(mask: np.ndarray) -> dict:
         radius = float(ys.max() - ys.min() + 1)
         angle_left = angle_right = 0.0
     return {"apex_x": float(apex_x), "apex_y": float(apex_y), "radius": radius, "angle_left": angle_left,
-            "angle_right": angle_right, "fan": fan}
+            "angle_right": angle_right, "fan": bool(fan)}
 
 
 def find_sector(frames: np.ndarray, output_size: int = OUTPUT_SIZE) -> tuple[np.ndarray, SectorGeometry]:

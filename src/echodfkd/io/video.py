@@ -96,8 +96,11 @@ def read_video(path: str | os.PathLike, strict: bool = True, color: bool = False
     return video, fps
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, quality: int = 95) -> Path:
-    """Write grayscale uint8 frames (T, H, W) as an MJPEG AVI with 3 equal channels, atomically."""
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, quality: int = 95,
+                codec: str = "MJPG") -> Path:
+    """Write grayscale uint8 frames (T, H, W) as an MJPEG AVI with 3 equal channels, atomically.
+
+    `codec` "FFV1" writes a lossless AVI instead (frames read back bit-exact)."""
     path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 3 or frames.shape[0] == 0:
@@ -106,9 +109,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, quality
         frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
     _, h, w = frames.shape
     with atomic_path(path, suffix=path.suffix or ".avi") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h), True)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
         if not writer.isOpened():
-            raise VideoError(f"{path}: cannot open an MJPEG writer")
+            raise VideoError(f"{path}: cannot open an {codec} writer")
         writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
         try:
             for frame in frames:
