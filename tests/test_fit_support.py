@@ -136,3 +136,18 @@ def test_reproduce_warns_on_a_teacher_that_misses_the_traces(tmp_path):
     assert said[0].startswith("WARNING: the teacher's Dice") and "3 traced TEST clip(s)" in said[0]
     assert warn_low_teacher_dice(ds, tmp_path / "none", "TEST", said.append) is None and len(said) == 1
     json.dumps(ok)  # a plain record, ready for a summary
+
+
+def test_sweep_report_of_two_runs_says_why_there_is_no_interval(tmp_path):
+    from echodfkd.report.sweep import write_sweep_report
+
+    for name, (b, p, s) in {"B1_l1": (1, 5701, 6.0), "B2_l1": (2, 40000, 4.0)}.items():
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / name / "config.json").write_text(json.dumps({"blocks": b, "layers": 1, "params": p}))
+        (tmp_path / "sweep" / name / "metrics.json").write_text(json.dumps(
+            {"afd": {"full": {"aFD_ED": s / 2, "aFD_ES": s / 2, "aFD_sum": s}}}))
+    res = write_sweep_report(tmp_path / "sweep", tmp_path / "out")
+    assert res["scaling_laws"]["afd"]["r2"] is None
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "- -ln(aFD_ED + aFD_ES): slope through 2 runs only: no interval and no r² (needs 3 runs" in text
+    assert "r² = 1.000" not in text and "| 1.000 |" not in text

@@ -168,7 +168,7 @@ def scaling_laws(sweep: pd.DataFrame, laws: dict, transformed: dict[str, np.ndar
         if law.get("slope") is not None:
             xs = np.geomspace(params.min(), params.max(), 50)
             ci = law.get("slope_ci90")
-            ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+            ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}] (90 %)" if ci else ""
             r2_txt = f", r² {law['r2']:.3f}" if law.get("r2") is not None else ""
             handles += ax.plot(xs, law["intercept"] + law["slope"] * np.log(xs), color="tab:orange",
                                label=f"fit: slope {law['slope']:.3f}{ci_txt} per ln(params){r2_txt}")

@@ -26,7 +26,7 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
         fits.append([law["quantity"], law["n"], fmt(law["slope"], 4),
                      f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "—", fmt(law.get("r2"), 3),
                      fmt(law.get("improvement_per_doubling"), 4), fmt_params(sat) if sat else "not reached"])
-    text = "\n".join([
+    text = "\n".join(line for line in [
         "# EchoDFKD sweep report", "", f"Sweep: `{sweep_dir}` ({len(sweep)} runs).", "",
         "## Table 1: Dice / meanIoU by blocks B and layers l", "", table1(sweep),
         "Per-video mean over the traced ED/ES frames (the paper's), from each run's metrics.json "
@@ -40,7 +40,9 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
         "(scipy.stats.linregress). Saturation point: the smallest model size beyond which the fitted gain per "
         "doubling of parameters falls below the runs' bootstrap 90 % half-width (see "
         "echodfkd.evaluate.scaling).", "",
-        f"![scaling laws]({fig.relative_to(out).as_posix()})", ""])
+        *[f"- {law['quantity']}: {law['note']}." for law in laws.values() if law.get("note")],
+        "" if any(law.get("note") for law in laws.values()) else None,
+        f"![scaling laws]({fig.relative_to(out).as_posix()})", ""] if line is not None)
     save_text(out / "sweep.csv", sweep.to_csv(index=False))
     result = {"sweep": str(sweep_dir), "runs": sweep.to_dict(orient="records"), "scaling_laws": laws,
               "figures": [fig.relative_to(out).as_posix()]}
