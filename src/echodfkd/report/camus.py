@@ -43,9 +43,10 @@ def _ef_table(ef: dict) -> str:
         for source, name in (("predicted", "student masks"), ("from_true_masks", "true masks")):
             s = block[source]
             rows.append([label, name, s["n"], fmt(s.get("pearson_r"), 3), fmt(s.get("mae"), 1),
-                         fmt(s.get("bias"), 1), fmt(s.get("rmse"), 1), s.get("n_invalid", 0)])
+                         fmt(s.get("bias"), 1), fmt(s.get("rmse"), 1), s.get("n_invalid", 0),
+                         s.get("n_outside_range", "—")])
     return markdown(["Group", "EF from", "Views", "Pearson r", "MAE (EF %)", "Bias (EF %)", "RMSE (EF %)",
-                     "No estimate"], rows)
+                     "No estimate", "Outside 0-100 %"], rows)
 
 
 def _picks(per_view: pd.DataFrame, k: int = 3) -> list[tuple[str, str]]:
@@ -75,16 +76,20 @@ def table3_row(metrics: dict) -> dict:
 def _settings_lines(metrics: dict) -> list[str]:
     st, s = metrics["student"], metrics["settings"]
     arch = f"B = {st.get('blocks')}, l = {st.get('layers')}, {fmt_params(st.get('params'))} parameters"
-    return [f"- Data: `{metrics['dataset']}` ({metrics['n_patients']} patients, views {', '.join(s['views'])}, "
-            f"{metrics['segmentation']['all']['overall'].get('n_videos', 0)} half-sequences)",
-            f"- Student: `{st['run']}` ({arch})",
-            f"- Streaming: warm-up {s['warmup']} frame(s) (the first frame repeated), largest component "
-            f"{'on' if s['largest_component'] else 'off'}, threshold {s['threshold']:.3g} of 255 "
-            f"({s['threshold_source']}), model size {s['model_size'][1]}x{s['model_size'][0]}",
-            f"- Framing: {s['framing']}, {s['framing_note']}"
-            + (f" ({s['framing_fallbacks']} view(s) fell back to the box)" if s.get("framing_fallbacks") else "")
-            + "; resized to the model size; masks scored at the native size against label 1 of the ED/ES "
-              "`_gt` files"]
+    lines = [f"- Data: `{metrics['dataset']}` ({metrics['n_patients']} patients, views {', '.join(s['views'])}, "
+             f"{metrics['segmentation']['all']['overall'].get('n_videos', 0)} half-sequences)",
+             f"- Student: `{st['run']}` ({arch})",
+             f"- Streaming: warm-up {s['warmup']} frame(s) (the first frame repeated), largest component "
+             f"{'on' if s['largest_component'] else 'off'}, threshold {s['threshold']:.3g} (fraction of 255, "
+             f"{s['threshold_source']}), model size {s['model_size'][1]}x{s['model_size'][0]}",
+             f"- Framing: {s['framing']}, {s['framing_note']}"
+             + (f" ({s['framing_fallbacks']} view(s) fell back to the box)" if s.get("framing_fallbacks") else "")
+             + "; resized to the model size; masks scored at the native size against label 1 of the ED/ES "
+               "`_gt` files"]
+    if s["warmup"] == 0:
+        lines.append("- Note: no warm-up. ED is the first frame of every half-sequence, so the ConvLSTM scores "
+                     "it from a cold state; `--warmup K` (the first frame fed K extra times) lets it settle")
+    return lines
 
 
 def write_camus_report(out: Path, metrics: dict, per_view: pd.DataFrame, rows: pd.DataFrame,
