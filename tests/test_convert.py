@@ -240,3 +240,67 @@ def test_real_582_framed_like_echonet_dev(real_582, shared_fixtures):
 
 def test_real_582_predict_directly_equals_convert_then_predict(real_582, trained_run, tmp_path):
     _same_masks_both_ways(real_582, trained_run, tmp_path)
+
+
+def test_predict_convert_modes_and_folders(inputs, trained_run, tmp_path, capsys):
+    static = inputs / "static.avi"
+    # auto: a video with no sector is used whole, with a note; on: it is refused in one line.
+    assert main(["predict", str(static), "--model", str(trained_run), "--out", str(tmp_path / "a")]) == 0
+    with np.load(tmp_path / "a" / "static.npz") as z:
+        info = json.loads(str(z["info"]))
+        assert z["masks"].shape[1:] == (180, 240) and "masks_converted" not in z.files
+    assert not info["conversion"]["converted"] and "no imaging sector" in info["conversion"]["notes"][0]
+    capsys.readouterr()
+    assert main(["predict", str(static), "--model", str(trained_run), "--out", str(tmp_path / "b"),
+                 "--convert", "on"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no imaging sector found" in err
+    # A folder mixing DICOM and an EchoNet-sized AVI: the DICOM is framed, the AVI used as it is.
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "scan.dcm").write_bytes((inputs / "mono.dcm").read_bytes())
+    write_video(folder / "echonet.avi", make_clip(seed=1, index=0, size=112, frames=40).frames, 50)
+    assert main(["predict", str(folder), "--model", str(trained_run), "--out", str(tmp_path / "c")]) == 0
+    with np.load(tmp_path / "c" / "scan.npz") as z:
+        assert z["masks"].shape[1:] == (180, 240) and z["masks_converted"].shape[1:] == (112, 112)
+    with np.load(tmp_path / "c" / "echonet.npz") as z:
+        assert z["masks"].shape[1:] == (112, 112) and "conversion" not in json.loads(str(z["info"]))
+    # off: the DICOM is only decoded, its whole frame resized by the predictor.
+    assert main(["predict", str(folder / "scan.dcm"), "--model", str(trained_run), "--out", str(tmp_path / "d"),
+                 "--convert", "off"]) == 0
+    with np.load(tmp_path / "d" / "scan.npz") as z:
+        assert z["masks"].shape[1:] == (180, 240) and "masks_converted" not in z.files
+
+
+def test_predict_refuses_bad_dicom_in_one_line(inputs, trained_run, tmp_path, capsys):
+    assert main(["predict", str(inputs / "still.dcm"), "--model", str(trained_run), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "single-frame" in err and "Traceback" not in err
+
+
+def test_viewer_takes_dicom_and_shows_the_sector(tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from viewer_support import dark_cavity_student
+
+    from echodfkd.viewer.app import create_app
+
+    run = dark_cavity_student(tmp_path / "run")
+    src = _scanner_cine(tmp_path)
+    app = create_app(run, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = client.post("/api/analyze", files={"file": ("scan.dcm", src.read_bytes(), "application/dicom")})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["width"] == out["height"] == 112 and out["frames"] == 30
+        conv = out["conversion"]
+        assert conv["source_size"] == [260, 300] and conv["preview_png"]
+        assert len(conv["areas_source"]) == len(out["areas"])
+        scale = conv["geometry"]["crop_side"] / 112
+        assert conv["areas_source"][3] == pytest.approx(out["areas"][3] * scale ** 2, abs=0.1)
+        assert any("sector found" in w for w in out["warnings"])
+        assert PATIENT["PatientName"] not in r.text
+        ct = write_dicom(tmp_path / "ct.dcm", grey(draw_cine(frames=4)), modality="CT")
+        r = client.post("/api/analyze", files={"file": ("ct.dcm", ct.read_bytes(), "application/dicom")})
+        assert r.status_code == 415 and "modality CT" in r.json()["error"]
+        assert str(tmp_path) not in r.json()["error"]
