@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from echodfkd.errors import DatasetError, EchoDFKDError
