@@ -75,8 +75,9 @@ def grey(cine: Cine) -> np.ndarray:
 
 def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", jpeg: bool = False,
                 fps_tags: dict | None = None, modality: str = "US", pixel_data: bool = True,
-                patient: bool = True) -> Path:
-    """Write frames (T, H, W) grey or (T, H, W, 3) RGB as an ultrasound DICOM cine (multi-frame)."""
+                patient: bool = True, bits: int = 8) -> Path:
+    """Write frames (T, H, W) grey or (T, H, W, 3) RGB as an ultrasound DICOM cine (multi-frame);
+    `bits` 16 stores grey frames as uint16 (values x 16)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
@@ -95,9 +96,11 @@ def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2"
         setattr(ds, key, value)
     frames = np.asarray(frames, np.uint8)
     t, h, w = frames.shape[:3]
+    if bits == 16:
+        frames = frames.astype(np.uint16) * 16
     ds.NumberOfFrames = t
     ds.Rows, ds.Columns = h, w
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8, 8, 7, 0) if bits == 8 else (16, 12, 11, 0)
     ds.SamplesPerPixel = 3 if frames.ndim == 4 else 1
     ds.PhotometricInterpretation = photometric
     if frames.ndim == 4:

@@ -86,10 +86,13 @@ def test_keep_names_and_duplicates(inputs, tmp_path, capsys):
     copy = tmp_path / "copy.dcm"
     copy.write_bytes(mono.read_bytes())
     assert main(["convert", str(mono), str(copy), "--out", str(out)]) == 1
-    assert "the same file twice" in capsys.readouterr().err
+    assert "the same file as" in capsys.readouterr().err
     named = tmp_path / "named"
-    assert main(["convert", str(mono), "--out", str(named), "--keep-names"]) == 0
-    assert [r["FileName"] for r in _rows(named / "FileList.csv")] == ["mono"]
+    (tmp_path / "b").mkdir()
+    other = write_dicom(tmp_path / "b" / "mono.dcm", grey(draw_cine(frames=6, seed=1)))  # same name, new file
+    assert main(["convert", str(mono), str(other), "--out", str(named), "--keep-names"]) == 0
+    names = sorted(r["FileName"] for r in _rows(named / "FileList.csv"))
+    assert names[0] == "mono" and names[1].startswith("mono_") and len(names[1]) == 11
 
 
 def test_mjpeg_codec(inputs, tmp_path):
@@ -160,7 +163,7 @@ def _scanner_cine(tmp_path):
 def _same_masks_both_ways(source, trained_run, tmp_path):
     """predict SOURCE directly, and convert SOURCE then predict the dataset: the masks and areas agree."""
     direct, conv, via = tmp_path / "direct", tmp_path / "conv", tmp_path / "via"
-    assert main(["predict", str(source), "--model", str(trained_run), "--out", str(direct)]) == 0
+    assert main(["predict", str(source), "--model", str(trained_run), "--out", str(direct), "--overlay"]) == 0
     assert main(["convert", str(source), "--out", str(conv)]) == 0
     assert main(["predict", str(conv), "--model", str(trained_run), "--out", str(via)]) == 0
     name = _rows(conv / "FileList.csv")[0]["FileName"]
@@ -168,6 +171,8 @@ def _same_masks_both_ways(source, trained_run, tmp_path):
         d, v, info = dict(a), dict(b), json.loads(str(a["info"]))
     src_h, src_w = info["conversion"]["source_size"]
     assert d["masks"].shape[1:] == (src_h, src_w)  # given back at the source size
+    shown, _ = read_video(direct / "overlays" / f"{source.stem}.avi")
+    assert shown.shape == d["masks"].shape  # the overlay is drawn on the source frames
     assert d["masks_converted"].shape == v["masks"].shape == (len(d["masks"]), 112, 112)
     # The converted folder's AVIs are lossless, so the student sees the same frames either way.
     assert np.array_equal(d["masks_converted"], v["masks"])

@@ -54,6 +54,14 @@ def test_decode_and_sector(tmp_path, cine, variant):
         assert np.array_equal(frame_clip(clean, clip.sector, clip.geometry), clip.frames)
 
 
+def test_deep_and_inverted_grey(tmp_path, cine):
+    g = grey(cine)
+    deep = read_dicom(write_dicom(tmp_path / "deep.dcm", g, bits=16))
+    assert deep.frames.dtype == np.uint8 and np.abs(deep.frames.astype(int) - g).max() <= 1  # min-max rescaled
+    inverted = read_dicom(write_dicom(tmp_path / "inv.dcm", 255 - g, "MONOCHROME1"))
+    assert np.array_equal(inverted.frames, g)  # MONOCHROME1: 0 is white
+
+
 def test_sector_framed_like_echonet(tmp_path, cine):
     from echodfkd.data import sector
 

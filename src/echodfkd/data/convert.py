@@ -75,8 +75,7 @@ def _decode(path: Path) -> tuple[np.ndarray, float, str, str, dict]:
     """(frames grey or RGB, fps, fps source, kind, facts) of a DICOM or a video file."""
     if is_dicom(path):
         cine = read_dicom(path)
-        facts = {"transfer_syntax": cine.transfer_syntax, "photometric": cine.photometric,
-                 "colour_flag": cine.colour_flag}
+        facts = {"transfer_syntax": cine.transfer_syntax, "photometric": cine.photometric}
         return cine.frames, cine.fps, cine.fps_source, "dicom", facts
     from echodfkd.io.video import read_video
 

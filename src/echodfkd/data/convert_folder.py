@@ -167,10 +167,12 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
             summary.skipped.append(old["FileName"])
             continue
         try:
-            name = plain_name(source) if keep_names else hashed_name(source)
+            name = hashed_name(source)
+            if keep_names:  # a name two sources share (IM0001 in every PACS folder) gets the hash's start
+                plain = plain_name(source)
+                name = plain if taken.get(plain, key) == key else f"{plain}_{name[2:8]}"
             if taken.get(name, key) != key:
-                raise EchoDFKDError(f"{source}: its name {name} is taken by {taken[name]}"
-                                    + (" (rename one)" if keep_names else " (the same file twice)"))
+                raise EchoDFKDError(f"{source}: the same file as {taken[name]}")
             start = time.perf_counter()
             clip = prepare_clip(source, mode="on", fps=fps, keep_source=previews)
             if clip.fps <= 0:

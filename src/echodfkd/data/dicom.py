@@ -47,7 +47,6 @@ class DicomCine:
     fps_source: str  # e.g. "FrameTime (0018,1063)", or "none"
     transfer_syntax: str
     photometric: str
-    colour_flag: bool  # the Ultrasound Color Data Present tag says colour (Doppler) data is present
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -100,6 +99,17 @@ def _to_uint8(frames: np.ndarray) -> np.ndarray:
     return np.zeros(f.shape, np.uint8) if hi <= lo else np.round((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
+def cine_pixels(path: str | os.PathLike) -> int:
+    """Frames x rows x columns a DICOM's header announces (0 when unreadable), read without pixel data."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.get("NumberOfFrames", 1) or 1) * int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    except Exception:  # unreadable headers are refused, with a reason, by read_dicom
+        return 0
+
+
 def read_dicom(path: str | os.PathLike) -> DicomCine:
     """Decode a multi-frame ultrasound DICOM; every refusal is a one-line VideoError naming the file."""
     import pydicom
@@ -145,9 +155,8 @@ def read_dicom(path: str | os.PathLike) -> DicomCine:
     frames = _to_uint8(np.asarray(frames))
     if photometric == "MONOCHROME1":  # 0 is white
         frames = 255 - frames
-    if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[-1] == 3 and n == 1):
+    if frames.ndim == 2:  # the header said several frames, the pixel data held one
         raise VideoError(f"{path}: a single-frame DICOM image, not a cine loop")
     fps, source = frame_rate(ds)
-    colour_flag = str(ds.get("UltrasoundColorDataPresent", "0")).strip() == "1"
     return DicomCine(frames=frames, fps=fps, fps_source=source, transfer_syntax=str(ts.name),
-                     photometric=photometric, colour_flag=colour_flag)
+                     photometric=photometric)

@@ -262,7 +262,12 @@ def _convert_upload(path: Path, name: str, max_frames: int, kind: str) -> tuple[
     from echodfkd.data.sector import overlay
 
     if kind == "dicom":
+        from echodfkd.data.dicom import cine_pixels
+
         path = path.rename(path.with_name("upload.dcm"))
+        if cine_pixels(path) > MAX_PIXELS:
+            raise UploadRejected(f"'{name}' is too big to analyse here ({cine_pixels(path)} pixels in all); "
+                                 "shorten or downscale it.")
     try:
         clip = prepare_clip(path, mode="auto", keep_source=True)
     except VideoError as exc:
