@@ -82,15 +82,24 @@ def test_folder_conversion_resume_and_bad_files(inputs, tmp_path, capsys):
 
 def test_keep_names_and_duplicates(inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    mono = inputs / "mono.dcm"
-    copy = tmp_path / "copy.dcm"
-    copy.write_bytes(mono.read_bytes())
-    assert main(["convert", str(mono), str(copy), "--out", str(out)]) == 1
-    assert "the same file as" in capsys.readouterr().err
+    first, copy = tmp_path / "first.dcm", tmp_path / "copy.dcm"
+    first.write_bytes((inputs / "mono.dcm").read_bytes())
+    copy.write_bytes(first.read_bytes())
+    assert main(["convert", str(first), str(copy), "--out", str(out)]) == 0
+    assert "has the same contents as" in capsys.readouterr().out
+    assert sorted(r["Status"] for r in _rows(out / "conversion.csv")) == ["duplicate", "ok"]
+    assert len(_rows(out / "FileList.csv")) == 1
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    first.rename(moved / first.name)  # the input moves: a rerun knows it by its contents
+    assert main(["convert", str(moved / first.name), "--out", str(out)]) == 0
+    assert "already converted (from" in capsys.readouterr().out
+    assert str(moved / first.name) in {r["Source"] for r in _rows(out / "conversion.csv") if r["Status"] == "ok"}
+
     named = tmp_path / "named"
     (tmp_path / "b").mkdir()
     other = write_dicom(tmp_path / "b" / "mono.dcm", grey(draw_cine(frames=6, seed=1)))  # same name, new file
-    assert main(["convert", str(mono), str(other), "--out", str(named), "--keep-names"]) == 0
+    assert main(["convert", str(inputs / "mono.dcm"), str(other), "--out", str(named), "--keep-names"]) == 0
     names = sorted(r["FileName"] for r in _rows(named / "FileList.csv"))
     assert names[0] == "mono" and names[1].startswith("mono_") and len(names[1]) == 11
 

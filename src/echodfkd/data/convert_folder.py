@@ -48,7 +48,7 @@ class ConversionSummary:
 
     out: Path
     converted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # already done by an earlier run
+    skipped: list[str] = field(default_factory=list)  # done by an earlier run, or a copy of a converted file
     failed: dict[str, str] = field(default_factory=dict)  # source -> reason
     frames: int = 0
     seconds: float = 0.0
@@ -171,8 +171,10 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
             if keep_names:  # a name two sources share (IM0001 in every PACS folder) gets the hash's start
                 plain = plain_name(source)
                 name = plain if taken.get(plain, key) == key else f"{plain}_{name[2:8]}"
-            if taken.get(name, key) != key:
-                raise EchoDFKDError(f"{source}: the same file as {taken[name]}")
+            first = taken.get(name, key)
+            if first != key and (out / VIDEOS / f"{name}.avi").is_file():
+                _same_contents(rows, taken, name, first, key, summary, echo)
+                continue
             start = time.perf_counter()
             clip = prepare_clip(source, mode="on", fps=fps, keep_source=previews)
             if clip.fps <= 0:
@@ -200,6 +202,20 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
             last_flush = time.monotonic()
     _write_tables(out, rows)
     return summary
+
+
+def _same_contents(rows: dict[str, dict[str, str]], taken: dict[str, str], name: str, first: str, key: str,
+                   summary: ConversionSummary, echo: Callable[[str], None]) -> None:
+    """A source with the contents of one already converted: a moved file takes over its row, a copy is noted."""
+    if not Path(first).exists():  # the input folder moved since: same clip, new path
+        rows[key] = dict(rows.pop(first), Source=key)
+        taken[name] = key
+        echo(f"{name}: already converted (from {first}, now at {key})")
+    else:
+        rows[key] = {**{c: "" for c in COLUMNS}, "FileName": name, "Source": key, "Status": "duplicate",
+                     "Reason": f"same contents as {first}", "Split": rows[first].get("Split", "")}
+        echo(f"{name}: {key} has the same contents as {first}; converted once")
+    summary.skipped.append(name)
 
 
 def _write_preview(path: Path, clip) -> None:
