@@ -57,11 +57,6 @@ class SectorGeometry:
         """Plain values for CSV/JSON records."""
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
-    @property
-    def scale(self) -> float:
-        """Source pixels per output pixel (linear)."""
-        return self.crop_side / self.output_size
-
 
 def motion_map(frames: np.ndarray) -> np.ndarray:
     """Per-pixel median absolute change between successive frames (float32, H x W), over up to
@@ -188,12 +183,6 @@ def frame_clip(frames: np.ndarray, mask: np.ndarray, g: SectorGeometry) -> np.nd
     for i, frame in enumerate(frames):
         out[i] = cv2.resize(_crop(frame * keep, g), (n, n), interpolation=interp)
     return out
-
-
-def mask_to_output(mask: np.ndarray, g: SectorGeometry) -> np.ndarray:
-    """The sector mask seen in the output frame (bool, n x n)."""
-    crop = _crop(mask.astype(np.uint8) * 255, g)
-    return cv2.resize(crop, (g.output_size, g.output_size), interpolation=cv2.INTER_AREA) >= 128
 
 
 def to_source(masks: np.ndarray, g: SectorGeometry) -> np.ndarray:
