@@ -65,11 +65,12 @@ def framing() -> dict:
         side = frames.shape[1]
         top = int(np.flatnonzero(mask.any(axis=1))[0])
         rows.append({"clip": p.name, "top": top / side, "apex_x": fan["apex_x"] / side,
-                     "apex_y": fan["apex_y"] / side, "depth": (fan["apex_y"] + fan["radius"] - top) / side})
+                     "apex_y": fan["apex_y"] / side, "radius": fan["radius"] / side,
+                     "depth": (fan["apex_y"] + fan["radius"] - top) / side})
     summary = {k: {"mean": round(float(np.mean([r[k] for r in rows])), 4),
                    "median": round(float(np.median([r[k] for r in rows])), 4),
                    "min": round(min(r[k] for r in rows), 4), "max": round(max(r[k] for r in rows), 4)}
-               for k in ("top", "apex_x", "apex_y", "depth")}
+               for k in ("top", "apex_x", "apex_y", "radius", "depth")}
     return {"clips": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
             "summary": summary}
 

@@ -27,8 +27,9 @@ class Cine:
 
 
 def draw_cine(frames: int = 12, height: int = 180, width: int = 240, seed: int = 0, doppler: bool = False,
-              colour: bool = True) -> Cine:
-    """A fan of fresh speckle every frame (apex top centre), static text/markers/colour bar, a moving ECG."""
+              colour: bool = True, quiet_near: int = 0) -> Cine:
+    """A fan of fresh speckle every frame (apex top centre), static text/markers/colour bar, a moving ECG;
+    the fan's first `quiet_near` rows are dim and still (a quiet near field)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width]
     ax, ay, radius = width / 2, 14.0, 150.0
@@ -46,8 +47,10 @@ def draw_cine(frames: int = 12, height: int = 180, width: int = 240, seed: int =
     out = np.zeros((frames, height, width, 3), np.uint8)
     ecg = np.zeros((height, width), bool)
     base = 174
+    still = rng.integers(10, 40, size=(height, width), dtype=np.uint8)
     for t in range(frames):
         speckle = rng.integers(25, 230, size=(height, width), dtype=np.uint8)
+        speckle[: int(ay) + quiet_near] = still[: int(ay) + quiet_near]
         img = np.zeros((height, width, 3), np.uint8)
         img[fan] = speckle[fan][:, None]
         trace = np.zeros((height, width), np.uint8)

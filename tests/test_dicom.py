@@ -77,6 +77,14 @@ def test_sector_framed_like_echonet(tmp_path, cine):
     assert g.angle_left == pytest.approx(-40, abs=2) and g.angle_right == pytest.approx(40, abs=2)
 
 
+def test_quiet_near_field_is_kept(tmp_path):
+    quiet = draw_cine(quiet_near=30)
+    clip = prepare_clip(write_dicom(tmp_path / "quiet.dcm", grey(quiet)), keep_source=True)
+    assert iou(clip.sector, quiet.fan) >= 0.95
+    assert clip.geometry.apex_y == pytest.approx(14, abs=2)
+    assert np.flatnonzero(clip.sector.any(axis=1))[0] <= 16  # the still wedge under the apex is not cut
+
+
 @pytest.mark.parametrize("tags, fps, source", [
     ({"FrameTime": "20"}, 50.0, "FrameTime"),
     ({"CineRate": 30}, 30.0, "CineRate"),

@@ -27,6 +27,8 @@ from echodfkd.errors import VideoError
 OUTPUT_SIZE = 112
 #: EchoNet's framing: apex x and first sector row as fractions of the side; side per imaged depth.
 APEX_X, TOP_MARGIN, SIDE_PER_DEPTH = 0.558, 0.071, 1.011
+#: The first imaged row lies at most this fraction of the radius below the fitted apex.
+NEAR_FIELD = 0.1
 #: Frames sampled (evenly) to measure motion; enough for a stable temporal spread.
 SAMPLE_FRAMES = 48
 #: A pixel is "moving" when its median change between frames exceeds this many grey levels.
@@ -141,12 +143,29 @@ def fit_fan(mask: np.ndarray) -> dict:
             "angle_right": angle_right, "fan": bool(fan)}
 
 
+def _add_wedge(mask: np.ndarray, fan: dict, row: int) -> np.ndarray:
+    """The mask with the fan's wedge from the apex down to `row` filled in (between the fitted edges)."""
+    depth = row - fan["apex_y"]
+    left = fan["apex_x"] + np.tan(np.radians(fan["angle_left"])) * depth
+    right = fan["apex_x"] + np.tan(np.radians(fan["angle_right"])) * depth
+    wedge = np.array([[fan["apex_x"], max(0.0, fan["apex_y"])], [left, row], [right, row]])
+    out = mask.astype(np.uint8)
+    cv2.fillPoly(out, [np.round(wedge).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
 def find_sector(frames: np.ndarray, output_size: int = OUTPUT_SIZE) -> tuple[np.ndarray, SectorGeometry]:
     """The sector mask (H, W) of grey frames (T, H, W) and its geometry, with EchoNet's square crop."""
     mask = sector_mask(frames)
     fan = fit_fan(mask)
     if fan["fan"]:
-        top = int(np.flatnonzero(mask.any(axis=1))[0])
+        found = int(np.flatnonzero(mask.any(axis=1))[0])
+        # A dark, quiet near field can leave the first rows out of the mask: the first imaged row is
+        # taken no lower than NEAR_FIELD x radius below the fitted apex (EchoNet's clips: 0.05-0.09),
+        # and the wedge between the fitted edges above it is kept.
+        top = min(found, fan["apex_y"] + NEAR_FIELD * fan["radius"])
+        if found > top + 1:
+            mask = _add_wedge(mask, fan, found)
         depth = fan["apex_y"] + fan["radius"] - top  # first imaged row to the bottom of the arc
         side = max(8, round(SIDE_PER_DEPTH * depth))
         x0 = round(fan["apex_x"] - APEX_X * side)
