@@ -78,9 +78,11 @@ def grey(cine: Cine) -> np.ndarray:
 
 def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2", jpeg: bool = False,
                 fps_tags: dict | None = None, modality: str = "US", pixel_data: bool = True,
-                patient: bool = True, bits: int = 8) -> Path:
-    """Write frames (T, H, W) grey or (T, H, W, 3) RGB as an ultrasound DICOM cine (multi-frame);
-    `bits` 16 stores grey frames as uint16 (values x 16)."""
+                patient: bool = True, bits: int = 8, planar: int = 0, rle: bool = False) -> Path:
+    """Write frames (T, H, W) grey or (T, H, W, 3) RGB as an ultrasound DICOM cine (multi-frame).
+
+    `bits` 16 stores grey frames as uint16 (values x 16); `planar` 1 stores colour plane by plane; `rle`
+    compresses with RLE Lossless; photometric "YBR_FULL" without JPEG stores the RGB frames converted."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
@@ -107,8 +109,12 @@ def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2"
     ds.SamplesPerPixel = 3 if frames.ndim == 4 else 1
     ds.PhotometricInterpretation = photometric
     if frames.ndim == 4:
-        ds.PlanarConfiguration = 0
+        ds.PlanarConfiguration = planar
     if pixel_data:
+        if photometric == "YBR_FULL" and not jpeg:
+            from pydicom.pixels import convert_color_space
+
+            frames = convert_color_space(frames, "RGB", "YBR_FULL")
         if jpeg:
             from PIL import Image
 
@@ -122,7 +128,11 @@ def write_dicom(path: Path, frames: np.ndarray, photometric: str = "MONOCHROME2"
             ds["PixelData"].is_undefined_length = True
             ds.LossyImageCompression = "01"
         else:
-            ds.PixelData = frames.tobytes()
+            ds.PixelData = (frames.transpose(0, 3, 1, 2) if planar and frames.ndim == 4 else frames).tobytes()
+    if rle:
+        from pydicom.uid import RLELossless
+
+        ds.compress(RLELossless, encoding_plugin="pydicom")
     ds.save_as(path, enforce_file_format=True)
     return path
 

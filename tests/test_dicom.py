@@ -16,10 +16,14 @@ from echodfkd.data.dicom import frame_rate, is_dicom, read_dicom  # noqa: E402
 from echodfkd.data.sector import frame_clip  # noqa: E402
 from echodfkd.errors import VideoError  # noqa: E402
 
-VARIANTS = {  # name -> (photometric, JPEG?, colour frames?)
-    "monochrome2": ("MONOCHROME2", False, False),
-    "rgb": ("RGB", False, True),
-    "jpeg_ybr_full_422": ("YBR_FULL_422", True, True),
+VARIANTS = {  # name -> (photometric, JPEG?, colour frames?, extra write_dicom arguments)
+    "monochrome2": ("MONOCHROME2", False, False, {}),
+    "rgb": ("RGB", False, True, {}),
+    "jpeg_ybr_full_422": ("YBR_FULL_422", True, True, {}),
+    "rgb_planes": ("RGB", False, True, {"planar": 1}),
+    "ybr_full": ("YBR_FULL", False, True, {}),
+    "rle_rgb": ("RGB", False, True, {"rle": True}),
+    "rle_monochrome2": ("MONOCHROME2", False, False, {"rle": True}),
 }
 
 
@@ -29,9 +33,9 @@ def cine() -> Cine:
 
 
 def _write(tmp_path, cine: Cine, variant: str, **kw):
-    photometric, jpeg, colour = VARIANTS[variant]
+    photometric, jpeg, colour, extra = VARIANTS[variant]
     frames = cine.frames if colour else grey(cine)
-    return write_dicom(tmp_path / f"{variant}.dcm", frames, photometric, jpeg, **kw)
+    return write_dicom(tmp_path / f"{variant}.dcm", frames, photometric, jpeg, **extra, **kw)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -39,7 +43,9 @@ def test_decode_and_sector(tmp_path, cine, variant):
     path = _write(tmp_path, cine, variant)
     assert is_dicom(path)
     raw = read_dicom(path)
-    assert raw.frames.shape[0] == len(cine.frames) and raw.frames.shape[1:3] == cine.fan.shape
+    assert raw.frames.shape[0] == len(cine.frames) and raw.frames.shape[1:3] == cine.fan.shape  # not transposed
+    expected = "RLE" if variant.startswith("rle") else "JPEG Baseline" if "jpeg" in variant else "Explicit VR"
+    assert raw.transfer_syntax.startswith(expected) and raw.photometric == VARIANTS[variant][0]
     clip = prepare_clip(path, keep_source=True)
     # Colour converted correctly (YBR -> RGB -> grey): the grey levels match what was drawn.
     assert np.abs(clip.source.astype(int) - grey(cine)).mean() < 3.0
@@ -49,7 +55,7 @@ def test_decode_and_sector(tmp_path, cine, variant):
     assert clip.frames.shape == (len(cine.frames), 112, 112) and clip.frames.dtype == np.uint8
     assert clip.fps == pytest.approx(1000 / 33.333) and clip.fps_source.startswith("FrameTime")
     # Text, ECG and bar are blanked: removing them from the source does not change a single output pixel.
-    if variant != "jpeg_ybr_full_422":  # (JPEG blocks straddling the fan's edge shift a few levels)
+    if variant not in ("jpeg_ybr_full_422", "ybr_full"):  # (JPEG blocks / YBR rounding shift a few levels)
         clean = grey(cine) * cine.fan.astype(np.uint8)
         assert np.array_equal(frame_clip(clean, clip.sector, clip.geometry), clip.frames)
 
