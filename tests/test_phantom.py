@@ -187,15 +187,16 @@ def test_synthetic_style(tmp_path):
 
 
 def test_synthetic_looks_different_from_dynamic():
-    dyn = make_clip(1, 0, "dynamic", 112, frames=48, fps=50)
-    syn = make_clip(1, 0, "synthetic", 112, frames=48)
-
-    def grain(v: np.ndarray) -> float:  # pixel-to-pixel roughness inside the bright tissue
+    def grain(v: np.ndarray) -> float:  # pixel-to-pixel roughness inside the bright tissue, relative to it
         x = v.astype(float)
-        d = np.abs(np.diff(x, axis=2))[:, :, :]
-        return float(d[x[:, :, 1:] > 60].mean())
+        d = np.abs(np.diff(x, axis=2))
+        bright = x[:, :, 1:] > 60
+        return float(d[bright].mean() / x[:, :, 1:][bright].mean())
 
-    assert grain(syn.frames) < 0.8 * grain(dyn.frames)
+    # The synthetic style is another scanner: a more compounded, smoother grain (on average over clips).
+    dyn = np.mean([grain(make_clip(1, i, "dynamic", 112, frames=48, fps=50).frames) for i in range(6)])
+    syn = np.mean([grain(make_clip(1, i, "synthetic", 112, frames=48).frames) for i in range(6)])
+    assert syn < 0.85 * dyn
 
 
 def test_preview_and_cli(dyn, tmp_path):

@@ -183,7 +183,7 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     assert traced.frames.shape == (8, 32, 32) and traced.masks.dtype == bool and traced.masks.any()
     assert [n for n, _ in traced.skipped] == ["clip_train_4"] and len(traced.origin) == 8
     out = tmp_path / "teacher.pt"
-    result = train_teacher(data, LIGHT, out, epochs=40, batch_size=4, shift=2)
+    result = train_teacher(data, LIGHT, out, epochs=40, batch_size=4, augment=0.5)
     assert len(result.history) == 40
     # It learns: eval-mode VAL Dice (BatchNorm running statistics) well above chance on the ellipses.
     assert result.best_val_dice > 0.6

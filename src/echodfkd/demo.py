@@ -32,6 +32,7 @@ class DemoSettings:
     teacher_arch: str
     teacher_epochs: int
     teacher_seconds: float | None  # wall-clock cap (None: epochs only)
+    teacher_truth_every: int | None  # train the teacher on every K-th frame's exact mask (None: traced frames)
     distill_epochs: int
     distill_seconds: float | None
     frame_size: int                # distillation and inference frame size (the reference trained at 56)
@@ -44,12 +45,13 @@ class DemoSettings:
 
 FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
+                    teacher_truth_every=4,
                     distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None, patience=10)
 # Quick runs are bounded by epochs, not seconds, so a slow or busy machine gets the same model (later).
 QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
                      corrupt=0.1, teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=14,
-                     teacher_seconds=None, distill_epochs=8, distill_seconds=None, frame_size=56, seq_len=8,
+                     teacher_seconds=None, teacher_truth_every=None, distill_epochs=8, distill_seconds=None, frame_size=56, seq_len=8,
                      batch_size=8, clips_per_epoch=64, patience=100)
 
 
@@ -73,7 +75,9 @@ def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = 
         ("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings",
          steps.phantom_synthetic, [p["synthetic"] / "FileList.csv"], []),
         ("check", "check the dynamic set (corrupted.csv)", steps.check, [p["corrupted"]], []),
-        ("teacher", f"train a {settings.teacher_arch} teacher on the traced TRAIN frames", steps.teacher,
+        ("teacher", f"train a {settings.teacher_arch} teacher on the "
+         + (f"exact masks of every {settings.teacher_truth_every}th TRAIN frame" if settings.teacher_truth_every
+            else "traced TRAIN frames"), steps.teacher,
          [p["teacher"]], [p["teacher"].parent]),
         ("label", "label the synthetic TRAIN/VAL clips with the teacher", steps.label,
          [p["targets"] / "meta.json"], [p["targets"]]),
@@ -141,7 +145,7 @@ class _Steps:
         from echodfkd.models.teacher_train import train_teacher
 
         r = train_teacher(self.p["dynamic"], self.s.teacher_arch, self.p["teacher"], epochs=self.s.teacher_epochs,
-                          max_seconds=self.s.teacher_seconds, seed=self.s.seed)
+                          max_seconds=self.s.teacher_seconds, seed=self.s.seed, truth_every=self.s.teacher_truth_every)
         return {"arch": r.arch, "best_epoch": r.best_epoch, "epochs_run": len(r.history),
                 "best_val_dice": r.best_val_dice, "train_frames": r.train_frames, "val_frames": r.val_frames}
 

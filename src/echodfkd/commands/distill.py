@@ -38,7 +38,11 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
                    help="train at this square size (56 = the reference's half resolution); default: native")
     p.add_argument("--infer-size", type=int, default=None,
                    help="size the thresholds are calibrated at, recorded as the size predict runs at "
-                        "(default: the clips' native size)")
+                        "(default: --frame-size when given, else the clips' native size)")
+    p.add_argument("--augment", type=float, default=1.0, metavar="STRENGTH",
+                   help="echo augmentations during training (zoom/rotation/shift on frames and targets; gain, "
+                        "gamma, contrast, depth ramp, blur, noise, speckle, sector edge, erasing on frames), "
+                        "0 = off, up to 2")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--epochs", type=int, default=400, help="maximum epochs (early stopping usually ends sooner)")
@@ -63,7 +67,7 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
 
 def training_kwargs(args: argparse.Namespace, architecture: bool = True) -> dict[str, Any]:
     """The distill() keyword arguments from parsed options."""
-    keys = ["frame_size", "infer_size", "lr", "weight_decay", "epochs", "max_time", "patience", "train_split",
+    keys = ["frame_size", "infer_size", "augment", "lr", "weight_decay", "epochs", "max_time", "patience", "train_split",
             "val_split", "clips_per_epoch", "val_windows", "channels", "seed", "workers", "cache_gb",
             "accelerator", "devices", "num_nodes", "strategy", "precision"]
     if architecture:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 
 NAME = "teacher"
@@ -33,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                        help="adam, or sgd with momentum 0.9 / weight decay 1e-5 like EchoNet")
     train.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE; when omitted, frames are used as stored")
-    train.add_argument("--no-augment", action="store_true", help="turn off random shifts and intensity gain")
+    train.add_argument("--augment", type=float, default=1.0, metavar="STRENGTH",
+                       help="echo augmentations (zoom/rotation/shift on frames and masks; gain, gamma, contrast, "
+                            "depth ramp, blur, noise, speckle, sector edge, erasing on frames); 0 = off, up to 2")
+    train.add_argument("--no-augment", action="store_true", help=argparse.SUPPRESS)  # old spelling of --augment 0
+    train.add_argument("--dense-truth", type=int, default=None, metavar="K",
+                       help="phantom folders only: train on every K-th frame of each TRAIN clip with the exact LV "
+                            "masks (GroundTruth/) instead of the two traced frames; VAL stays on the traced frames")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
@@ -50,9 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from echodfkd.models.teacher_train import train_teacher
 
+    augment = args.augment
+    if args.no_augment:
+        print("echodfkd teacher train: --no-augment is deprecated; use --augment 0", file=sys.stderr)
+        augment = 0.0
     result = train_teacher(args.data, args.arch, args.out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
-                           augment=not args.no_augment, seed=args.seed,
+                           augment=augment, seed=args.seed, truth_every=args.dense_truth,
                            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     if args.json:
         print(json.dumps({"out": str(result.path), "arch": result.arch, "best_epoch": result.best_epoch,

@@ -31,6 +31,7 @@ class DistillConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "none"
     dice_weight: float = 0.0
+    augment: float = 1.0          # strength of the echo augmentations (data/augment.py); 0 = off
     epochs: int = 400
     max_time: str | None = None
     patience: int = 10
@@ -61,8 +62,12 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.dice_weight < 0:
             raise ValueError("lr must be > 0 and dice_weight >= 0")
+        if not 0.0 <= self.augment <= 2.0:
+            raise ValueError(f"augment strength must be in [0, 2], got {self.augment}")
         if self.channels not in (None, "lv", "lv,rv"):
             raise ValueError(f"channels must be 'lv', 'lv,rv' or None (auto), got {self.channels!r}")
+        if self.infer_size is None and self.frame_size is not None:
+            self.infer_size = self.frame_size  # infer where the student was trained (and calibrated)
         if self.max_time is not None:
             self.max_time = format_duration(parse_duration(self.max_time))
         k = 2 ** (self.blocks - 1)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echodfkd.data.augment import AugmentSettings, EchoAugment
 from echodfkd.models.student import Student
 
 INITS = ("default", "xavier", "kaiming", "orthogonal")
@@ -47,7 +48,7 @@ class DistillModule(pl.LightningModule):
 
     def __init__(self, student: dict[str, Any], lr: float = 1e-3, dice_weight: float = 0.0,
                  lr_schedule: str = "none", max_epochs: int = 400, init: str = "default",
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, augment: float = 0.0) -> None:
         super().__init__()
         if lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
@@ -55,6 +56,7 @@ class DistillModule(pl.LightningModule):
         self.save_hyperparameters()
         self.student = Student(**student)
         init_weights(self.student, init)
+        self.augment = EchoAugment(AugmentSettings(strength=augment)) if augment > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Student logits (N, T, C, H, W) for frames (N, T, 1, H, W) on the 0-255 scale."""
@@ -73,7 +75,12 @@ class DistillModule(pl.LightningModule):
         return out
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step on a batch of windows."""
+        """One optimisation step on a batch of (augmented) windows."""
+        if self.augment is not None:
+            frames, targets = batch
+            with torch.no_grad():
+                x, y = self.augment(frames[:, :, 0].float(), targets.float())
+            batch = (x[:, :, None], y.clamp_(0.0, 255.0))
         losses = self._losses(batch)
         n = batch[0].shape[0]
         self.log("train_loss", losses["loss"], on_step=False, on_epoch=True, prog_bar=True, batch_size=n,

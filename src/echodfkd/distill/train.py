@@ -237,7 +237,8 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     # ---------------------------------------------------------------- trainer
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DistillModule(student_cfg, lr=cfg.lr, dice_weight=cfg.dice_weight, lr_schedule=cfg.lr_schedule,
-                           max_epochs=cfg.epochs, init=cfg.init, weight_decay=cfg.weight_decay)
+                           max_epochs=cfg.epochs, init=cfg.init, weight_decay=cfg.weight_decay,
+                           augment=cfg.augment)
     ckpt_cb = ModelCheckpoint(dirpath=run / CHECKPOINTS, filename="best", monitor="val_loss", mode="min",
                               save_top_k=1, save_last=True, enable_version_counter=False)
     early = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)

@@ -5,8 +5,12 @@ normalised with the train set's mean/std, model selection on VAL. Differences, f
 (lr 1e-3) by default instead of EchoNet's SGD (lr 1e-5 on a pixel-*summed* loss, which is a far larger
 step on our pixel-averaged loss); `optimizer="sgd"` gives momentum 0.9 and weight decay 1e-5 like
 EchoNet. The best epoch is chosen by VAL Dice pooled over the traced frames (2*sum(I) / sum(|P|+|T|)).
-Light augmentation (random shifts, intensity gain) is on by default. The checkpoint is EchoNet's
-format, so `load_teacher` reads ours and theirs; it is rewritten (atomically) whenever VAL improves.
+Echo augmentations (data/augment.py: zoom, rotation and shift on frames and masks; gain, gamma,
+contrast, depth ramp, blur, noise, speckle, sector edge and erasing on frames) are on by default. On a
+phantom (a GroundTruth/ folder), `truth_every=K` trains on every K-th frame of each TRAIN clip with the
+exact LV masks instead of the two traced frames: a phantom-only teacher that has seen the whole cycle.
+Validation stays on the traced VAL frames. The checkpoint is EchoNet's format, so `load_teacher` reads
+ours and theirs; it is rewritten (atomically) whenever VAL improves.
 
 Measured on a 160-clip phantom (238 TRAIN / 42 VAL traced frames, 112x112), Adam, batch 16:
 lraspp_mobilenet_v3_large reaches VAL Dice 0.91 after 40 CPU-seconds and 0.94 after ~120, against
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from echodfkd.data.augment import AugmentSettings, EchoAugment
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
 
@@ -74,16 +79,45 @@ def _clip_traced(dataset, name: str, size: int | None) -> list[tuple[np.ndarray,
     return pairs
 
 
+def _clip_truth(dataset, name: str, size: int | None, every: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(frame, mask, index) of every `every`-th frame of a phantom clip with its exact LV mask."""
+    from echodfkd.io.video import resize_frames, resize_masks
+
+    truth = dataset.ground_truth(name)
+    if truth is None or "lv" not in truth:
+        raise DatasetError(f"{dataset.root}: {name} has no ground truth (GroundTruth/{name}.npz); "
+                           "dense-truth training needs a phantom folder")
+    video, _ = dataset.video(name)
+    lv = truth["lv"].astype(bool)
+    if lv.shape != video.shape:
+        raise DatasetError(f"{dataset.video_path(name)}: ground truth {lv.shape} does not match the video {video.shape}")
+    index = np.arange(0, len(video), every)
+    frames, masks = video[index], lv[index]
+    if size is not None:
+        frames, masks = resize_frames(frames, size), resize_masks(masks, size)
+    return [(f, m, int(i)) for f, m, i in zip(frames, masks, index)]
+
+
+def load_truth_frames(dataset, split: str, every: int, size: int | None = None, workers: int = 2) -> TracedFrames:
+    """Every `every`-th frame of each clip of `split` with the phantom's exact LV masks (GroundTruth/)."""
+    return _load_pairs(dataset, split, lambda name: _clip_truth(dataset, name, size, every), workers)
+
+
 def load_traced_frames(dataset, split: str, size: int | None = None, workers: int = 2) -> TracedFrames:
     """ED and ES frames of every traced clip of `split` with the first annotator's masks.
 
     Clips whose video or traces are unusable are skipped and listed (decoding runs in `workers` threads).
     """
+    return _load_pairs(dataset, split, lambda name: _clip_traced(dataset, name, size), workers)
+
+
+def _load_pairs(dataset, split: str, pairs_of, workers: int) -> TracedFrames:
+    """(frame, mask) pairs of every clip of `split`; unusable clips are skipped and listed (threads decode)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def job(name: str):
         try:
-            return name, _clip_traced(dataset, name, size), None
+            return name, pairs_of(name), None
         except EchoDFKDError as exc:
             return name, [], str(exc)
 
@@ -102,19 +136,6 @@ def load_traced_frames(dataset, split: str, size: int | None = None, workers: in
     empty = np.zeros((0, 1, 1), dtype=np.uint8)
     return TracedFrames(np.stack(frames) if frames else empty,
                         np.stack(masks).astype(bool) if masks else empty.astype(bool), origin, skipped)
-
-
-def _augment(x: torch.Tensor, y: torch.Tensor, shift: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random translation (zero padding, same for frame and mask) and intensity gain, per sample."""
-    n, h, w = x.shape
-    if shift > 0:
-        xp = F.pad(x, (shift, shift, shift, shift))
-        yp = F.pad(y, (shift, shift, shift, shift))
-        offs = torch.randint(0, 2 * shift + 1, (n, 2), generator=gen).tolist()
-        x = torch.stack([xp[i, a:a + h, b:b + w] for i, (a, b) in enumerate(offs)])
-        y = torch.stack([yp[i, a:a + h, b:b + w] for i, (a, b) in enumerate(offs)])
-    gain = 0.8 + 0.4 * torch.rand(n, 1, 1, generator=gen)
-    return (x * gain).clamp_(0, 255), y
 
 
 def evaluate_teacher(teacher: Teacher, frames: np.ndarray, masks: np.ndarray, batch_size: int = 64) -> dict[str, float]:
@@ -144,19 +165,25 @@ def _bar(total: int, desc: str):
 
 def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLike, epochs: int = 10,
                   batch_size: int = 16, lr: float | None = None, size: int | None = None,
-                  device: str | torch.device = "cpu", optimizer: str = "adam", augment: bool = True,
-                  shift: int = 8, mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
+                  device: str | torch.device = "cpu", optimizer: str = "adam", augment: float = 1.0,
+                  mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
                   seed: int = 0, train_split: str = "TRAIN", val_split: str = "VAL",
-                  max_seconds: float | None = None) -> TrainResult:
+                  max_seconds: float | None = None, truth_every: int | None = None) -> TrainResult:
     """Train a 1-channel `arch` segmenter on the traced frames of `train_split`; save the best VAL-Dice epoch.
 
     `mean`/`std` default to the training frames' statistics (EchoNet's recipe). `max_seconds` stops
-    after the epoch that crosses that wall-clock budget.
+    after the epoch that crosses that wall-clock budget. `augment` is the augmentation strength (0 = off);
+    `truth_every=K` trains on every K-th frame with a phantom's exact masks (see the module docstring).
     """
     from echodfkd.data import open_dataset
 
     if epochs < 1 or batch_size < 1:
         raise EchoDFKDError(f"epochs and batch size must be >= 1 (got {epochs}, {batch_size})")
+    if truth_every is not None and truth_every < 1:
+        raise EchoDFKDError(f"dense-truth step must be >= 1 frame, got {truth_every}")
+    augment = float(augment)
+    if not 0.0 <= augment <= 2.0:
+        raise EchoDFKDError(f"augmentation strength must be in [0, 2], got {augment}")
     if optimizer not in ("adam", "sgd"):
         raise EchoDFKDError(f"unknown optimizer {optimizer!r} (adam or sgd)")
     start = time.perf_counter()
@@ -164,7 +191,13 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
     if not getattr(ds, "has_tracings", False):
         raise DatasetError(f"{ds.root}: teacher training needs human tracings (VolumeTracings.csv); "
                            "this folder has none")
-    train = load_traced_frames(ds, train_split, size)
+    if truth_every is not None:
+        if not getattr(ds, "has_ground_truth", False):
+            raise DatasetError(f"{ds.root}: dense-truth training needs a phantom's GroundTruth/ folder; "
+                               "this folder has none")
+        train = load_truth_frames(ds, train_split, truth_every, size)
+    else:
+        train = load_traced_frames(ds, train_split, size)
     if len(train.frames) < 2:
         raise DatasetError(f"{ds.root}: {train_split} has {len(train.frames) // 2} usable traced clip(s); "
                            "teacher training needs at least one")
@@ -190,6 +223,7 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
     else:
         opt = torch.optim.SGD(teacher.parameters(), lr=lr or 1e-2, momentum=0.9, weight_decay=1e-5)
 
+    aug = EchoAugment(AugmentSettings(strength=augment)) if augment > 0 else None
     x_all = torch.from_numpy(train.frames).float()
     y_all = torch.from_numpy(train.masks).float()
     n = len(x_all)
@@ -206,8 +240,10 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
         tic, cpu, total = time.perf_counter(), time.process_time(), 0.0
         for k, idx in enumerate(batches, 1):
             x, y = x_all[idx], y_all[idx]
-            if augment:
-                x, y = _augment(x, y, shift, gen)
+            if aug is not None:
+                with torch.no_grad():
+                    xa, ya = aug(x[:, None], y[:, None, None])
+                x, y = xa[:, 0], ya[:, 0, 0].clamp_(0.0, 1.0)
             logits = teacher(x.to(device))
             loss = F.binary_cross_entropy_with_logits(logits, y.to(device))
             opt.zero_grad(set_to_none=True)

@@ -75,12 +75,12 @@ def sample_anatomy(rng: np.random.Generator, ef: float) -> Anatomy:
     """Draw a plausible heart for a target ejection fraction (fraction, 0-1)."""
     dilation = 1.0 + 0.45 * max(0.0, 0.5 - ef)  # failing hearts are larger and rounder
     foreshortening = rng.uniform(0.88, 1.0)
-    length = rng.uniform(0.47, 0.54) * min(dilation, 1.1) * foreshortening
+    length = rng.uniform(0.5, 0.6) * min(dilation, 1.1) * foreshortening
     roundness = dilation / foreshortening
     anat = Anatomy(
         length=length,
         tilt=float(np.clip(rng.normal(0.08, 0.07), -0.12, 0.25)),
-        apex=(rng.uniform(0.52, 0.58), rng.uniform(0.13, 0.18)),
+        apex=(rng.uniform(0.5, 0.58), rng.uniform(0.16, 0.26)),  # EchoNet's crop: apex 2-3 cm below the probe
         w_sept=rng.uniform(0.23, 0.27) * roundness,
         w_lat=rng.uniform(0.27, 0.32) * roundness,
         s_mid=rng.uniform(0.45, 0.62),
@@ -104,7 +104,7 @@ def sample_anatomy(rng: np.random.Generator, ef: float) -> Anatomy:
         ra_bulge=rng.uniform(0.3, 0.6),
         atrial_wall=rng.uniform(0.025, 0.04),
         sway=(rng.uniform(-0.01, 0.01), rng.uniform(-0.015, 0.004)),
-        papillary=rng.uniform(0.8, 1.2) if rng.random() < 0.5 else 0.0,
+        papillary=rng.uniform(0.8, 1.3) if rng.random() < 0.8 else 0.0,
     )
     return replace(anat, width_es=_calibrate_width(anat, ef))
 

@@ -17,7 +17,8 @@ from echodfkd.data.phantom.anatomy import Anatomy, HeartFrames, build_heart, lan
 from echodfkd.data.phantom.imaging import Acquisition, Scanner, sample_acquisition
 from echodfkd.data.phantom.motion import Cycle, sample_cycle
 from echodfkd.data.phantom.raster import fill_polygons
-from echodfkd.data.phantom.scene import background_texture, draw_scene, sample_echogenicity
+from echodfkd.data.phantom.flow import coarse_displacement, remap_grids
+from echodfkd.data.phantom.scene import background_texture, cavity_haze, draw_scene, sample_echogenicity, trabeculae
 from echodfkd.data.phantom.tables import draw_duration, draw_fps
 from echodfkd.data.phantom.tracing import choose_traced_frames, trace_lv
 from echodfkd.errors import DatasetError
@@ -195,10 +196,12 @@ def make_clip(seed: int, index: int, style: str = "dynamic", size: int = 112, ki
     ed, es = true_phases(cycle, area)
 
     levels = sample_echogenicity(ri)
-    background = background_texture(ri, size, ri.uniform(5, 16))
-    reflectivity = draw_scene(heart, levels, background)
+    background = background_texture(ri, size, levels.surround * levels.myocardium)
+    strands = trabeculae(heart, levels.trabeculae, size, ri)
+    reflectivity = draw_scene(heart, levels, background, strands, cavity_haze(heart, levels, size, ri))
     scanner = Scanner(acquisition, size, ri, (landmarks(heart) + 0.5) / size)
-    power = scanner.speckle(ri, np.abs(np.gradient(cycle.m)) * rate, rate)
+    flow = remap_grids(coarse_displacement(heart, size), size)
+    power = scanner.speckle(ri, np.abs(np.gradient(cycle.m)) * rate, rate, flow)
     video = scanner.render(reflectivity, power, ri)
 
     rt = r["trace"]

@@ -1,10 +1,14 @@
-"""B-mode image formation: sector fan, beam-correlated speckle, attenuation, blur, clutter, dropout.
+"""B-mode image formation: sector fan, speckle that moves with the tissue, attenuation, blur, artefacts.
 
 Speckle is generated in beam (polar) coordinates, so its grains are short along the beam, and their
-lateral size grows with depth once scan-converted onto the image grid. A small pool of speckle fields is
-cross-faded over time (preserving the Rayleigh statistics), faster while the heart moves; its contrast is
-lowered as scanners' compounding does (and further for the smooth `synthetic` look). Interfaces facing the
-beam add specular echoes. Everything is precomputed per clip on polar grids, then applied to whole clips.
+lateral size grows with depth once scan-converted onto the image grid. The speckle and the tissue's
+heterogeneity are carried by the tissue motion (flow.py), and a small pool of speckle fields is
+cross-faded over time (preserving the Rayleigh statistics) so it also decorrelates slowly, faster while
+the heart moves; its contrast is lowered as scanners' compounding does. Interfaces facing the beam add
+specular echoes. Artefacts: near-field clutter, reverberation bands, side-lobe haze spreading bright
+echoes across the beams into the cavities, shadowing behind a strong reflector, wall dropout, and a
+harmonic or fundamental look. The two styles are two scanners with their own settings. Everything is
+precomputed per clip on polar grids, then applied to whole clips.
 """
 
 from __future__ import annotations
@@ -42,35 +46,47 @@ class Acquisition:
     speckle_contrast: float  # 1 = fully developed speckle; lower = compounded/filtered or generator-like
     dropout: float          # depth of wall dropout (0 none, 1 full)
     markers: bool           # depth-scale dots beside the sector
-    synthetic: bool         # generator-like look (EchoNet-Synthetic stand-in)
-    flicker: float          # per-frame gain jitter (synthetic)
+    synthetic: bool         # the second scanner (EchoNet-Synthetic stand-in)
+    flicker: float          # per-frame gain jitter
+    harmonic: bool = True   # harmonic imaging: cleaner cavities, finer grain; fundamental: more haze
+    sidelobe: float = 0.0   # share of the echo spread across the beams (haze in the cavities)
+    reverb: float = 0.0     # strength of reverberation bands below the near field
+    shadow: float = 0.0     # depth of an acoustic shadow behind a strong reflector (0 none)
 
 
 def sample_acquisition(rng: np.random.Generator, style: str) -> Acquisition:
-    """Draw scanner settings; the `synthetic` style is smoother, brighter and flickers slightly."""
+    """Draw scanner settings. Both styles frame the heart like EchoNet's zoomed A4C crop (the fan's apex at
+    the top, its upper corners cut by the square); the `synthetic` style is a second scanner: a smoother,
+    more compounded grain, a softer grey map and more haze, with mild frame-to-frame gain jitter."""
     synthetic = style == "synthetic"
+    harmonic = rng.random() < (0.5 if synthetic else 0.75)
+    fundamental = 0.0 if harmonic else 1.0
     return Acquisition(
-        sector_apex=(rng.uniform(0.5, 0.56), rng.uniform(0.03, 0.08)),
-        half_angle=np.deg2rad(rng.uniform(44, 49)),
-        depth=rng.uniform(0.98, 1.1),
-        gain_db=rng.uniform(-12.5, -7.5) + (2.0 if synthetic else 0.0),
-        dynamic_range_db=rng.uniform(38, 48),
-        gamma=rng.uniform(1.15, 1.5) * (0.85 if synthetic else 1.0),
-        attenuation_db=rng.uniform(3, 10),
+        sector_apex=(rng.uniform(0.47, 0.55), rng.uniform(-0.06, 0.03)),
+        half_angle=np.deg2rad(rng.uniform(33, 47)),
+        depth=rng.uniform(1.0, 1.3),
+        gain_db=rng.uniform(-17.0, -9.0) - (1.5 if synthetic else 0.0),
+        dynamic_range_db=rng.uniform(36, 54),
+        gamma=rng.uniform(1.2, 1.8) * (1.05 if synthetic else 1.0),
+        attenuation_db=rng.uniform(3, 12),
         tgc_db=tuple(rng.normal(0, 1.5, size=4)),
-        clutter=rng.uniform(0.1, 0.4) * (0.5 if synthetic else 1.0),
-        clutter_depth=rng.uniform(0.05, 0.11),
-        psf=rng.uniform(0.3, 0.5) * (1.7 if synthetic else 1.0),
+        clutter=rng.uniform(0.1, 0.4) * (1.0 + 0.5 * fundamental),
+        clutter_depth=rng.uniform(0.04, 0.1),
+        psf=rng.uniform(0.25, 0.45) * (1.5 if synthetic else 1.0),
         lateral_blur=rng.uniform(0.5, 1.2),
-        specular=rng.uniform(2.0, 4.0) * (0.6 if synthetic else 1.0),
-        speckle_axial=rng.uniform(0.5, 0.8) * (1.3 if synthetic else 1.0),
-        speckle_lateral=rng.uniform(0.9, 1.4) * (1.2 if synthetic else 1.0),
-        speckle_contrast=rng.uniform(0.3, 0.45) if synthetic else rng.uniform(0.6, 0.85),  # compounding
-        speckle_rate=rng.uniform(2.0, 4.0),
-        dropout=rng.uniform(0.3, 0.85),
-        markers=(not synthetic) and rng.random() < 0.8,
+        specular=rng.uniform(2.0, 4.0) * (0.7 if synthetic else 1.0),
+        speckle_axial=rng.uniform(0.5, 0.9) * (1.3 if synthetic else 1.0) * (1.0 + 0.3 * fundamental),
+        speckle_lateral=rng.uniform(1.0, 1.6) * (1.2 if synthetic else 1.0) * (1.0 + 0.2 * fundamental),
+        speckle_contrast=rng.uniform(0.35, 0.6) if synthetic else rng.uniform(0.6, 0.9),  # compounding
+        speckle_rate=rng.uniform(0.5, 2.0),
+        dropout=rng.uniform(0.3, 0.9),
+        markers=rng.random() < (0.3 if synthetic else 0.8),
         synthetic=synthetic,
-        flicker=0.04 if synthetic else 0.0,
+        flicker=0.015 if synthetic else 0.0,
+        harmonic=harmonic,
+        sidelobe=rng.uniform(0.0, 0.012) * (1.0 + 1.5 * fundamental) * (1.5 if synthetic else 1.0),
+        reverb=rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 0.0,
+        shadow=rng.uniform(0.4, 0.9) if rng.random() < 0.25 else 0.0,
     )
 
 
@@ -101,9 +117,17 @@ class Scanner:
         self.pool = self._speckle_fields(rng, _POOL)
         streaks = np.interp(theta, np.linspace(-1.0, 1.0, 24), rng.uniform(0.2, 1.0, 24))
         near = acq.clutter * np.exp(-r / acq.clutter_depth) * streaks
-        self.clutter = near.astype(np.float32)
+        if acq.reverb > 0:  # copies of the near-field echo at multiples of the skin-to-rib depth
+            d0 = rng.uniform(0.08, 0.16)
+            for k in (1, 2):
+                near += acq.reverb * acq.clutter * 0.5 ** k * np.exp(-((r - k * d0) / 0.012) ** 2) * streaks
+        self.clutter = (near * self.sector).astype(np.float32)
+        if acq.shadow > 0:  # a wedge of lost echo behind a strong reflector (rib, calcification)
+            t0, width, r0 = rng.uniform(-0.8, 0.8) * acq.half_angle, rng.uniform(0.05, 0.15), rng.uniform(0.1, 0.5)
+            wedge = np.exp(-((theta - t0) / width) ** 2) * (r > r0)
+            self.gain *= (1.0 - acq.shadow * wedge).astype(np.float32)
         self.dropout = self._dropout_map(rng, dropout_centres, x, y)
-        self.texture = self._texture(rng) * self.dropout
+        self.texture = self._texture(rng)
         self.overlay = self._markers(rng) if acq.markers else None
         grey = np.linspace(0.0, 1.0, 256) ** acq.gamma
         self.lut = np.clip(255.0 * grey + 0.5, 0, 255).astype(np.uint8)
@@ -131,7 +155,7 @@ class Scanner:
 
     def _texture(self, rng: np.random.Generator) -> np.ndarray:
         """Static tissue heterogeneity (bright and weak patches, streaks along the beams)."""
-        coarse = rng.lognormal(0.0, 0.85, size=(self.n_depth // 6 + 2, self.n_beams // 10 + 2)).astype(np.float32)
+        coarse = rng.lognormal(0.0, 0.35, size=(self.n_depth // 6 + 2, self.n_beams // 10 + 2)).astype(np.float32)
         polar = cv2.resize(coarse, (self.n_beams, self.n_depth), interpolation=cv2.INTER_CUBIC)
         tex = cv2.remap(polar, self.map_beam, self.map_depth, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return (np.clip(tex, 0.12, 4.0) ** 2).astype(np.float32)  # amplitude texture, in power
@@ -162,11 +186,14 @@ class Scanner:
         return mask, img[mask]
 
     # ------------------------------------------------------------ per clip
-    def speckle(self, rng: np.random.Generator, speed: np.ndarray, fps: float) -> np.ndarray:
-        """Speckle power times the static gain map (T, H, W), decorrelating faster while the heart moves.
+    def speckle(self, rng: np.random.Generator, speed: np.ndarray, fps: float,
+                flow: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Speckle power times tissue texture and the static gain map (T, H, W).
 
         Consecutive pool fields are cross-faded as complex fields (cos/sin weights keep the statistics);
         the fade is quantised to _STEPS levels so every frame is a lookup into a small per-clip table.
+        With `flow` (remap maps from flow.remap_grids), each frame's speckle and texture are carried to where
+        the tissue has moved since frame 0; the fan mask and gain stay with the probe.
         """
         rate = self.acq.speckle_rate * (1.0 + 1.5 * np.abs(speed))  # fields per second
         phase = np.cumsum(rate / fps) + rng.uniform(0, _POOL)
@@ -181,8 +208,16 @@ class Scanner:
         if self.acq.speckle_contrast != 1.0:
             table *= np.float32(self.acq.speckle_contrast)
             table += np.float32(1.0 - self.acq.speckle_contrast)
-        table *= self.gain  # attenuation, TGC, gain and fan mask ride along with the speckle
-        return table[step]
+        table *= self.texture
+        if flow is None:
+            table *= self.gain  # attenuation, TGC, gain and fan mask ride along with the speckle
+            return table[step]
+        mx, my = flow
+        out = np.empty((len(step), self.size, self.size), dtype=np.float32)
+        for t, k in enumerate(step):
+            cv2.remap(table[k], mx[t], my[t], cv2.INTER_LINEAR, dst=out[t], borderMode=cv2.BORDER_REFLECT)
+            out[t] *= self.gain
+        return out
 
     def render(self, reflectivity: np.ndarray, power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """B-mode frames (T, H, W) uint8 from reflectivity (T, H, W) uint8 and speckle power (x gain)."""
@@ -190,10 +225,15 @@ class Scanner:
         # Backscattered power of the tissue: reflectivity squared (a lookup), times static heterogeneity.
         t_len, h, w = reflectivity.shape
         x = cv2.LUT(reflectivity.reshape(t_len * h, w), _SQUARE).reshape(t_len, h, w)
-        x *= self.texture
+        x *= self.dropout
         wide = np.empty_like(x)
         for t in range(x.shape[0]):
             cv2.GaussianBlur(x[t], (0, 0), acq.lateral_blur * scale, dst=wide[t])
+        if acq.sidelobe > 0:  # side lobes: bright echoes leak sideways into the dark cavities
+            lobe = np.empty_like(x[0])
+            for t in range(x.shape[0]):
+                cv2.GaussianBlur(x[t], (0, 0), sigmaX=5.0 * scale, sigmaY=0.8 * scale, dst=lobe)
+                x[t] += np.float32(acq.sidelobe) * lobe
         # Specular echoes: interfaces facing the beam (intensity gradient along the beam) reflect strongly.
         gx = np.zeros_like(x)
         gy = np.zeros_like(x)
