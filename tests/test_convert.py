@@ -318,3 +318,14 @@ def test_viewer_takes_dicom_and_shows_the_sector(tmp_path):
         r = client.post("/api/analyze", files={"file": ("ct.dcm", ct.read_bytes(), "application/dicom")})
         assert r.status_code == 415 and "modality CT" in r.json()["error"]
         assert str(tmp_path) not in r.json()["error"]
+
+
+def test_echonet_clips_convert_to_themselves(shared_fixtures, tmp_path):
+    videos = shared_fixtures / "echonet_dev" / "Videos"
+    out = tmp_path / "out"
+    assert main(["convert", str(videos), "--out", str(out)]) == 0
+    for row in _rows(out / "conversion.csv"):
+        source, _ = read_video(row["Source"])
+        converted, _ = read_video(out / "Videos" / f"{row['FileName']}.avi")
+        assert np.array_equal(source, converted)  # kept whole; FFV1 is lossless
+        assert (row["CropX"], row["CropY"], row["CropSide"]) == ("0", "0", "112")

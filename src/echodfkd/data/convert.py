@@ -8,7 +8,7 @@ what lies outside it, crop EchoNet's square and resize to 112 with area interpol
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -86,13 +86,15 @@ def _decode(path: Path) -> tuple[np.ndarray, float, str, str, dict]:
 
 
 def prepare_clip(path: str | os.PathLike, mode: str = "on", fps: float | None = None,
-                 keep_source: bool = False, size: int = OUTPUT_SIZE) -> PreparedClip:
+                 keep_source: bool = False, size: int = OUTPUT_SIZE, keep_framed: bool = False) -> PreparedClip:
     """Decode `path` and frame it like EchoNet at `size` px.
 
     `mode` "on" always converts (a sector that cannot be found is an error); "off" never does (the frames
     are used whole); "auto" converts DICOM always and videos unless they are `size` px square already or
     already framed like EchoNet, and falls back to the whole frame (with a note) when a video shows no
-    sector. `fps` is used when the file gives no frame rate.
+    sector. With `keep_framed`, "on" keeps a clip already framed like EchoNet whole (only resized to
+    `size`, nothing blanked), so EchoNet's own clips convert to themselves. `fps` is used when the file
+    gives no frame rate.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -122,6 +124,13 @@ def prepare_clip(path: str | os.PathLike, mode: str = "on", fps: float | None = 
     if mode == "auto" and kind == "video" and already_framed(geometry):
         clip.notes.append("already framed like EchoNet (the sector fills the frame); used as it is")
         clip.sector = mask
+        return clip
+    if keep_framed and already_framed(geometry):
+        side = max(shape)
+        geometry = replace(geometry, crop_x=(shape[1] - side) // 2, crop_y=(shape[0] - side) // 2, crop_side=side)
+        clip.frames = frame_clip(grey, np.ones(shape, bool), geometry)
+        clip.geometry, clip.sector = geometry, mask
+        clip.notes.append(f"already framed like EchoNet; kept whole, resized to {size}x{size}")
         return clip
     clip.frames = frame_clip(grey, mask, geometry)
     clip.geometry, clip.sector = geometry, mask

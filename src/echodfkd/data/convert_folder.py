@@ -176,7 +176,7 @@ def convert_sources(sources: list[Path], out: str | os.PathLike, split: str = "T
                 _same_contents(rows, taken, name, first, key, summary, echo)
                 continue
             start = time.perf_counter()
-            clip = prepare_clip(source, mode="on", fps=fps, keep_source=previews)
+            clip = prepare_clip(source, mode="on", fps=fps, keep_source=previews, keep_framed=True)
             if clip.fps <= 0:
                 raise EchoDFKDError(f"{source}: no frame rate (no Frame Time, Cine Rate or Recommended Display "
                                     "Frame Rate tag, or none in the video header); pass --fps")
