@@ -67,6 +67,7 @@ def test_upload_returns_areas_phases_alert_and_cleans_up(run_dir, clip, tmp_path
     assert set(out["alert"]) >= {"flag", "score", "reasons", "message"} and isinstance(out["alert"]["message"], str)
     assert len(out["latency_ms"]) == 48 and out["latency"]["median"] > 0
     assert 20 < out["ef"]["value"] < 100 and out["ef"]["beats"]
+    assert out["ef"]["trusted"] is (not out["alert"]["flag"])  # an alert demotes the EF (page: "not reliable")
     sheet = out["sheet"]
     assert sheet["png"].startswith("data:image/png;base64,") and sheet["mask_png"].startswith("data:image/png")
     assert sheet["count"] == 48 and sheet["columns"] * sheet["tile_width"] >= sheet["tile_width"]

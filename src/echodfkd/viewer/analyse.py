@@ -124,7 +124,8 @@ class Analyser:
             "name": name, "frames": int(t), "height": int(h), "width": int(w), "fps": round(float(fps), 3),
             "duration_s": round(t / fps, 3), "sheet": sheet, "thresholds": stu["thresholds"],
             "areas": [round(float(a), 2) for a in stu["areas"]], "phases": stu["phases"],
-            "ef": estimate_ef(stu["binary"], stu["phases"]["ED"], stu["phases"]["ES"]),
+            "ef": dict(estimate_ef(stu["binary"], stu["phases"]["ED"], stu["phases"]["ES"]),
+                       trusted=not stu["alert"]["flag"]),  # masks of an unusual input: EF not headlined
             "alert": stu["alert"], "latency_ms": [round(x, 3) for x in stu["latency_ms"]],
             "latency": latency_summary(stu["latency_ms"], fps), "wall_s": round(wall, 3),
             "teacher": None, "warnings": warnings + stu["notes"],

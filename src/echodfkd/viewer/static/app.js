@@ -168,8 +168,14 @@ function showCards(r) {
     (r.alert.calibrated ? "" : " Not calibrated for this model: built-in reference values are used.");
 
   const ef = r.ef;
-  $("ef").textContent = ef.value === null ? "not available" : `${fmt(ef.value)} %`;
+  const untrusted = ef.trusted === false;  // the alert fired: numbers from these masks are not reliable
+  $("ef").textContent = ef.value === null ? "not available" : (untrusted ? "not reliable" : `${fmt(ef.value)} %`);
+  $("ef").classList.toggle("untrusted", untrusted);
   const detail = [];
+  if (untrusted && ef.value !== null) {
+    detail.push(`Unusual input (see the alert above): the masks, and the EF of ${fmt(ef.value)} % computed from ` +
+      "them, cannot be trusted.");
+  }
   if (ef.value === null) detail.push(ef.reason + ".");
   else {
     detail.push(`Mean of ${ef.beats.length} beat${ef.beats.length > 1 ? "s" : ""} (listed beside the clip); ` +
@@ -244,8 +250,9 @@ function showBeats(r) {
     }
     body.appendChild(tr);
   });
-  $("beats-note").textContent = r.ef.beats.length ? "Click a frame number to jump to it. EF: area-length volumes; " +
-    "FAC: fractional area change." : "No complete beat (an ED followed by an ES) was found.";
+  $("beats-note").textContent = (r.ef.beats.length ? "Click a frame number to jump to it. EF: area-length volumes; " +
+    "FAC: fractional area change." : "No complete beat (an ED followed by an ES) was found.") +
+    (r.ef.trusted === false ? " Unusual input: these values cannot be trusted." : "");
 }
 
 // ---------- drawing ----------
