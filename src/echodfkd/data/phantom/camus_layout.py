@@ -9,35 +9,34 @@ Info_{2CH,4CH}.cfg; OUT/phantom_camus.json records the settings.
 - Frames are portrait like CAMUS's (height = 1.31 x width, the native 778 x 594 ratio): the square
   phantom frame sits at the top and the extra depth below is black, so every mask pixel is kept exactly.
 - cfg EF is the phantom's own EF (area-length with the exact long axis, as in the EchoNet layout's
-  FileList); ImageQuality grades the myocardium/cavity contrast-to-noise ratio at ED against 24 fixed
-  reference clips, in CAMUS's mix (~20 % Poor, 45 % Medium, 35 % Good).
+  FileList); ImageQuality ranks the myocardium/cavity contrast-to-noise ratio at ED over every view of
+  the folder into CAMUS's mix (~20 % Poor, 45 % Medium, 35 % Good), rewritten once all patients exist.
 - The phantom draws only A4C: the 2CH view is a stand-in, the same generator with another seed stream.
 NIfTI arrays are stored (x, y, t), i.e. the transpose of the (t, row, column) arrays `data.camus` returns.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from echodfkd.data.phantom.clip import CM_PER_PX_112, ClipResult, make_clip
 from echodfkd.errors import DatasetError
-from echodfkd.io.atomic import save_json
+from echodfkd.io.atomic import save_json, save_text
 from echodfkd.progress import progress
 
 VIEWS = ("2CH", "4CH")
 ASPECT = 778 / 594            # CAMUS native height / width
 MYO_MM = 10.0                 # myocardium ring thickness
 SEED_2CH = 7_000_003          # offset of the 2CH stand-in's seed stream
-QUALITY_MIX = (0.20, 0.65)    # cumulative shares of Poor and Poor + Medium: CAMUS's ~20/45/35 % mix
-QUALITY_REFERENCE = (9_999_991, 24)  # seed and number of the reference clips the cut-offs come from
+QUALITY_MIX = (0.20, 0.65)    # rank shares below which a view is Poor, then Medium: CAMUS's ~20/45/35 % mix
 SETTINGS = "phantom_camus.json"
 FORMAT_VERSION = 1
 LABELS = {"background": 0, "LV": 1, "myocardium": 2}
@@ -107,26 +106,15 @@ def contrast_to_noise(frame: np.ndarray, lv: np.ndarray, myo: np.ndarray) -> flo
     return float((wall.mean() - cavity.mean()) / max(cavity.std(), 1.0))
 
 
-@functools.lru_cache(maxsize=8)
-def quality_cuts(width: int) -> tuple[float, float]:
-    """CNR cut-offs (Poor | Medium | Good) at this width: quantiles QUALITY_MIX of a fixed set of reference
-    clips, so the grades keep CAMUS's mix whatever the generator's contrast (it is still being tuned)."""
-    seed, n = QUALITY_REFERENCE
-    cnrs = [clip_cnr(make_clip(seed, i, "dynamic", width), width) for i in range(n)]
-    lo, hi = np.quantile(cnrs, QUALITY_MIX)
-    return float(lo), float(hi)
-
-
-def image_quality(cnr: float, cuts: tuple[float, float]) -> str:
-    """CAMUS ImageQuality (Good / Medium / Poor) from a contrast-to-noise ratio and the cut-offs."""
-    return "Poor" if cnr < cuts[0] else "Medium" if cnr < cuts[1] else "Good"
-
-
-def clip_cnr(clip: ClipResult, width: int) -> float:
-    """Contrast-to-noise ratio at the half-sequence's ED frame."""
-    ed, _ = half_sequence(clip)
-    myo = myocardium(clip.lv[ed:ed + 1], clip.rv[ed:ed + 1], sector_mask(clip.frames), MYO_MM / pixel_mm(width))
-    return contrast_to_noise(clip.frames[ed], clip.lv[ed], myo[0])
+def grade_quality(cnrs: Sequence[float]) -> list[str]:
+    """CAMUS ImageQuality per view from its contrast-to-noise ratio, by rank within the folder: the lowest
+    20 % Poor, the next 45 % Medium, the rest Good (CAMUS's mix); ties keep their order of appearance."""
+    order = np.argsort(np.asarray(cnrs, dtype=np.float64), kind="stable")
+    grades = [""] * len(order)
+    for rank, i in enumerate(order):
+        share = rank / len(order)
+        grades[i] = "Poor" if share < QUALITY_MIX[0] else "Medium" if share < QUALITY_MIX[1] else "Good"
+    return grades
 
 
 def _save_nifti(path: Path, array: np.ndarray, spacing_mm: float) -> None:
@@ -154,8 +142,7 @@ def view_arrays(clip: ClipResult, width: int, seed: int = 0) -> dict:
     full_labels = np.zeros_like(frames)
     full_labels[:, :size, :size] = labels
     cnr = contrast_to_noise(clip.frames[ed], clip.lv[ed], myo[0])
-    info = {"ED": 1, "ES": len(frames), "NbFrame": len(frames),
-            "ImageQuality": image_quality(cnr, quality_cuts(size)),
+    info = {"ED": 1, "ES": len(frames), "NbFrame": len(frames), "ImageQuality": "Medium",  # graded later
             "EF": round(clip.ef, 1), "FrameRate": clip.fps, "PhantomClip": clip.name, "PhantomSeed": seed,
             "PhantomFrames": f"{ed}-{es}", "PhantomCNR": round(cnr, 3)}
     return {"frames": frames, "labels": full_labels, "info": info}
@@ -247,4 +234,16 @@ def generate_camus(out: str | os.PathLike, patients: int, seed: int = 0, width: 
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+    _grade_folder(database, patients, views)
     return root
+
+
+def _grade_folder(database: Path, patients: int, views: Sequence[str]) -> None:
+    """Set every cfg's ImageQuality from the ranks of the views' PhantomCNR (rewritten only when it changes)."""
+    from echodfkd.data.camus import parse_cfg
+
+    paths = [database / f"patient{i + 1:04d}" / f"Info_{v}.cfg" for i in range(patients) for v in views]
+    infos = [parse_cfg(p) for p in paths]
+    for path, info, grade in zip(paths, infos, grade_quality([float(i["PhantomCNR"]) for i in infos])):
+        if info.get("ImageQuality") != grade:
+            save_text(path, _cfg_text({**info, "ImageQuality": grade}))
