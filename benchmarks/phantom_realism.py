@@ -99,6 +99,60 @@ def summarise(rows: list[dict], real_values: np.ndarray | None) -> dict:
     return out
 
 
+def real_clips(fixtures: Path) -> dict[str, np.ndarray]:
+    """Every real clip of the fixtures at 112x112, framed the way `echodfkd predict` frames it."""
+    from echodfkd.data.convert import prepare_clip
+
+    paths = sorted((fixtures / "echonet_dev" / "Videos").glob("*.avi"))
+    paths += [fixtures / n for n in ("a4c_112x112_50fps.avi", "a4c_582x582_30fps_ecg.mp4") if (fixtures / n).is_file()]
+    return {p.name: prepare_clip(p, mode="auto").frames for p in paths}
+
+
+def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps: int = 300) -> dict:
+    """Held-out accuracy of a small CNN telling phantom frames from real ones (0.5 = indistinguishable).
+
+    Leave-one-real-clip-out: each fold trains on the other real clips and on phantom clips of both styles,
+    then scores frames of the held-out real clip and of phantom clips it has not seen (balanced).
+    """
+    import torch
+    from torch import nn
+
+    from echodfkd.data.phantom import make_clip
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    phantom = [make_clip(seed + 100, i, style, 112).frames for i in range(clips) for style in ("dynamic", "synthetic")]
+
+    def sample(videos: list[np.ndarray], n: int) -> np.ndarray:
+        out = [v[rng.integers(len(v))] for v in (videos[i] for i in rng.integers(len(videos), size=n))]
+        return np.stack(out)[:, None].astype(np.float32) / 255.0
+
+    accuracies = {}
+    names = list(real)
+    for held in names:
+        train_real = [real[n] for n in names if n != held]
+        half = len(phantom) // 2
+        train_ph, test_ph = phantom[:half], phantom[half:]
+        net = nn.Sequential(nn.Conv2d(1, 8, 5, 2, 2), nn.ReLU(), nn.Conv2d(8, 16, 5, 2, 2), nn.ReLU(),
+                            nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(32, 1))
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+        for _ in range(steps):
+            x = torch.from_numpy(np.concatenate([sample(train_real, 16), sample(train_ph, 16)]))
+            y = torch.cat([torch.ones(16), torch.zeros(16)])
+            loss = nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            xr = torch.from_numpy(sample([real[held]], 64))
+            xp = torch.from_numpy(sample(test_ph, 64))
+            correct = (net(xr)[:, 0] > 0).float().mean() + (net(xp)[:, 0] <= 0).float().mean()
+        accuracies[held] = float(correct / 2)
+    return {"per_fold": accuracies, "mean": float(np.mean(list(accuracies.values()))), "steps": steps,
+            "phantom_clips": len(phantom)}
+
+
 def main() -> None:
     """Compute and print the comparison table (Markdown) or JSON."""
     from echodfkd.io.video import read_video
@@ -109,6 +163,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8, help="phantom clips per style")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--classifier", action="store_true",
+                    help="also train a small phantom-vs-real frame classifier (leave one real clip out; ~1-2 min)")
     args = ap.parse_args()
 
     frames, fps = read_video(args.real)
@@ -124,9 +180,18 @@ def main() -> None:
         real_ef = pd.read_csv(args.filelist)["EF"].to_numpy(dtype=float)
         ef = {"echonet_filelist": (float(real_ef.mean()), float(real_ef.std())),
               "phantom dynamic": table["phantom dynamic"]["ef"]}
+    others = {}
+    classifier = None
+    if (FIXTURES / "echonet_dev").is_dir():
+        reals = real_clips(FIXTURES)
+        for name, clip in reals.items():
+            if Path(name).name != Path(args.real).name:
+                others[name] = summarise([clip_stats(clip, 50.0)], None)
+        if args.classifier:
+            classifier = domain_classifier(reals, args.clips, args.seed)
     if args.json:
-        print(json.dumps({"table": table, "ef": ef, "real": args.real, "clips": args.clips, "seed": args.seed},
-                         indent=1))
+        print(json.dumps({"table": table, "ef": ef, "real": args.real, "clips": args.clips, "seed": args.seed,
+                          "other_real_clips": others, "domain_classifier": classifier}, indent=1))
         return
     rows = [("fps", 0), ("frames", 0), ("sector_fraction", 3), ("mean", 1), ("std", 1), ("p5", 1), ("p50", 1),
             ("p95", 1), ("dark_fraction", 3), ("w1_to_real", 1), ("speckle_axial_px", 2),
@@ -147,6 +212,17 @@ def main() -> None:
         print(f"\nEF (%): EchoNet-Dynamic FileList {ef['echonet_filelist'][0]:.1f} ± {ef['echonet_filelist'][1]:.1f} "
               f"(10,030 clips); phantom dynamic {ef['phantom dynamic'][0]:.1f} ± {ef['phantom dynamic'][1]:.1f} "
               f"({args.clips} clips)")
+    if others:
+        print("\nThe other real fixture clips (framed as predict frames them):")
+        keys = ("mean", "p50", "p95", "dark_fraction", "speckle_axial_px", "speckle_lateral_px")
+        print("| clip | " + " | ".join(keys) + " |")
+        print("|---|" + "---|" * len(keys))
+        for name, st in others.items():
+            print(f"| {name} | " + " | ".join(f"{st[k][0]:.2f}" for k in keys) + " |")
+    if classifier:
+        folds = ", ".join(f"{k} {v:.2f}" for k, v in classifier["per_fold"].items())
+        print(f"\nDomain classifier (small CNN, {classifier['steps']} steps per fold, leave one real clip out): "
+              f"held-out accuracy {classifier['mean']:.2f} (0.5 = phantom and real indistinguishable); {folds}")
     print(f"\nReal clip: {args.real} ({real['frames']} frames at {real['fps']:.0f} fps); phantom: {args.clips} clips "
           f"per style, seed {args.seed}, 112x112. Mean ± std over clips.")
 
