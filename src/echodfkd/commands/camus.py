@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
         print(f"  [{k}/{len(runs)}] {run_dir.name}: Dice {_pct(row['dice_all'])} per-video mean, "
               f"{_pct(row['dice_pooled'])} pooled; 4CH {_pct(row.get('dice_4CH'))}, "
-              f"2CH {_pct(row.get('dice_2CH'))}; EF MAE {_num(row.get('ef_mae'))} %", flush=True)
+              f"2CH {_pct(row.get('dice_2CH'))}; EF MAE {_num(row.get('ef_mae'))} %, median "
+              f"{_num(row.get('ef_median_abs_error'))} %", flush=True)
     if sweep:
         from echodfkd.report.camus import write_table3
 

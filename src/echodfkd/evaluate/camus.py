@@ -244,6 +244,8 @@ def _ef_block(per_view: pd.DataFrame) -> dict:
         err = (per_view[column] - per_view["EF_ref"]).to_numpy(float)
         err = err[np.isfinite(err)]
         agree["rmse"] = float(np.sqrt(np.mean(err ** 2))) if err.size else None
+        agree["median_abs_error"] = float(np.median(np.abs(err))) if err.size else None  # robust to the
+        # wild single-plane values of a nearly empty ED mask
         out[key] = agree
     return out
 
