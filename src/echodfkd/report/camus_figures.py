@@ -25,7 +25,7 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 def summary(per_view: pd.DataFrame, path: str | os.PathLike, title: str) -> Path:
     """Left: per-view Dice at ED and ES by view, coloured by image quality. Right: EF against the cfg EF."""
-    fig, (ax_d, ax_e) = plt.subplots(1, 2, figsize=(10.5, 4.4), layout="constrained")
+    fig, (ax_d, ax_e) = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
     views = [v for v in ("4CH", "2CH") if (per_view["View"] == v).any()]
     rng = np.random.default_rng(0)  # horizontal jitter only, so overlapping points stay visible
     for i, view in enumerate(views):
@@ -49,28 +49,34 @@ def summary(per_view: pd.DataFrame, path: str | os.PathLike, title: str) -> Path
         ax_d.legend(handles=key, fontsize=8, title="Image quality", title_fontsize=8, ncol=len(key),
                     loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     ref = per_view["EF_ref"].to_numpy(float)
+    known = np.concatenate([ref, per_view["EF_truth"].to_numpy(float), [0.0, 100.0]])
+    known = known[np.isfinite(known)]
+    # A heart's EF is 0-100 %: estimates beyond the axes (a nearly empty mask) are drawn on the border.
+    lo, hi = float(known.min()) - 5, float(known.max()) + 5
     for column, label, marker in (("EF_pred", "predicted masks", "o"), ("EF_truth", "true masks", "x")):
         est = per_view[column].to_numpy(float)
         ok = np.isfinite(est) & np.isfinite(ref)
         missing = int(np.isfinite(ref).sum() - ok.sum())
-        note = f", {missing} without an estimate" if missing else ""
+        out = ok & ((est < lo) | (est > hi))
+        note = (f"; {missing} without an estimate" if missing else "") + \
+            (f"; {out.sum()} beyond the axes, on the border (red v)" if out.any() else "")
         if ok.any():
-            mae = np.mean(np.abs(est[ok] - ref[ok]))
-            ax_e.scatter(ref[ok], est[ok], marker=marker, s=24, alpha=0.8,
-                         label=f"{label} (n = {ok.sum()}, MAE {mae:.1f} %{note})")
+            err = np.abs(est[ok] - ref[ok])
+            inside = ok & ~out
+            ax_e.scatter(ref[inside], est[inside], marker=marker, s=24, alpha=0.8,
+                         label=f"{label}: n = {ok.sum()}, MAE {err.mean():.1f} %, median {np.median(err):.1f} %"
+                               f"{note}")
+            if out.any():
+                ax_e.scatter(ref[out], np.clip(est[out], lo, hi), marker="v", s=30, color="tab:red", alpha=0.8)
         else:
             ax_e.scatter([], [], marker=marker, label=f"{label}: no estimate (empty masks){note}")
-    vals = np.concatenate([ref, per_view["EF_pred"].to_numpy(float), per_view["EF_truth"].to_numpy(float)])
-    vals = vals[np.isfinite(vals)]
-    lo, hi = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 100.0)
-    pad = 0.05 * max(hi - lo, 1.0)
-    ax_e.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", ls=":", label="identity")
-    ax_e.set_xlim(lo - pad, hi + pad)
-    ax_e.set_ylim(lo - pad, hi + pad)
+    ax_e.plot([lo, hi], [lo, hi], color="grey", ls=":", label="identity")
+    ax_e.set_xlim(lo, hi)
+    ax_e.set_ylim(lo, hi)
     ax_e.set_xlabel("EF from Info_<view>.cfg (%)")
     ax_e.set_ylabel("EF, single-plane area-length (%)")
     ax_e.set_title("EF from the ED/ES masks", fontsize=10)
-    ax_e.legend(fontsize=8, loc="upper left")
+    ax_e.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     fig.suptitle(title)
     return _save(fig, path)
 
