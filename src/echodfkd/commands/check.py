@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.data.check_journal import journal_path
     from echodfkd.data.video_checks import CheckConfig
     from echodfkd.errors import DatasetError, VideoError
+    from echodfkd.io.lock import file_lock
 
     if args.workers is not None and args.workers < 1:
         raise DatasetError(f"--workers must be at least 1, got {args.workers}")
@@ -61,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
                                    "; ".join(f"{p.reason}: {p.detail}" for p in problems)))
         return 0
     journal = journal_path(args.out) if args.out else None
-    report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps, journal=journal)
-    if args.out:
-        report.to_csv(args.out, details=args.details)
-        journal.unlink(missing_ok=True)  # the results are written: nothing left to resume
+    with file_lock(args.out) if args.out else contextlib.nullcontext():
+        report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps, journal=journal)
+        if args.out:
+            report.to_csv(args.out, details=args.details)
+            journal.unlink(missing_ok=True)  # the results are written: nothing left to resume
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from echodfkd.data.convert_folder import convert_sources, find_sources
     from echodfkd.errors import EchoDFKDError
+    from echodfkd.io.lock import output_lock
 
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise EchoDFKDError(f"--fps must be a positive number, got {args.fps}")
@@ -54,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     echo = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
     single = len(sources) == 1  # one file: its problem is the command's one-line error
     try:
-        summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
-                                  previews=args.previews, codec=args.codec, echo=echo,
-                                  stop_on_error=single)
+        with output_lock(out):  # released before the clean-up below
+            summary = convert_sources(sources, out, split=args.split, keep_names=args.keep_names, fps=args.fps,
+                                      previews=args.previews, codec=args.codec, echo=echo,
+                                      stop_on_error=single)
     except EchoDFKDError:
         if not existed and not any(out.iterdir()):
             out.rmdir()  # leave nothing behind for a refused file

@@ -28,12 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print a short summary."""
-    from echodfkd.demo import clean_output, run_demo
+    from echodfkd.demo import run_demo
+    from echodfkd.io.lock import output_lock
 
-    if args.fresh:
-        clean_output(args.out)
-    m = run_demo(args.out, quick=args.quick, workers=args.workers, echoclip=args.echoclip,
-                 teacher_arch=args.teacher_arch, seed=args.seed)
+    with output_lock(args.out) as lock:
+        if args.fresh:
+            lock.clear()  # the previous demo's outputs, not the lock
+        m = run_demo(args.out, quick=args.quick, workers=args.workers, echoclip=args.echoclip,
+                     teacher_arch=args.teacher_arch, seed=args.seed)
     print(summary_text(m, args.out))
     return 0
 

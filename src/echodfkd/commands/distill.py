@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from echodfkd.distill.train import distill
+    from echodfkd.io.lock import output_lock
 
-    out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers, resume=args.resume,
-                  **training_kwargs(args))
+    with output_lock(args.out):  # a no-op in DDP worker processes: rank 0 holds it
+        out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,
+                      resume=args.resume, **training_kwargs(args))
     cfg_path = out / "config.json"
     if rank_zero_only.rank == 0 and cfg_path.is_file():
         cfg = json.loads(cfg_path.read_text())

@@ -47,15 +47,17 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print the headline numbers."""
     from echodfkd.errors import DatasetError
     from echodfkd.evaluate.runner import evaluate_predictions
+    from echodfkd.io.lock import output_lock
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise DatasetError(f"--threshold must be in [0, 1] (a fraction of 255), got {args.threshold}")
     if args.bootstrap < 1:
         raise DatasetError(f"--bootstrap must be at least 1, got {args.bootstrap}")
-    m = evaluate_predictions(args.data, args.predictions, split=args.split,
-                             teacher_dir=args.teacher_predictions, corrupted=args.corrupted,
-                             signal_csv=args.signal, out=args.out, threshold=args.threshold, compat=args.compat,
-                             n_boot=args.bootstrap, allow_missing=args.allow_missing, overlays=args.overlays)
+    with output_lock(args.out):
+        m = evaluate_predictions(args.data, args.predictions, split=args.split,
+                                 teacher_dir=args.teacher_predictions, corrupted=args.corrupted,
+                                 signal_csv=args.signal, out=args.out, threshold=args.threshold, compat=args.compat,
+                                 n_boot=args.bootstrap, allow_missing=args.allow_missing, overlays=args.overlays)
     print(f"evaluated {m['n_clips']} clips of {m['split']}")
     for key, label in (("vs_tracings", "vs human tracings"), ("vs_ground_truth", "vs ground truth"),
                        ("vs_teacher", "vs teacher")):

@@ -38,10 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Label, then print a summary (unreadable clips are listed and skipped)."""
     from echodfkd.distill.label import label_dataset
+    from echodfkd.io.lock import output_lock
 
-    summary = label_dataset(args.data, args.teacher, args.out, splits=args.split, shard=args.shard,
-                            batch_size=args.batch_size, channel=args.channel, device=args.device,
-                            overwrite=args.overwrite, arch=args.arch)
+    with output_lock(args.out):
+        summary = label_dataset(args.data, args.teacher, args.out, splits=args.split, shard=args.shard,
+                                batch_size=args.batch_size, channel=args.channel, device=args.device,
+                                overwrite=args.overwrite, arch=args.arch)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -45,7 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate the folder, optionally the preview, and print a one-line summary."""
+    """Generate the folder (holding its lock), optionally the preview, and print a one-line summary."""
+    from echodfkd.io.lock import output_lock
+
+    with output_lock(args.out):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import csv
 
     from echodfkd.data.phantom import generate_phantom, write_preview

@@ -47,10 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="set the alert threshold from the clean clips of --split (default VAL) and exit")
     parser.add_argument("--false-alarm-rate", type=float, default=0.05,
                         help="target false-alarm rate on clean clips for --calibrate-alert")
+    parser.add_argument("--alert-augment", type=float, default=1.0, metavar="STRENGTH",
+                        help="--calibrate-alert also scores one augmented copy of each clean clip (another zoom, "
+                             "grey map, noise, sector edge), so the alert tolerates other scanners; 0 = off")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict (or calibrate the alert) and print a summary."""
+    """Predict (or calibrate the alert) and print a summary; --out is locked for the whole run."""
+    import contextlib
+
+    from echodfkd.io.lock import output_lock
+
+    with output_lock(args.out) if args.out and not args.calibrate_alert else contextlib.nullcontext():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from echodfkd.errors import EchoDFKDError
@@ -78,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
                           onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision,
                           compile=args.compile, log=lambda line: print(line, flush=True))
     if args.calibrate_alert:
-        config = calibrate_alert(predictor, clean_clips(root, args.split or "VAL"), args.false_alarm_rate)
+        config = calibrate_alert(predictor, clean_clips(root, args.split or "VAL"), args.false_alarm_rate,
+                                 augment=args.alert_augment)
         print(f"alert calibrated on {config.clips} clean {args.split or 'VAL'} clips: threshold "
               f"{config.threshold:.2f} at a target false-alarm rate of {config.false_alarm_rate:.0%}; "
               f"saved to {predictor.run_dir / 'alert.json'}")

@@ -101,6 +101,7 @@ def settings_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Dry run: print the plan. Otherwise run the chain and print where the report is."""
     from echodfkd.errors import EchoDFKDError
+    from echodfkd.io.lock import output_lock
     from echodfkd.reproduce import plan, reproduce
 
     st = settings_from_args(args)
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         p = plan(st, inputs, throughput)
         print(json.dumps(p.as_dict(), indent=2) if args.json else p.format())
         return 0
-    metrics = reproduce(st)
+    with output_lock(st.out):
+        metrics = reproduce(st)
     if "main_student" in metrics:
         print(f"report: {st.out / 'report.md'}  metrics: {st.out / 'metrics.json'}")
     return 0

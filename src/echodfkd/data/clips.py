@@ -13,11 +13,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from echodfkd.errors import DatasetError
 from echodfkd.io.video import resize_frames, resize_masks
@@ -229,12 +229,38 @@ class TrainWindows(Dataset):
     def __len__(self) -> int:
         return self.items
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # (clip, start) pairs come from a WindowSampler; a bare index draws its start from torch's RNG.
+        index, start = index if isinstance(index, tuple) else (index, None)
         frames, targets = self.store.get(index % len(self.store))
-        hi = max(frames.shape[0] - self.seq_len, 0)
-        # torch's RNG: seeded by Lightning's seed_everything and re-seeded per DataLoader worker.
-        start = int(torch.randint(0, hi + 1, (1,)).item())
+        if start is None:
+            start = int(torch.randint(0, max(frames.shape[0] - self.seq_len, 0) + 1, (1,)).item())
         return window(frames, targets, start, self.seq_len)
+
+
+class WindowSampler(Sampler[tuple[int, int]]):
+    """Each epoch's clip order and window starts for `TrainWindows`, drawn from (seed, epoch) alone.
+
+    The sampler keeps no state beyond the epoch, so a run resumed at epoch k draws what an uninterrupted
+    run draws there, and DataLoader workers (persistent or not) cannot change the windows.
+    """
+
+    def __init__(self, windows: TrainWindows, seed: int = 0):
+        self.windows, self.seed, self.epoch = windows, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose windows the next iteration yields (Lightning calls this every epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        store, seq_len = self.windows.store, self.windows.seq_len
+        for i in torch.randperm(len(self.windows), generator=gen).tolist():
+            hi = max(store.length(i % len(store)) - seq_len, 0)
+            yield i, int(torch.randint(0, hi + 1, (1,), generator=gen).item())
 
 
 class FixedWindows(Dataset):

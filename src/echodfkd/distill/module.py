@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +43,29 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     inter = (prob * target).sum(dims)
     total = prob.sum(dims) + target.sum(dims)
     return (1.0 - (2.0 * inter + eps) / (total + eps)).mean()
+
+
+def rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and python `random` states as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, inner, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "state": list(inner), "gauss": py_gauss}}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `rng_states` saved (CUDA only when the device count matches)."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
 
 
 class DistillModule(pl.LightningModule):
@@ -95,6 +120,15 @@ class DistillModule(pl.LightningModule):
         self.log("val_bce", losses["bce"], batch_size=n, sync_dist=True)
         if "dice" in losses:
             self.log("val_dice_loss", losses["dice"], batch_size=n, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the global RNG states (the augmentation draws from torch's) so a resumed run draws alike."""
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG states of the checkpoint's moment (older checkpoints have none)."""
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self) -> Any:
         """Adam (lr 1e-3 by default) with no schedule, cosine annealing, or a x0.1 step every third of the run."""

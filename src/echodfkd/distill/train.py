@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsFolder, TrainWindows,
-                                 check_targets)
+                                 WindowSampler, check_targets)
 from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
 from echodfkd.errors import DatasetError, ModelError
 from echodfkd.io.atomic import save_json
@@ -143,11 +143,18 @@ def best_logged(run: Path, metric: str) -> float | None:
     return float(min(values)) if values else None
 
 
-def _val_clips(dataset: Any, names: list[str], targets: TargetsFolder,
-               channels: tuple[str, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for name in names:
+def _val_clips(dataset: Any, names: list[str], targets: TargetsFolder, channels: tuple[str, ...],
+               augment: float = 0.0, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Validation clips with their targets; with `augment` > 0 each is followed by one augmented copy, so
+    thresholds are chosen for the look of other scanners too, not only the phantom's (see calibrate)."""
+    from echodfkd.data.augment import augment_clip
+
+    for i, name in enumerate(names):
         frames, _ = dataset.video(name)
-        yield frames, targets.load(name, channels)
+        soft = targets.load(name, channels)
+        yield frames, soft
+        if augment > 0:
+            yield augment_clip(frames, soft, augment, seed=seed * 100003 + i)
 
 
 def _best_student(ckpt_path: str | None, fallback: Any, student_cfg: dict[str, Any]) -> Student:
@@ -164,6 +171,44 @@ def _best_student(ckpt_path: str | None, fallback: Any, student_cfg: dict[str, A
     return student.eval()
 
 
+def _checkpoint_callback() -> type:
+    """ModelCheckpoint that writes each file beside itself and renames it: a kill mid-write leaves the old one."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class AtomicCheckpoint(ModelCheckpoint):
+        def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+            path = Path(filepath)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+            super()._save_checkpoint(trainer, str(tmp))
+            self._last_checkpoint_saved = filepath
+            if trainer.is_global_zero and tmp.exists():
+                os.replace(tmp, path)
+
+    return AtomicCheckpoint
+
+
+def _sampler_epoch(sampler: WindowSampler) -> Any:
+    """A callback giving the window sampler its epoch, also through a resume.
+
+    Lightning reaches the sampler itself only when it is not wrapped (DDP wraps it). On resume it builds
+    the first loader iterator before any epoch hook, and loader workers fetch ahead from it at once, so
+    the epoch to come is restored from the checkpoint (saved at an epoch's end) before that.
+    """
+    import lightning.pytorch as pl
+
+    class SamplerEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            sampler.set_epoch(trainer.current_epoch)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"epoch": sampler.epoch}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            sampler.set_epoch(int(state_dict["epoch"]) + 1)
+
+    return SamplerEpoch()
+
+
 def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
             blocks: int = 4, layers: int = 1, epochs: int = 400, frame_size: int | None = None,
             seq_len: int = 25, batch_size: int = 32, max_time: Any = None, resume: bool = False,
@@ -176,7 +221,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     import lightning.pytorch as pl
     import torch
     from lightning.fabric.utilities.rank_zero import rank_zero_only
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from torch.utils.data import DataLoader
@@ -231,18 +276,24 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     accelerator = _accelerator(cfg)
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                      pin_memory=accelerator == "cuda")
-    train_dl = DataLoader(TrainWindows(train_store, cfg.seq_len, cfg.clips_per_epoch), shuffle=True, **loader_kw)
-    val_dl = DataLoader(FixedWindows(val_store, cfg.seq_len, cfg.val_windows), shuffle=False, **loader_kw)
+    # Loaders draw their worker seeds from a private generator: torch's global RNG (the augmentation's)
+    # then advances alike with or without (persistent) workers, before and after a resume.
+    rng = {"train": torch.Generator().manual_seed(cfg.seed), "val": torch.Generator().manual_seed(cfg.seed + 1)}
+    # Windows drawn from (seed, epoch) and RNG states kept in the checkpoints: a resumed run equals an uninterrupted one.
+    sampler = WindowSampler(TrainWindows(train_store, cfg.seq_len, cfg.clips_per_epoch), seed=cfg.seed)
+    train_dl = DataLoader(sampler.windows, sampler=sampler, generator=rng["train"], **loader_kw)
+    val_dl = DataLoader(FixedWindows(val_store, cfg.seq_len, cfg.val_windows), shuffle=False, generator=rng["val"],
+                        **loader_kw)
 
     # ---------------------------------------------------------------- trainer
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = DistillModule(student_cfg, lr=cfg.lr, dice_weight=cfg.dice_weight, lr_schedule=cfg.lr_schedule,
                            max_epochs=cfg.epochs, init=cfg.init, weight_decay=cfg.weight_decay,
                            augment=cfg.augment)
-    ckpt_cb = ModelCheckpoint(dirpath=run / CHECKPOINTS, filename="best", monitor="val_loss", mode="min",
+    ckpt_cb = _checkpoint_callback()(dirpath=run / CHECKPOINTS, filename="best", monitor="val_loss", mode="min",
                               save_top_k=1, save_last=True, enable_version_counter=False)
     early = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
-    cbs = [ckpt_cb, early]
+    cbs = [ckpt_cb, early, _sampler_epoch(sampler)]
     if not _quiet():
         cbs.append(TQDMProgressBar())
     cbs.extend(callbacks or [])
@@ -280,8 +331,8 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     # ---------------------------------------------------------------- export + calibration (rank 0)
     student = _best_student(ckpt_cb.best_model_path, module, student_cfg)
     device = "cuda" if accelerator == "cuda" else "cpu"
-    cal = calibrate(student, _val_clips(dataset, val_names, targets, channels), channels,
-                    count=len(val_names), infer_size=cfg.infer_size, device=device)
+    cal = calibrate(student, _val_clips(dataset, val_names, targets, channels, cfg.augment, cfg.seed), channels,
+                    count=len(val_names) * (2 if cfg.augment > 0 else 1), infer_size=cfg.infer_size, device=device)
     best = ckpt_cb.best_model_score
     training = dict(cfg.as_dict(), epochs_trained=int(trainer.current_epoch),
                     stopped_early=bool(early.stopped_epoch > 0),

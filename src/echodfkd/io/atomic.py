@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -11,10 +12,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from echodfkd.errors import EchoDFKDError
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A full disk (ENOSPC/EDQUOT inside the block) becomes one EchoDFKDError line naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the real extension last so writers that pick a format from it (cv2, np.savez) behave.
@@ -27,6 +35,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise EchoDFKDError(f"{path}: no space left on device; nothing half-written is kept: free some "
+                                f"space and rerun to finish") from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, quality
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
         finally:
             writer.release()
+        _check_written(tmp, path)
     return path
 
 
@@ -137,7 +140,22 @@ def write_color_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+        _check_written(tmp, path)
     return path
+
+
+def _check_written(tmp: Path, path: Path) -> None:
+    """OpenCV's writer ignores failed writes: the file must not be empty, an AVI as long as its RIFF header says."""
+    with open(tmp, "rb") as fh:
+        head = fh.read(8)
+    size = tmp.stat().st_size
+    riff = len(head) == 8 and head[:4] == b"RIFF"
+    if size > 0 and (not riff or int.from_bytes(head[4:], "little") + 8 <= size):
+        return
+    free = shutil.disk_usage(tmp.parent).free
+    if free < 1 << 20:  # the writer hit a full disk (atomic_path turns this into one line)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    raise VideoError(f"{path}: the video writer stopped short ({size} bytes written)")
 
 
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:

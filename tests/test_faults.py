@@ -1,0 +1,388 @@
+"""Faults: runs killed (SIGKILL, SIGINT) and resumed, a full disk, two runs on one output folder.
+
+The kill tests start the real CLI in a subprocess, kill it once its first results are on disk, resume it,
+and compare with an uninterrupted run; each fails when resuming is broken (see docs/faults.md).
+The full-disk tests mount a small tmpfs (root only; skipped elsewhere) or make the writer raise ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from distill_data import make_dataset
+from echodfkd.cli import main
+from echodfkd.io.lock import LOCK_NAME, output_lock
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+ENV = dict(os.environ, ECHODFKD_QUIET="1", OMP_NUM_THREADS="1")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "echodfkd", *map(str, args)]
+
+
+def _kill_when(cmd: list[str], ready: Callable[[], bool], sig: int = signal.SIGKILL, timeout: float = 120) -> int:
+    """Start `cmd`, send `sig` as soon as `ready()` holds, return its exit status (fails if it ends first)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"ended (rc {proc.returncode}) before the kill point: {err[-1500:]}")
+            if time.monotonic() > end:
+                pytest.fail("never reached the kill point")
+            time.sleep(0.002)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _files(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> bytes), but those whose name is in `skip`."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name not in skip}
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+# ------------------------------------------------------------------------------------------ distill
+DISTILL = ["--blocks", "1", "--frame-size", "32", "--seq-len", "8", "--batch-size", "3", "--lr", "5e-3",
+           "--epochs", "5", "--clips-per-epoch", "18", "--lr-schedule", "cosine", "--seed", "3",
+           "--accelerator", "cpu", "--patience", "50"]
+
+
+@pytest.fixture(scope="module")
+def distill_inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Tiny clips with soft targets, and one uninterrupted reference run of the settings above."""
+    root = tmp_path_factory.mktemp("distill_faults")
+    data, targets = make_dataset(root, ["TRAIN"] * 6 + ["VAL"] * 2)
+    ref = root / "reference"
+    assert main(["distill", "--data", str(data), "--targets", str(targets), "--out", str(ref), *DISTILL]) == 0
+    return data, targets, ref
+
+
+def _last_epoch(run: Path) -> int | None:
+    """The epoch of checkpoints/last.ckpt, or None while there is none."""
+    path = run / "checkpoints" / "last.ckpt"
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return None
+
+
+@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, "1"), (signal.SIGINT, "0")],
+                         ids=["SIGKILL-one-loader-worker", "SIGINT"])
+def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs, tmp_path, sig, workers):
+    """The reference ran without loader workers: the windows must not depend on them either."""
+    from safetensors.torch import load_file
+
+    from echodfkd.models import Student
+
+    data, targets, ref = distill_inputs
+    run = tmp_path / "run"
+    args = ["distill", "--data", data, "--targets", targets, "--out", run, *DISTILL, "--workers", workers]
+    rc = _kill_when(_cli(*args), lambda: (run / "checkpoints" / "last.ckpt").is_file(), sig)
+    assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
+    assert not (run / "model.safetensors").exists()  # killed while training
+    assert _last_epoch(run) is not None and _last_epoch(run) < 4
+
+    assert main([*map(str, args), "--resume"]) == 0
+    assert not _temp_files(run)
+    got, want = (json.loads((r / "config.json").read_text()) for r in (run, ref))
+    assert got["training"]["epochs_trained"] == want["training"]["epochs_trained"] == 5
+    torch.testing.assert_close(got["training"]["best_val_loss"], want["training"]["best_val_loss"])
+    assert got["thresholds"] == pytest.approx(want["thresholds"])
+    a, b = load_file(run / "model.safetensors"), load_file(ref / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    Student.from_pretrained(run)
+
+
+def test_distill_checkpoint_written_atomically(distill_inputs, tmp_path, monkeypatch):
+    """A failure while a checkpoint is written keeps the previous last.ckpt whole."""
+    import lightning.pytorch as pl
+
+    from echodfkd.distill.train import distill
+
+    data, targets, _ = distill_inputs
+    run = tmp_path / "run"
+    real_save = pl.Trainer.save_checkpoint
+
+    def save(self, filepath, *a, **k):
+        if self.current_epoch == 1 and Path(filepath).name.startswith(".last."):
+            Path(filepath).write_bytes(b"half")
+            raise KeyboardInterrupt
+        return real_save(self, filepath, *a, **k)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", save)
+    kw = dict(blocks=1, frame_size=32, seq_len=8, batch_size=3, epochs=3, augment=0)
+    with pytest.raises(KeyboardInterrupt):
+        distill(data, targets, run, **kw)
+    assert _last_epoch(run) == 0  # the epoch-0 checkpoint, untouched
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", real_save)
+    with output_lock(run):  # taking the folder removes what the failed write left
+        assert not _temp_files(run)
+    distill(data, targets, run, resume=True, **kw)
+    assert json.loads((run / "config.json").read_text())["training"]["epochs_trained"] == 3
+
+
+# ------------------------------------------------------------------------------------------ phantom, check
+PHANTOM = ["--videos", "14", "--size", "96", "--seed", "4", "--workers", "1", "--corrupt", "0.2"]
+
+
+@pytest.fixture(scope="module")
+def phantom_ref(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantom_ref") / "ph"
+    assert main(["phantom", str(out), *PHANTOM]) == 0
+    return out
+
+
+def test_phantom_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path):
+    out = tmp_path / "ph"
+    rc = _kill_when(_cli("phantom", out, *PHANTOM), lambda: len(list((out / "GroundTruth").glob("*.json"))) >= 3)
+    assert rc == -signal.SIGKILL
+    assert not (out / "FileList.csv").exists()  # killed before the end
+    assert main(["phantom", str(out), *PHANTOM]) == 0
+    assert not _temp_files(out)
+    assert _files(out) == _files(phantom_ref)
+
+
+def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path):
+    ref_csv, csv = tmp_path / "ref.csv", tmp_path / "out" / "problems.csv"
+    args = [phantom_ref, "--workers", "1", "--details"]
+    assert main(["check", *map(str, args), "--out", str(ref_csv)]) == 0
+    journal = Path(str(csv) + ".progress.jsonl")
+
+    def journalled() -> bool:
+        try:
+            return journal.read_text().count("\n") >= 2
+        except OSError:
+            return False
+
+    assert _kill_when(_cli("check", *args, "--out", csv), journalled) == -signal.SIGKILL
+    assert journal.is_file() and not csv.exists()
+    done = journal.read_text().count("\n")
+    assert 2 <= done < 14
+    assert main(["check", *map(str, args), "--out", str(csv)]) == 0
+    assert csv.read_bytes() == ref_csv.read_bytes()
+    assert not journal.exists() and not _temp_files(csv.parent)
+
+
+# ------------------------------------------------------------------------------------------ full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mounted at tmp_path/disk, resized with the returned function; skips without mount rights."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+    def resize(kib: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={kib}k", str(disk)], check=True, capture_output=True)
+
+    yield disk, resize
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _kib(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) // 1024
+
+
+def _full_then_free(run: Callable[[], int], out: Path, ref: Path, resize: Callable[[int], None],
+                    capsys) -> None:
+    """Run on a disk half the output's size: one line, nothing half-written; then grow it and finish."""
+    resize(max(32, _kib(ref) // 2))
+    capsys.readouterr()
+    assert run() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left on device" in err[0] and str(out) in err[0], err
+    assert not _temp_files(out)
+    resize(4 * _kib(ref) + 1024)
+    assert run() == 0
+
+
+def test_full_disk_phantom(small_disk, phantom_ref, capsys):
+    disk, resize = small_disk
+    out = disk / "ph"
+    _full_then_free(lambda: main(["phantom", str(out), *PHANTOM]), out, phantom_ref, resize, capsys)
+    assert _files(out) == _files(phantom_ref)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
+
+    torch.manual_seed(0)
+    arch = "lraspp_mobilenet_v3_large"
+    return save_echonet_checkpoint(Teacher(build_segmenter(arch), arch=arch).eval(),
+                                   tmp_path_factory.mktemp("teacher") / "teacher.pt")
+
+
+def _arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path) as z:
+            out[path.stem] = {k: z[k] for k in z.files}
+    return out
+
+
+def test_full_disk_label(small_disk, phantom_ref, teacher_ckpt, tmp_path, capsys):
+    disk, resize = small_disk
+    args = [str(phantom_ref), "--teacher", str(teacher_ckpt), "--batch-size", "16"]
+    assert main(["label", *args, "--out", str(tmp_path / "ref")]) == 0
+    out = disk / "targets"
+    _full_then_free(lambda: main(["label", *args, "--out", str(out)]), out, tmp_path / "ref", resize, capsys)
+    got, want = _arrays(out), _arrays(tmp_path / "ref")
+    assert got.keys() == want.keys() and len(got) >= 10
+    for name in want:
+        for key in want[name]:
+            np.testing.assert_array_equal(got[name][key], want[name][key])
+
+
+def _student(run: Path) -> Path:
+    from echodfkd.models import Student
+
+    torch.manual_seed(0)
+    Student(blocks=2).eval().save_pretrained(run, extra_config={"thresholds": {"dice": 0.4, "afd": 0.3},
+                                                                "infer_size": 96})
+    return run
+
+
+def test_full_disk_predict(small_disk, phantom_ref, tmp_path, capsys):
+    disk, resize = small_disk
+    model = _student(tmp_path / "model")
+    args = [str(phantom_ref), "--model", str(model)]
+    ref = tmp_path / "ref"
+    assert main(["predict", *args, "--out", str(ref)]) == 0
+    out = disk / "pred"
+    _full_then_free(lambda: main(["predict", *args, "--out", str(out)]), out, ref, resize, capsys)
+    assert _arrays(out).keys() == _arrays(ref).keys()
+    for name, arrays in _arrays(ref).items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(_arrays(out)[name][key], value)
+
+
+def test_enospc_from_any_writer_is_one_line_and_leaves_no_temp_file(phantom_ref, teacher_ckpt, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Where no tmpfs can be mounted: the third target write fails as a full disk would."""
+    import echodfkd.io.atomic as atomic
+
+    real, calls = atomic.np.savez_compressed, []
+
+    def savez(fh, **arrays):
+        calls.append(1)
+        if len(calls) == 3:
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fh, **arrays)
+
+    monkeypatch.setattr(atomic.np, "savez_compressed", savez)
+    out = tmp_path / "targets"
+    args = ["label", str(phantom_ref), "--teacher", str(teacher_ckpt), "--out", str(out), "--batch-size", "16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left on device" in err[0] and str(out) in err[0]
+    kept = sorted(out.glob("*.npz"))
+    assert not _temp_files(out) and 2 <= len(kept) < 12
+    for path in kept:  # the writes before the failure (and any already in flight) are whole
+        with np.load(path) as z:
+            assert z["masks"].ndim == 3
+    assert main(args) == 0 and len(list(out.glob("*.npz"))) == 12
+
+
+# ------------------------------------------------------------------------------------------ locks
+HOLD = ("import sys, time\nfrom echodfkd.io.lock import output_lock\n"
+        "with output_lock(sys.argv[1], command='holder'):\n    print('held', flush=True)\n    time.sleep(120)\n")
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_second_run_on_a_held_folder_is_refused_then_the_dead_holders_lock_is_taken_over(tmp_path):
+    out = tmp_path / "ph"
+    holder = _holder(out)
+    try:
+        refused = subprocess.run(_cli("phantom", out, "--videos", "1", "--size", "32", "--frames", "16"),
+                                 env=ENV, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "in use by another echodfkd run" in lines[0]
+        assert f"PID {holder.pid} on {socket.gethostname()}" in lines[0] and "`holder`" in lines[0]
+        assert not (out / "Videos").exists()  # refused before writing anything
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, naming a dead PID
+        holder.wait()
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
+    done = subprocess.run(_cli("phantom", out, "--videos", "1", "--size", "32", "--frames", "16"),
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"taking over a stale lock of PID {holder.pid}" in done.stderr
+    assert (out / "FileList.csv").is_file() and not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["phantom", "{out}"], ["check", "{data}", "--out", "{out}/report.csv"], ["label", "{data}", "--teacher", "x.pt",
+    "--out", "{out}"], ["distill", "--data", "{data}", "--targets", "t", "--out", "{out}"],
+    ["predict", "{data}", "--model", "m", "--out", "{out}"], ["evaluate", "--data", "{data}", "--predictions", "p",
+    "--out", "{out}"], ["demo", "--out", "{out}"], ["convert", "{data}/Videos", "--out", "{out}"],
+    ["reproduce", "--dynamic", "{data}", "--synthetic", "{data}", "--teacher", "x.pt", "--out", "{out}"]],
+    ids=lambda a: a[0])
+def test_every_writing_command_refuses_a_held_folder(argv, phantom_ref, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.format(out=out, data=phantom_ref) for a in argv]
+    lock = (out / ".report.csv.echodfkd.lock") if argv[0] == "check" else out
+    with (output_lock(out, command="holder") if argv[0] != "check" else
+          _file_lock(out / "report.csv")):
+        # The holder is this process: pretend it is another live one by faking the recorded PID's liveness.
+        with _as_other_process():
+            assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another echodfkd run" in err[-1], (lock, err)
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock released
+
+
+def _file_lock(path: Path):
+    from echodfkd.io.lock import file_lock
+
+    return file_lock(path, command="holder")
+
+
+class _as_other_process:
+    """Forget that this process holds its locks, so a nested acquire behaves like a second process's."""
+
+    def __enter__(self):
+        import echodfkd.io.lock as lock
+
+        self._held = dict(lock._HELD)
+        lock._HELD.clear()
+
+    def __exit__(self, *exc):
+        import echodfkd.io.lock as lock
+
+        lock._HELD.update(self._held)
