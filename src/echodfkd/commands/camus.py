@@ -69,29 +69,32 @@ def run(args: argparse.Namespace) -> int:
     print(f"camus: {len(items)} half-sequences ({', '.join(views)}) from {len(ds)} patients in {ds.root}; "
           f"{len(runs)} student run(s)", flush=True)
 
-    import torch
+    from echodfkd.io.lock import output_lock
 
-    torch.set_flush_denormal(True)  # as the CLI does for its other network commands
-    device, precision = _resolve(args.device, args.precision)
-    rows = []
-    for k, run_dir in enumerate(runs, 1):
-        target = out / run_dir.name if sweep else out
-        key = _settings_key(args, ds, views, run_dir, device, precision)
-        kept = _kept(target, key)
-        if kept is None:
-            kept = _score(args, ds, items, views, run_dir, target, key, device, precision)
-        else:
-            print(f"  [{k}/{len(runs)}] {run_dir.name}: kept (already scored with these settings)", flush=True)
-        row = kept["table3_row"]
-        rows.append(row)
-        print(f"  [{k}/{len(runs)}] {run_dir.name}: Dice {_pct(row['dice_all'])} per-video mean, "
-              f"{_pct(row['dice_pooled'])} pooled; 4CH {_pct(row.get('dice_4CH'))}, "
-              f"2CH {_pct(row.get('dice_2CH'))}; EF MAE {_num(row.get('ef_mae'))} %, median "
-              f"{_num(row.get('ef_median_abs_error'))} %", flush=True)
-    if sweep:
-        from echodfkd.report.camus import write_table3
+    with output_lock(out):  # one live run per report folder
+        import torch
 
-        write_table3(out, rows, Path(args.student), str(ds.root))
+        torch.set_flush_denormal(True)  # as the CLI does for its other network commands
+        device, precision = _resolve(args.device, args.precision)
+        rows = []
+        for k, run_dir in enumerate(runs, 1):
+            target = out / run_dir.name if sweep else out
+            key = _settings_key(args, ds, views, run_dir, device, precision)
+            kept = _kept(target, key)
+            if kept is None:
+                kept = _score(args, ds, items, views, run_dir, target, key, device, precision)
+            else:
+                print(f"  [{k}/{len(runs)}] {run_dir.name}: kept (already scored with these settings)", flush=True)
+            row = kept["table3_row"]
+            rows.append(row)
+            print(f"  [{k}/{len(runs)}] {run_dir.name}: Dice {_pct(row['dice_all'])} per-video mean, "
+                  f"{_pct(row['dice_pooled'])} pooled; 4CH {_pct(row.get('dice_4CH'))}, "
+                  f"2CH {_pct(row.get('dice_2CH'))}; EF MAE {_num(row.get('ef_mae'))} %, median "
+                  f"{_num(row.get('ef_median_abs_error'))} %", flush=True)
+        if sweep:
+            from echodfkd.report.camus import write_table3
+
+            write_table3(out, rows, Path(args.student), str(ds.root))
     print(f"report: {out / 'report.md'}")
     return 0
 
