@@ -119,8 +119,10 @@ def test_loss_falls_and_thresholds_land_in_config(tmp_path):
     assert cfg["data"]["targets_dir"] == str(targets.resolve()) and cfg["data"]["channels"] == ["lv"]
     # 2 VAL clips, each also calibrated as one augmented copy (augmentation is on by default)
     assert cfg["calibration"]["clips"] == 4 and 0 <= cfg["calibration"]["val_dice"] <= 1
-    # No --infer-size: calibration ran at the clips' own 64 px, so predict is told to run there too.
-    assert cfg["calibration"]["sizes"] == [[64, 64]] and cfg["infer_size"] == 64
+    # No --infer-size: the student is calibrated, and told to run, at its training size (--frame-size 32),
+    # not at the clips' own 64 px where it was never trained.
+    assert cfg["training"]["frame_size"] == 32
+    assert cfg["calibration"]["sizes"] == [[32, 32]] and cfg["infer_size"] == 32
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "logs" / "tensorboard").glob("version_0/events.*"))
     student = Student.from_pretrained(run)

@@ -44,8 +44,8 @@ class DemoSettings:
 
 
 FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
-                    teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=100,
-                    teacher_truth_every=4,
+                    teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=150,
+                    teacher_truth_every=8,
                     distill_epochs=80, distill_seconds=200, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None, patience=10)
 # Quick runs are bounded by epochs, not seconds, so a slow or busy machine gets the same model (later).
@@ -176,8 +176,8 @@ class _Steps:
 
         predictor = Predictor(self.p["student"])
         clips = itertools.islice(clean_clips(self.p["dynamic"], "VAL"), ALERT_CALIBRATION_CLIPS)
-        cfg = calibrate_alert(predictor, clips, false_alarm_rate=0.05)
-        return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05}
+        cfg = calibrate_alert(predictor, clips, false_alarm_rate=0.05, augment=1.0)
+        return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05, "augmented_copies": True}
 
     def predict(self) -> dict[str, Any]:
         from echodfkd.stream import Predictor

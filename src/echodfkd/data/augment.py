@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,3 +120,29 @@ class EchoAugment(nn.Module):
         inside = (theta.abs() <= half[:, None, None]).float()
         keep = torch.where(pick[:, None, None], inside, torch.ones_like(inside))
         return x * keep[:, None]
+
+
+def augment_clip(frames: np.ndarray, targets: np.ndarray | None = None, strength: float = 1.0,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """One augmented copy of a whole clip: frames (T, H, W) uint8 and optional targets (T, C, H, W) uint8.
+
+    The clip is one sample, so its geometry and grey map change once for all its frames (as another
+    probe position and scanner setting would); used to widen calibration sets beyond the phantom's look.
+    """
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        aug = EchoAugment(AugmentSettings(strength=strength))
+        x = torch.from_numpy(np.ascontiguousarray(frames)).float()[None]
+        if targets is None:
+            y = torch.zeros((1, x.shape[1], 1) + tuple(x.shape[2:]))
+        else:
+            y = torch.from_numpy(np.ascontiguousarray(targets)).float()[None]
+        with torch.no_grad():
+            xa, ya = aug(x, y)
+    finally:
+        torch.random.set_rng_state(state)
+    out = np.clip(np.rint(xa[0].numpy()), 0, 255).astype(np.uint8)
+    if targets is None:
+        return out, None
+    return out, np.clip(np.rint(ya[0].numpy()), 0, 255).astype(np.uint8)

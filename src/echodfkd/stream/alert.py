@@ -227,16 +227,22 @@ def fit_alert(feature_rows: list[dict[str, float]], false_alarm_rate: float = 0.
 
 def calibrate_alert(predictor: "Predictor", clean_val_clips: Iterable[tuple[np.ndarray, float]],
                     false_alarm_rate: float = 0.05, save_to: str | os.PathLike | None = None,
-                    save: bool = True) -> AlertConfig:
+                    save: bool = True, augment: float = 0.0) -> AlertConfig:
     """Set the predictor's alert from clean validation clips (frames, fps); saves RUN/alert.json when known.
 
-    `save_to` picks another file; `save=False` keeps the calibration in memory only.
+    With `augment` > 0 each clip also contributes an augmented copy (data/augment.py: another zoom, grey
+    map, noise, sector edge...), so "clean" spans acquisitions the validation set (e.g. a phantom) does not
+    show; corrupted inputs (blank stretches, noise) stay far outside it. `save_to` picks another file;
+    `save=False` keeps the calibration in memory only.
     """
+    from echodfkd.data.augment import augment_clip
     from echodfkd.progress import progress
 
     rows = []
-    for frames, fps in progress(clean_val_clips, desc="calibrating alert", unit="clip"):
+    for i, (frames, fps) in enumerate(progress(clean_val_clips, desc="calibrating alert", unit="clip")):
         rows.append(predictor.predict_clip(frames, fps).alert.features)
+        if augment > 0:
+            rows.append(predictor.predict_clip(augment_clip(frames, None, augment, seed=i)[0], fps).alert.features)
     config = fit_alert(rows, false_alarm_rate)
     predictor.alert_config = config
     target = Path(save_to) if save_to is not None else (
