@@ -24,7 +24,7 @@ ORDER = [
 
 # Steps that train or run networks on the CPU (where denormal arithmetic is slow).
 TORCH_COMMANDS = {"demo", "teacher", "label", "distill", "sweep", "search", "predict", "bench", "reproduce",
-                  "serve", "echoclip"}
+                  "serve", "echoclip", "camus"}
 
 
 def _command_modules() -> list[ModuleType]:
