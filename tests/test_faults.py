@@ -174,11 +174,13 @@ def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_pa
     assert main(["check", *map(str, args), "--out", str(ref_csv)]) == 0
     journal = Path(str(csv) + ".progress.jsonl")
 
-    def journalled() -> bool:
+    def journalled() -> bool:  # two clips done, one of them with a problem (so the resumed rows matter)
         try:
-            return journal.read_text().count("\n") >= 2
-        except OSError:
+            entries = [json.loads(line) for line in journal.read_text().splitlines(keepends=True)
+                       if line.endswith("\n")]
+        except (OSError, ValueError):
             return False
+        return len(entries) >= 2 and any(e["problems"] for e in entries)
 
     assert _kill_when(_cli("check", *args, "--out", csv), journalled) == -signal.SIGKILL
     assert journal.is_file() and not csv.exists()
@@ -187,6 +189,67 @@ def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_pa
     assert main(["check", *map(str, args), "--out", str(csv)]) == 0
     assert csv.read_bytes() == ref_csv.read_bytes()
     assert not journal.exists() and not _temp_files(csv.parent)
+
+
+# ------------------------------------------------------------------------------------------ reproduce
+@pytest.fixture(scope="module")
+def reproduce_args(tmp_path_factory) -> tuple[list[str], Path]:
+    """Phantom stand-ins for EchoNet-Dynamic and -Synthetic, a random teacher; arguments and a reference run."""
+    import pandas as pd
+
+    from echodfkd.data.phantom import generate_phantom
+    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+
+    root = tmp_path_factory.mktemp("reproduce_faults")
+    folders = {}
+    for style, seed, splits in (("dynamic", 1, ["TEST"] * 3 + ["TRAIN"]), ("synthetic", 2, ["TRAIN"] * 3 + ["VAL"])):
+        folders[style] = generate_phantom(root / style, 4, style=style, seed=seed, size=64, frames=32, workers=1,
+                                          corrupt=0.25 if style == "dynamic" else 0.0)
+        table = pd.read_csv(folders[style] / "FileList.csv")
+        table["Split"] = splits
+        table.to_csv(folders[style] / "FileList.csv", index=False)
+    arch = "lraspp_mobilenet_v3_large"
+    torch.manual_seed(0)
+    teacher = save_echonet_checkpoint(build_segmenter(arch), root / "teacher.pt")
+    args = ["reproduce", "--dynamic", str(folders["dynamic"]), "--synthetic", str(folders["synthetic"]),
+            "--teacher", str(teacher), "--teacher-arch", arch, "--grid", "1x1", "--epochs", "4", "--frame-size", "32",
+            "--batch-size", "2", "--bootstrap", "50", "--overlays", "0", "--device", "cpu", "--workers", "1"]
+    assert main([*args, "--out", str(root / "reference")]) == 0
+    return args, root / "reference"
+
+
+def _reproduce_outputs(out: Path) -> dict[str, object]:
+    """What a reproduce run produced: tables, student weights and config figures, every target and prediction."""
+    from safetensors.torch import load_file
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    run = out / "runs" / "b1_l1"
+    cfg = json.loads((run / "config.json").read_text())
+    arrays = {f"{d.name}/{k}": v for d in (out / "targets", out / "teacher_test", out / "predictions" / "b1_l1")
+              for k, v in _arrays(d).items()}
+    return {"tables": (metrics["table1"], metrics["table2"]), "weights": load_file(run / "model.safetensors"),
+            "training": {k: cfg["training"][k] for k in ("epochs_trained", "best_val_loss")},
+            "thresholds": cfg["thresholds"], "arrays": arrays}
+
+
+@pytest.mark.parametrize("point", ["labelling", "distilling"])
+def test_reproduce_killed_then_rerun_equals_an_uninterrupted_run(reproduce_args, tmp_path, point):
+    args, ref = reproduce_args
+    out = tmp_path / "out"
+    ready = {"labelling": lambda: any((out / "targets").glob("*.npz")),
+             "distilling": lambda: (out / "runs" / "b1_l1" / "checkpoints" / "last.ckpt").is_file()}[point]
+    assert _kill_when(_cli(*args, "--out", out), ready) == -signal.SIGKILL
+    assert not (out / "metrics.json").exists()
+    assert main([*args, "--out", str(out)]) == 0
+    assert not _temp_files(out)
+    got, want = _reproduce_outputs(out), _reproduce_outputs(ref)
+    torch.testing.assert_close(got["weights"], want["weights"])
+    assert got["training"] == pytest.approx(want["training"]) and got["thresholds"] == want["thresholds"]
+    assert got["tables"] == want["tables"]
+    assert got["arrays"].keys() == want["arrays"].keys()
+    for key, arrays in want["arrays"].items():
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(got["arrays"][key][name], value)
 
 
 # ------------------------------------------------------------------------------------------ full disk
@@ -207,13 +270,14 @@ def small_disk(tmp_path):
 
 
 def _kib(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) // 1024
+    """KiB the files under `root` take on a tmpfs (whole 4 KiB pages)."""
+    return sum(-(-p.stat().st_size // 4096) * 4 for p in root.rglob("*") if p.is_file())
 
 
 def _full_then_free(run: Callable[[], int], out: Path, ref: Path, resize: Callable[[int], None],
                     capsys) -> None:
     """Run on a disk half the output's size: one line, nothing half-written; then grow it and finish."""
-    resize(max(32, _kib(ref) // 2))
+    resize(max(16, _kib(ref) // 2))
     capsys.readouterr()
     assert run() == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -250,12 +314,12 @@ def _arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def test_full_disk_label(small_disk, phantom_ref, teacher_ckpt, tmp_path, capsys):
     disk, resize = small_disk
-    args = [str(phantom_ref), "--teacher", str(teacher_ckpt), "--batch-size", "16"]
+    args = [str(phantom_ref), "--teacher", str(teacher_ckpt), "--batch-size", "16", "--split", "VAL,TEST"]
     assert main(["label", *args, "--out", str(tmp_path / "ref")]) == 0
     out = disk / "targets"
     _full_then_free(lambda: main(["label", *args, "--out", str(out)]), out, tmp_path / "ref", resize, capsys)
     got, want = _arrays(out), _arrays(tmp_path / "ref")
-    assert got.keys() == want.keys() and len(got) >= 10
+    assert got.keys() == want.keys() and len(got) == 4
     for name in want:
         for key in want[name]:
             np.testing.assert_array_equal(got[name][key], want[name][key])
@@ -273,7 +337,7 @@ def _student(run: Path) -> Path:
 def test_full_disk_predict(small_disk, phantom_ref, tmp_path, capsys):
     disk, resize = small_disk
     model = _student(tmp_path / "model")
-    args = [str(phantom_ref), "--model", str(model)]
+    args = [str(phantom_ref), "--model", str(model), "--split", "VAL,TEST"]
     ref = tmp_path / "ref"
     assert main(["predict", *args, "--out", str(ref)]) == 0
     out = disk / "pred"
@@ -300,16 +364,17 @@ def test_enospc_from_any_writer_is_one_line_and_leaves_no_temp_file(phantom_ref,
 
     monkeypatch.setattr(atomic.np, "savez_compressed", savez)
     out = tmp_path / "targets"
-    args = ["label", str(phantom_ref), "--teacher", str(teacher_ckpt), "--out", str(out), "--batch-size", "16"]
+    args = ["label", str(phantom_ref), "--teacher", str(teacher_ckpt), "--out", str(out), "--batch-size", "16",
+            "--split", "VAL,TEST"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no space left on device" in err[0] and str(out) in err[0]
     kept = sorted(out.glob("*.npz"))
-    assert not _temp_files(out) and 2 <= len(kept) < 12
+    assert not _temp_files(out) and 2 <= len(kept) < 4
     for path in kept:  # the writes before the failure (and any already in flight) are whole
         with np.load(path) as z:
             assert z["masks"].ndim == 3
-    assert main(args) == 0 and len(list(out.glob("*.npz"))) == 12
+    assert main(args) == 0 and len(list(out.glob("*.npz"))) == 4
 
 
 # ------------------------------------------------------------------------------------------ locks

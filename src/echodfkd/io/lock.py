@@ -4,7 +4,7 @@
 the holder keeps an exclusive `flock` on it: the kernel drops that lock when the process dies, SIGKILL
 included, so a lock whose flock can be taken is stale whatever PID it names. Where the filesystem has no
 flock, a lock naming a PID that is not alive on this host is taken as stale instead.
-Worker processes of a distributed run (LOCAL_RANK or NODE_RANK set and non-zero) share rank 0's lock.
+Processes of a distributed run other than rank 0 (`RANK_VARIABLES`) share rank 0's lock.
 """
 
 from __future__ import annotations
@@ -65,8 +65,12 @@ def _describe(holder: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# Set by Lightning's DDP launcher, torchrun and srun; any non-zero one marks a process that is not rank 0.
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
+
+
 def _worker_of_distributed_run() -> bool:
-    return any(os.environ.get(k, "0").strip() not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK"))
+    return any(os.environ.get(k, "0").strip() not in ("", "0") for k in RANK_VARIABLES)
 
 
 class OutputLock:
