@@ -451,3 +451,23 @@ class _as_other_process:
         import echodfkd.io.lock as lock
 
         lock._HELD.update(self._held)
+
+
+def test_lock_is_reentrant_clears_for_fresh_runs_and_removes_its_empty_folder(tmp_path):
+    out = tmp_path / "new"
+    with output_lock(out) as lock:
+        (out / "old").mkdir()
+        (out / "old" / "a.npz").write_bytes(b"x")
+        (out / ".b.k2j4_x9q.tmp.npz").write_bytes(b"half")
+        with output_lock(out):  # the same process: no refusal
+            pass
+        assert (out / LOCK_NAME).is_file()
+        lock.clear()  # what `demo --fresh` does
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+    assert not out.exists()  # created for the lock and left empty: removed
+    out.mkdir()
+    (out / "sub").mkdir()
+    (out / "sub" / ".c.abcdefgh.tmp.avi").write_bytes(b"half")  # what a killed atomic write leaves
+    with output_lock(out):
+        assert not _temp_files(out)
+    assert out.is_dir() and not (out / LOCK_NAME).exists()

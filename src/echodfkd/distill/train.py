@@ -279,7 +279,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     # Loaders draw their worker seeds from a private generator: torch's global RNG (the augmentation's)
     # then advances alike with or without (persistent) workers, before and after a resume.
     rng = {"train": torch.Generator().manual_seed(cfg.seed), "val": torch.Generator().manual_seed(cfg.seed + 1)}
-    # Windows drawn from (seed, epoch) and RNG states kept in the checkpoints: a resumed run equals an uninterrupted one.
+    # Windows drawn from (seed, epoch), RNG states kept in the checkpoints: a resumed run equals an uninterrupted one.
     sampler = WindowSampler(TrainWindows(train_store, cfg.seq_len, cfg.clips_per_epoch), seed=cfg.seed)
     train_dl = DataLoader(sampler.windows, sampler=sampler, generator=rng["train"], **loader_kw)
     val_dl = DataLoader(FixedWindows(val_store, cfg.seq_len, cfg.val_windows), shuffle=False, generator=rng["val"],

@@ -69,6 +69,14 @@ def _describe(holder: dict[str, Any]) -> str:
 RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
 
 
+def _command_line() -> str:
+    """`echodfkd COMMAND` when run from the CLI, else the program name (for the refusal message)."""
+    prog = Path(sys.argv[0]).name if sys.argv else ""
+    if prog in ("echodfkd", "__main__.py") and len(sys.argv) > 1:
+        return f"echodfkd {sys.argv[1]}"
+    return prog or "python"
+
+
 def _worker_of_distributed_run() -> bool:
     return any(os.environ.get(k, "0").strip() not in ("", "0") for k in RANK_VARIABLES)
 
@@ -116,6 +124,7 @@ def _acquire(folder: Path, path: Path, command: str) -> int:
           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     for _ in range(20):  # retried only when another process removed or replaced the file under us
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        taken = None
         try:
             taken = _flock(fd)
             holder = _read(path)
@@ -138,7 +147,10 @@ def _acquire(folder: Path, path: Path, command: str) -> int:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
             return fd
-        except BaseException:
+        except BaseException as exc:
+            if taken and not isinstance(exc, OutputLocked):
+                with contextlib.suppress(OSError):
+                    path.unlink()  # ours, but unwritten (e.g. a full disk): leave no empty lock behind
             with contextlib.suppress(OSError):
                 os.close(fd)
             raise
@@ -173,10 +185,17 @@ def output_lock(folder: str | os.PathLike, command: str | None = None, name: str
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EchoDFKDError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
-    command = command if command is not None else " ".join(["echodfkd", *sys.argv[1:2]])
     try:
-        fd = _acquire(folder, path, command)
-    except OSError as exc:
+        fd = _acquire(folder, path, command if command is not None else _command_line())
+    except BaseException as exc:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if not isinstance(exc, OSError):
+            raise
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EchoDFKDError(f"{path}: no space left on device for the lock file; free some space and "
+                                f"rerun") from None
         raise EchoDFKDError(f"{path}: cannot write the lock file ({exc.strerror or exc})") from None
     _HELD[key] = 1
     try:
