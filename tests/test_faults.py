@@ -119,6 +119,34 @@ def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs,
     Student.from_pretrained(run)
 
 
+@pytest.mark.parametrize("early_stop", [False, True], ids=["all-epochs", "stopped-early"])
+def test_distill_interrupted_after_training_resumes_to_the_same_model(distill_inputs, tmp_path, monkeypatch,
+                                                                     early_stop):
+    """Ctrl-C during the export/calibration: the resumed run trains no further and exports the same model."""
+    import echodfkd.distill.calibrate as calibrate
+    from echodfkd.distill.train import distill
+
+    data, targets, _ = distill_inputs
+    # lr ~ 0 makes val loss stall, so patience 1 stops the run early; the resume must not train on.
+    kw = dict(blocks=1, frame_size=32, seq_len=8, batch_size=3, epochs=5, augment=0.5,
+              **(dict(lr=1e-12, patience=1) if early_stop else {}))
+    ref = distill(data, targets, tmp_path / "ref", **kw)
+    real = calibrate.calibrate
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(calibrate, "calibrate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        distill(data, targets, tmp_path / "run", **kw)
+    monkeypatch.setattr(calibrate, "calibrate", real)
+    run = distill(data, targets, tmp_path / "run", resume=True, **kw)
+    got, want = (json.loads((r / "config.json").read_text())["training"] for r in (run, ref))
+    assert got["stopped_early"] == want["stopped_early"] == early_stop
+    assert got["epochs_trained"] == want["epochs_trained"] and (want["epochs_trained"] < 5) == early_stop
+    torch.testing.assert_close(got["best_val_loss"], want["best_val_loss"])
+
+
 def test_distill_checkpoint_written_atomically(distill_inputs, tmp_path, monkeypatch):
     """A failure while a checkpoint is written keeps the previous last.ckpt whole."""
     import lightning.pytorch as pl
@@ -292,6 +320,22 @@ def test_full_disk_phantom(small_disk, phantom_ref, capsys):
     out = disk / "ph"
     _full_then_free(lambda: main(["phantom", str(out), *PHANTOM]), out, phantom_ref, resize, capsys)
     assert _files(out) == _files(phantom_ref)
+
+
+def test_full_disk_distill(small_disk, distill_inputs, capsys):
+    from safetensors.torch import load_file
+
+    disk, resize = small_disk
+    data, targets, ref = distill_inputs
+    out = disk / "run"
+    args = ["distill", "--data", str(data), "--targets", str(targets), "--out", str(out), *DISTILL, "--resume"]
+    _full_then_free(lambda: main(args), out, ref, resize, capsys)
+    got, want = (json.loads((r / "config.json").read_text())["training"] for r in (out, ref))
+    assert got["epochs_trained"] == want["epochs_trained"]
+    torch.testing.assert_close(got["best_val_loss"], want["best_val_loss"])
+    a, b = load_file(out / "model.safetensors"), load_file(ref / "model.safetensors")
+    for key in b:
+        torch.testing.assert_close(a[key], b[key])
 
 
 @pytest.fixture(scope="module")

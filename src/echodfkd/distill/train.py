@@ -29,7 +29,7 @@ from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsF
                                  WindowSampler, check_targets)
 from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
 from echodfkd.errors import DatasetError, ModelError
-from echodfkd.io.atomic import save_json
+from echodfkd.io.atomic import DISK_FULL, save_json
 from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student
 
 log = logging.getLogger(__name__)
@@ -179,10 +179,17 @@ def _checkpoint_callback() -> type:
         def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
             path = Path(filepath)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-            super()._save_checkpoint(trainer, str(tmp))
-            self._last_checkpoint_saved = filepath
-            if trainer.is_global_zero and tmp.exists():
-                os.replace(tmp, path)
+            try:
+                super()._save_checkpoint(trainer, str(tmp))
+                self._last_checkpoint_saved = filepath
+                if trainer.is_global_zero and tmp.exists():
+                    os.replace(tmp, path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                if exc.errno in DISK_FULL:
+                    raise ModelError(f"{path}: no space left on device (earlier checkpoints are kept); free "
+                                     f"some space and rerun with --resume") from None
+                raise
 
     return AtomicCheckpoint
 
