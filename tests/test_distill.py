@@ -262,3 +262,15 @@ def test_resume_refuses_other_teacher_or_architecture(tmp_path):
         distill(data, targets, run, resume=True, **dict(SMALL, blocks=1))
     with pytest.raises(ModelError, match="different architecture .*blocks=1->2"):
         distill(data, targets, run, resume=True, **SMALL)
+
+
+def test_precision_default_follows_the_hardware(monkeypatch):
+    import echodfkd.hardware as hw
+    from echodfkd.distill.config import DistillConfig
+    from echodfkd.distill.train import _precision
+
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert hw.cpu_has_native_bf16() and _precision(DistillConfig(), "cpu") == "bf16-mixed"
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert not hw.cpu_has_native_bf16() and _precision(DistillConfig(), "cpu") == "32-true"
+    assert _precision(DistillConfig(precision="32-true"), "cpu") == "32-true"  # an explicit choice wins

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
-PAGES = ("quickstart.md", "real-data.md", "cli.md", "formats.md", "afd.md", "phantom.md", "convert.md", "camus.md")
+PAGES = ("quickstart.md", "real-data.md", "cli.md", "formats.md", "afd.md", "phantom.md", "convert.md", "camus.md", "faults.md")
 
 
 def _commands() -> list[str]:

@@ -62,7 +62,8 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
     p.add_argument("--num-nodes", type=int, default=1)
     p.add_argument("--strategy", default="auto", help="auto, ddp (gloo on CPU, nccl on GPU), ddp_spawn, ...")
     p.add_argument("--precision", default=None,
-                   help="Lightning precision (default: bf16-mixed on GPUs that support it, else 32-true)")
+                   help="Lightning precision (default: bf16-mixed on GPUs that support it and on CPUs with "
+                        "native bf16 (AVX512-BF16/AMX), else 32-true)")
 
 
 def training_kwargs(args: argparse.Namespace, architecture: bool = True) -> dict[str, Any]:

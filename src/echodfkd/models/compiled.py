@@ -49,13 +49,10 @@ def cache_dir() -> Path:
 
 def _cpu_signature() -> str:
     """The CPU model and feature flags: compiled code may use any instruction the builder's CPU had."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from echodfkd.hardware import cpu_flags
+
+    flags = cpu_flags()
+    return " ".join(sorted(flags)) if flags else (platform.processor() or platform.machine())
 
 
 def engine_key(student: Student, size: tuple[int, int], precision: str) -> str:
