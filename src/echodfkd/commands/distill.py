@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from echodfkd.commands._flags import existing_path
+from echodfkd.errors import EchoDFKDError
+
 NAME = "distill"
 HELP = "train a (B,l) student on teacher targets; export RUN/model.safetensors + calibrated config.json"
 DESCRIPTION = (
@@ -26,8 +29,10 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
     p.add_argument("--targets", required=True, help="teacher targets folder (targets/<FileName>.npz)")
     if architecture:
         p.add_argument("--filters", type=int, default=12, help="width F of the first block (F*2^b after)")
-        p.add_argument("--skip", action="store_true", help="U-Net skip connections (not in the reference)")
-        p.add_argument("--residual", action="store_true", help="residual connection per encoder block")
+        p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=False,
+                       help="U-Net skip connections (not in the reference)")
+        p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False,
+                       help="residual connection per encoder block")
         p.add_argument("--init", default="default", choices=["default", "xavier", "kaiming", "orthogonal"],
                        help="weight initialisation of the convolutions")
         p.add_argument("--seq-len", type=int, default=25, help="frames per training window")
@@ -66,23 +71,61 @@ def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True
                         "native bf16 (AVX512-BF16/AMX), else 32-true)")
 
 
+_KEYS = ["frame_size", "infer_size", "augment", "lr", "weight_decay", "epochs", "max_time", "patience", "train_split",
+         "val_split", "clips_per_epoch", "val_windows", "channels", "seed", "workers", "cache_gb",
+         "accelerator", "devices", "num_nodes", "strategy", "precision"]
+_ARCH_KEYS = ["filters", "skip", "residual", "init", "seq_len", "batch_size", "lr_schedule", "dice_weight"]
+
+
 def training_kwargs(args: argparse.Namespace, architecture: bool = True) -> dict[str, Any]:
     """The distill() keyword arguments from parsed options."""
-    keys = ["frame_size", "infer_size", "augment", "lr", "weight_decay", "epochs", "max_time", "patience", "train_split",
-            "val_split", "clips_per_epoch", "val_windows", "channels", "seed", "workers", "cache_gb",
-            "accelerator", "devices", "num_nodes", "strategy", "precision"]
-    if architecture:
-        keys += ["filters", "skip", "residual", "init", "seq_len", "batch_size", "lr_schedule", "dice_weight"]
+    keys = _KEYS + (_ARCH_KEYS if architecture else [])
     return {k: getattr(args, k) for k in keys}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd distill`."""
     p.add_argument("--out", required=True, help="run folder (config.json, model.safetensors, checkpoints/, logs/)")
+    p.add_argument("--config", type=existing_path, default=None, metavar="JSON",
+                   help="start from the settings in this file: a search's best.json (its best trial), a run's "
+                        "config.json (its training settings), or a JSON object of distill settings (flag names "
+                        "with underscores, plus loss: bce or bce+dice); flags given on the command line win")
     p.add_argument("--blocks", type=int, default=4, help="B: encoder blocks")
     p.add_argument("--layers", type=int, default=1, help="l: ConvLSTM layers per block")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
     add_training_arguments(p)
+    _defer_defaults(p, ("blocks", "layers", *_KEYS, *_ARCH_KEYS))
+
+
+def _defer_defaults(p: argparse.ArgumentParser, dests: tuple[str, ...]) -> None:
+    """Leave these options unset unless given (so --config can tell a given flag from a default); the
+    defaults go to `_defaults` and are still shown in --help."""
+    defaults = {}
+    for action in p._actions:
+        if action.dest in dests and action.default is not argparse.SUPPRESS:
+            defaults[action.dest] = action.default
+            if action.help is not argparse.SUPPRESS:
+                shown = str(action.default).replace("%", "%%")
+                action.help = f"{action.help or ''} (default: {shown})".strip()
+            action.default = argparse.SUPPRESS
+    p.set_defaults(_defaults=defaults)
+
+
+def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the unset options: first from --config, then from the defaults; flags given always win."""
+    defaults = dict(getattr(args, "_defaults", {}))
+    if getattr(args, "config", None) is not None:
+        from echodfkd.distill.config import load_settings
+
+        settings = load_settings(args.config)
+        offered = sorted(set(settings) - set(defaults))
+        if offered:  # a DistillConfig field with no flag here
+            raise EchoDFKDError(f"{args.config}: setting(s) {', '.join(offered)} cannot be set by this command")
+        defaults.update(settings)
+    for key, value in defaults.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
 
     from echodfkd.distill.train import distill
     from echodfkd.io.lock import output_lock
+
+    resolve_settings(args)
 
     with output_lock(args.out):  # a no-op in DDP worker processes: rank 0 holds it
         out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,

@@ -9,12 +9,47 @@ from echodfkd.commands.distill import add_training_arguments, training_kwargs
 
 NAME = "search"
 HELP = "Optuna search (init, widths, loss, batch, window, lr schedule, skip/residual) stored in OUT/study.db"
+
+#: The searched parameters, their choices and the distill flag each stands for. --help must stay light
+#: (no torch), so this is echodfkd.distill.search.SEARCH_SPACE spelt out; a test keeps the two equal.
+SEARCHED = {
+    "init": ("--init", ["default", "xavier", "kaiming", "orthogonal"]),
+    "filters": ("--filters", [8, 12, 16]),
+    "loss": ("--dice-weight", ["bce", "bce+dice"]),
+    "batch_size": ("--batch-size", [8, 16, 32]),
+    "seq_len": ("--seq-len", [15, 25, 35]),
+    "lr_schedule": ("--lr-schedule", ["none", "cosine", "step"]),
+    "skip": ("--skip", [False, True]),
+    "residual": ("--residual", [False, True]),
+}
+
+
+def _choices(values: list) -> str:
+    return "/".join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+
+
 DESCRIPTION = (
     "Run an Optuna study (TPE sampler, MedianPruner fed with the val BCE each epoch) over the paper's search "
-    "space: weight init, filters, loss (BCE or BCE+Dice), batch size, sequence length, lr schedule and "
-    "skip/residual connections. The study is stored in OUT/study.db and resumes: rerunning continues until "
-    "--trials trials are complete or pruned, and interrupted trials are retried from their last checkpoint. "
-    "Several processes may share one study. Results: OUT/trials.csv, OUT/best.json, OUT/trials/trial_NNNN/.")
+    "space. Searched (so not settable here): "
+    + "; ".join(f"{name} {_choices(values)}" for name, (_, values) in SEARCHED.items())
+    + " (loss bce+dice = BCE + 1.0 x soft Dice). Every other distill setting is fixed by the flags below. The "
+    "study is stored in OUT/study.db and resumes: rerunning continues until --trials trials are complete or "
+    "pruned, and interrupted trials are retried from their last checkpoint. Several processes may share one "
+    "study. Results: OUT/trials.csv, OUT/best.json (the best trial's value, searched params and every "
+    "setting), OUT/trials/trial_NNNN/. Train the winner again with `echodfkd distill --config OUT/best.json "
+    "--data ... --targets ... --out RUN` (flags given there win over the file).")
+
+
+class _Searched(argparse.Action):
+    """A distill flag whose value the search chooses: refused with the choices it searches."""
+
+    def __init__(self, *args, name: str = "", values: list | None = None, **kwargs) -> None:
+        self.name, self.values = name, values or []
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is searched ({self.name}: {_choices(self.values)}), so it cannot be "
+                     f"fixed here; train one setting with `echodfkd distill`")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--startup-trials", type=int, default=5, help="trials before the pruner may prune")
     p.add_argument("--warmup-epochs", type=int, default=3, help="epochs before a trial may be pruned")
     add_training_arguments(p, architecture=False)
+    group = p.add_argument_group("searched (chosen by each trial, refused as flags)")
+    for name, (flag, values) in SEARCHED.items():
+        bare = isinstance(values[0], bool)  # --skip/--residual take no value
+        group.add_argument(flag, *([f"--no-{flag[2:]}"] if bare else []), dest=f"_searched_{name}",
+                       action=_Searched, nargs=0 if bare else None, name=name, values=values,
+                       default=argparse.SUPPRESS, metavar=None if bare else "V",
+                           help=f"searched: {name} {_choices(values)}")
 
 
 def run(args: argparse.Namespace) -> int:

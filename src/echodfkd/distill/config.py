@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from echodfkd.distill.module import INITS, SCHEDULES
@@ -124,3 +126,50 @@ def format_duration(delta: timedelta) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+#: Loss choices of the search and the Dice weight each means.
+LOSSES = {"bce": 0.0, "bce+dice": 1.0}
+#: Settings of the machine, not of the model: a search's best trial does not carry them to another run.
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision")
+#: What a run's config.json records in `training` beyond the settings (its outcome).
+_OUTCOME_KEYS = ("epochs_trained", "stopped_early", "best_val_loss", "best_val_bce", "best_checkpoint")
+
+
+def load_settings(path: str | Path) -> dict[str, Any]:
+    """Distillation settings from a JSON file: a search's best.json, a run's config.json, or a flat dict.
+
+    A flat dict may hold any DistillConfig field and `loss` ("bce" or "bce+dice"); anything else is an
+    error naming the file and the keys. A best.json gives its best trial's `settings` (or, from an older
+    search, its searched `params`); a run's config.json gives its `training` settings without the hardware.
+    """
+    from echodfkd.errors import EchoDFKDError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EchoDFKDError(f"{path}: not a readable JSON settings file ({exc})") from None
+    if not isinstance(data, dict):
+        raise EchoDFKDError(f"{path}: settings must be a JSON object")
+    if "best" in data:  # echodfkd search's best.json
+        best = data["best"]
+        if not isinstance(best, dict):
+            raise EchoDFKDError(f"{path}: the search has no complete trial yet")
+        flat = best.get("settings") or best.get("params") or {}
+    elif isinstance(data.get("training"), dict):  # a run's config.json
+        flat = {k: v for k, v in data["training"].items() if k not in HARDWARE_KEYS + _OUTCOME_KEYS}
+    else:
+        flat = data
+    known = {f.name for f in fields(DistillConfig)}
+    unknown = sorted(set(flat) - known - {"loss"})
+    if unknown:
+        raise EchoDFKDError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: the distill flags, "
+                            f"spelt with underscores, and loss)")
+    out = dict(flat)
+    if "loss" in out:
+        loss = out.pop("loss")
+        if loss not in LOSSES:
+            raise EchoDFKDError(f"{path}: loss {loss!r} must be one of {', '.join(LOSSES)}")
+        out.setdefault("dice_weight", LOSSES[loss])
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from echodfkd.distill.config import HARDWARE_KEYS, LOSSES
 from echodfkd.distill.train import distill, is_finished
 from echodfkd.errors import EchoDFKDError
 from echodfkd.io.atomic import save_json, save_text
@@ -34,7 +35,7 @@ SEARCH_SPACE: dict[str, list[Any]] = {
     "skip": [False, True],
     "residual": [False, True],
 }
-DICE_WEIGHT = 1.0  # weight of the Dice term when a trial picks "bce+dice"
+DICE_WEIGHT = LOSSES["bce+dice"]  # weight of the Dice term when a trial picks "bce+dice"
 
 
 def parse_range(text: str | int, what: str = "value") -> list[int]:
@@ -146,9 +147,11 @@ def search(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: st
         settings = dict(kw, seed=seed)
         for name, value in params.items():
             if name == "loss":
-                settings["dice_weight"] = DICE_WEIGHT if value == "bce+dice" else 0.0
+                settings["dice_weight"] = LOSSES[value]
             else:
                 settings[name] = value
+        # everything the trial trained with but the machine: `distill --config best.json` starts from it
+        trial.set_user_attr("settings", {k: v for k, v in settings.items() if k not in HARDWARE_KEYS})
         run = out / "trials" / f"trial_{int(trial.user_attrs.get('run_number', trial.number)):04d}"
         trial.set_user_attr("run", str(run))
         cb = pruning_callback(trial)
@@ -179,7 +182,8 @@ def _write_results(study: Any, out: Path) -> dict[str, Any]:
     else:
         best = study.best_trial
         result = {"best": {"number": best.number, "value": best.value, "params": best.params,
-                           "run": best.user_attrs.get("run"), "thresholds": best.user_attrs.get("thresholds")},
+                           "run": best.user_attrs.get("run"), "thresholds": best.user_attrs.get("thresholds"),
+                           "settings": best.user_attrs.get("settings")},
                   "trials": len(study.trials),
                   "complete": len(complete),
                   "pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))}
