@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -65,8 +65,11 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 def sweep(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
           blocks: list[int] | str = "1-4", layers: list[int] | str = "1-4", shard: tuple[int, int] = (0, 1),
-          **kw: Any) -> pd.DataFrame:
-    """Train every (B, l) of the grid into `out/b{B}_l{l}/`; finished runs are skipped. Returns the summary."""
+          after: Callable[[Path], Any] | None = None, **kw: Any) -> pd.DataFrame:
+    """Train every (B, l) of the grid into `out/b{B}_l{l}/`; finished runs are skipped. Returns the summary.
+
+    `after(run)` is called for each finished run of this shard, trained now or before (e.g. to evaluate it).
+    """
     out = Path(out)
     bs = parse_range(blocks, "blocks") if isinstance(blocks, str) else list(blocks)
     ls = parse_range(layers, "layers") if isinstance(layers, str) else list(layers)
@@ -78,6 +81,8 @@ def sweep(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str
         run = out / f"b{b}_l{l}"
         if not is_finished(run):
             distill(data_root, targets_dir, run, blocks=b, layers=l, resume=True, **kw)
+        if after is not None and is_finished(run):
+            after(run)
     rows = [run_summary(p) for p in sorted(out.glob("b*_l*")) if is_finished(p)]
     summary = pd.DataFrame(rows).sort_values(["params", "run"]) if rows else pd.DataFrame()
     save_text(out / "summary.csv", summary.to_csv(index=False))

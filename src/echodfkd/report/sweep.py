@@ -4,15 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from echodfkd.errors import DatasetError
 from echodfkd.evaluate.scaling import load_sweep, scaling_laws, transformed
 from echodfkd.io.atomic import save_json, save_text
 from echodfkd.report import figures
 from echodfkd.report.tables import fmt, fmt_params, markdown, table1, table2
 
 
+def unevaluated(sweep_dir: Path) -> list[Path]:
+    """Run folders of a sweep with a config.json but no metrics.json anywhere below them."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        return []
+    return [run for run in sorted(p for p in root.iterdir() if p.is_dir())
+            if (run / "config.json").is_file() and next(run.rglob("metrics.json"), None) is None]
+
+
 def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
     """Read every run of `sweep_dir`, fit the scaling laws and write sweep.json, sweep.csv, report.md, figures."""
-    sweep = load_sweep(sweep_dir)
+    pending = unevaluated(sweep_dir)
+    try:
+        sweep = load_sweep(sweep_dir)
+    except DatasetError:
+        if pending:  # trained but not evaluated: name the missing step
+            raise DatasetError(f"{sweep_dir}: {len(pending)} trained run(s) but none evaluated (no "
+                               f"metrics.json, e.g. in {pending[0]}); run `echodfkd sweep --evaluate` with the "
+                               f"sweep's flags, or `echodfkd predict` + `echodfkd evaluate --out RUN/evaluation` "
+                               f"per run") from None
+        raise
     laws = scaling_laws(sweep)
     ys = {m: transformed(sweep, m)[0] for m in laws}
     fig = figures.scaling_laws(sweep, laws, ys, out / "figures" / "scaling_laws.png")
@@ -28,6 +47,8 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
                      fmt(law.get("improvement_per_doubling"), 4), fmt_params(sat) if sat else "not reached"])
     text = "\n".join(line for line in [
         "# EchoDFKD sweep report", "", f"Sweep: `{sweep_dir}` ({len(sweep)} runs).", "",
+        *([f"Left out, trained but not evaluated (no metrics.json): {', '.join(p.name for p in pending)}; "
+           "`echodfkd sweep --evaluate` evaluates them.", ""] if pending else []),
         "## Table 1: Dice / meanIoU by blocks B and layers l", "", table1(sweep),
         "Per-video mean over the traced ED/ES frames (the paper's), from each run's metrics.json "
         "(falls back to ground truth, then teacher agreement, when a run has no tracings).", "",
@@ -45,6 +66,7 @@ def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
         f"![scaling laws]({fig.relative_to(out).as_posix()})", ""] if line is not None)
     save_text(out / "sweep.csv", sweep.to_csv(index=False))
     result = {"sweep": str(sweep_dir), "runs": sweep.to_dict(orient="records"), "scaling_laws": laws,
+              "unevaluated": [p.name for p in pending],
               "figures": [fig.relative_to(out).as_posix()]}
     save_json(out / "sweep.json", result)
     save_text(out / "report.md", text)
