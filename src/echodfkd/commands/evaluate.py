@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
                                  n_boot=args.bootstrap, allow_missing=args.allow_missing, overlays=args.overlays)
     print(f"evaluated {m['n_clips']} clips of {m['split']}")
     for key, label in (("vs_tracings", "vs human tracings"), ("vs_ground_truth", "vs ground truth"),
-                       ("vs_teacher", "vs teacher")):
+                       ("vs_teacher", "vs teacher"), ("rv_vs_ground_truth", "RV vs ground truth"),
+                       ("rv_vs_teacher", "RV vs RV teacher")):
         s = m["segmentation"].get(key)
-        if s:
+        if s and "dice_pooled" in s.get("overall", s):
             s = s.get("overall", s)
             print(f"  Dice {label}: {100 * s['dice_per_video_mean']:.2f} % per-video mean, "
                   f"{100 * s['dice_pooled']:.2f} % pooled")

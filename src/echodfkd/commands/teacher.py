@@ -12,7 +12,9 @@ DESCRIPTION = (
     "'teacher train DATA --arch A --out teacher.pt' trains a torchvision segmenter with a 1-channel head on "
     "the two traced frames of every TRAIN clip (masks from VolumeTracings.csv), keeps the epoch with the best "
     "VAL Dice and saves it in EchoNet's checkpoint format. 'teacher info teacher.pt' loads a checkpoint "
-    "(EchoNet's or ours, weights_only) and prints its architecture, size and weights hash."
+    "(EchoNet's or ours, weights_only) and prints its architecture, size and weights hash. A second, RV "
+    "teacher (for `label --channel rv` and a 2-channel student): 'teacher train PHANTOM --channel rv' learns "
+    "from the phantom's exact RV masks (GroundTruth/*.npz key 'rv') on TRAIN, selected on VAL's."
 )
 ARCH_CHOICES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
 
@@ -41,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--dense-truth", type=int, default=None, metavar="K",
                        help="phantom folders only: train on every K-th frame of each TRAIN clip with the exact LV "
                             "masks (GroundTruth/) instead of the two traced frames; VAL stays on the traced frames")
+    train.add_argument("--channel", choices=["lv", "rv"], default="lv",
+                       help="lv: the traced LV frames; rv: a phantom's exact RV masks (every --dense-truth K-th "
+                            "frame of TRAIN, default 4, validated on VAL's), the teacher of `label --channel rv`")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
@@ -63,10 +68,11 @@ def _train(args: argparse.Namespace) -> int:
         augment = 0.0
     result = train_teacher(args.data, args.arch, args.out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
-                           augment=augment, seed=args.seed, truth_every=args.dense_truth,
+                           augment=augment, seed=args.seed, truth_every=args.dense_truth, channel=args.channel,
                            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     if args.json:
-        print(json.dumps({"out": str(result.path), "arch": result.arch, "best_epoch": result.best_epoch,
+        print(json.dumps({"out": str(result.path), "arch": result.arch, "channel": args.channel,
+                          "best_epoch": result.best_epoch,
                           "best_val_dice": result.best_val_dice, "validated_on": result.validated_on,
                           "train_frames": result.train_frames, "val_frames": result.val_frames,
                           "seconds": round(result.seconds, 2), "history": result.history,
@@ -74,9 +80,10 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
-    print(f"{result.arch}: best {result.validated_on} Dice {result.best_val_dice:.4f} at epoch {result.best_epoch} "
-          f"({result.train_frames} train / {result.val_frames} val traced frames, {result.seconds:.0f} s) "
-          f"-> {result.path}")
+    what = "RV ground-truth" if args.channel == "rv" else "traced"
+    print(f"{result.arch}: best {result.validated_on} {args.channel.upper()} Dice {result.best_val_dice:.4f} at "
+          f"epoch {result.best_epoch} ({result.train_frames} train / {result.val_frames} val {what} frames, "
+          f"{result.seconds:.0f} s) -> {result.path}")
     return 0
 
 

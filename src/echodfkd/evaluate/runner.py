@@ -37,6 +37,8 @@ class Collected:
     teacher_rows: list[pd.DataFrame] = field(default_factory=list)
     ef_rows: list[dict] = field(default_factory=list)
     truth_events: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    rv_truth_rows: list[pd.DataFrame] = field(default_factory=list)     # RV channel vs phantom RV truth
+    rv_teacher_rows: list[pd.DataFrame] = field(default_factory=list)   # RV channel vs the RV teacher
 
 
 def _references(ds, names: list[str]) -> tuple[dict, str, dict[str, str]]:
@@ -63,13 +65,23 @@ def _references(ds, names: list[str]) -> tuple[dict, str, dict[str, str]]:
 
 
 def _clip_pass(ds, name: str, soft: np.ndarray, path: Path, refs: dict | None, t_dice: float, t_afd: float,
-               signal: np.ndarray, compat: str, acc: Collected, teacher: np.ndarray | None) -> None:
-    """Everything per clip that needs masks: overlaps, teacher agreement, EF areas and long axes."""
+               signal: np.ndarray, compat: str, acc: Collected, teacher: np.ndarray | None,
+               rv: tuple[np.ndarray, float, np.ndarray | None] | None = None) -> None:
+    """Everything per clip that needs masks: overlaps, teacher agreement, EF areas and long axes.
+
+    `rv` = (RV soft masks, their Dice threshold, the RV teacher's or None) for a 2-channel student.
+    """
     n = soft.shape[0]
     binary = binarize(soft, t_dice)
     if refs and getattr(ds, "has_tracings", False):
         acc.tracing_rows.append(tracing_rows(ds, name, soft, t_dice, path))
     gt = ds.ground_truth(name) if ds.has_ground_truth else None
+    if rv is not None:
+        rv_soft, t_rv, rv_teacher = rv
+        if gt is not None and "rv" in gt:
+            acc.rv_truth_rows.append(frame_rows(name, rv_soft, np.asarray(gt["rv"], dtype=bool), t_rv, path))
+        if rv_teacher is not None:
+            acc.rv_teacher_rows.append(frame_rows(name, rv_soft, binarize(rv_teacher, TEACHER_THRESHOLD), t_rv, path))
     if gt is not None and "lv" in gt:
         acc.truth_rows.append(frame_rows(name, soft, np.asarray(gt["lv"], dtype=bool), t_dice, path))
         acc.truth_events[name] = {"ED": [int(f) for f in np.ravel(gt["ed"])],
@@ -159,6 +171,7 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
     meta = read_meta(pred)
     t_dice = float(threshold if threshold is not None else meta.get("threshold_dice", 0.5))
     t_afd = float(threshold if threshold is not None else meta.get("threshold_afd", 0.5))
+    t_rv = float(threshold if threshold is not None else rv_threshold(meta))
     names = ds.names(split)
     if not names:
         raise DatasetError(f"{ds.root}: no clip in split {split}")
@@ -188,16 +201,23 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
         elif soft is not None:
             acc.signals[name] = binarize(soft, t_afd).sum(axis=(1, 2)).astype(np.float64)
         teacher = None
+        rv_soft = _optional_masks(npz, "rv") if soft is not None else None
+        rv_teacher = None
         if ctx.teacher is not None:
             tpath = ctx.teacher / f"{name}.npz"
             if not tpath.is_file():
                 raise DatasetError(f"{tpath}: teacher targets missing for {name}")
             teacher = load_masks(tpath)
             acc.teacher_sizes[name] = binarize(teacher, TEACHER_THRESHOLD).sum(axis=(1, 2)).astype(np.float64)
+            rv_teacher = _optional_masks(tpath, "rv") if rv_soft is not None else None
         if soft is not None:
-            _clip_pass(ds, name, soft, npz, refs.get(name), t_dice, t_afd, acc.signals[name], compat, acc, teacher)
+            _clip_pass(ds, name, soft, npz, refs.get(name), t_dice, t_afd, acc.signals[name], compat, acc, teacher,
+                       None if rv_soft is None else (rv_soft, t_rv, rv_teacher))
     metrics = _header(ctx)
     metrics["segmentation"] = _segmentation_metrics(ctx, acc)
+    if acc.rv_truth_rows or acc.rv_teacher_rows:
+        metrics["thresholds"]["rv_dice"] = t_rv
+        metrics["segmentation"].update(_rv_metrics(ctx, acc, t_rv))
     extra = _phase_metrics(ctx, acc, metrics, corrupted)
     if out is not None:
         from echodfkd.report.evaluation import write_report
@@ -229,6 +249,42 @@ def _segmentation_metrics(ctx: Context, acc: Collected) -> dict:
     if acc.teacher_rows:
         seg["vs_teacher"] = summarize_overlap(pd.concat(acc.teacher_rows), ctx.n_boot, ctx.seed)
         seg["vs_teacher"]["note"] = f"Truth: the teacher targets in {ctx.teacher} binarised at 0.5, every frame"
+    return seg
+
+
+def rv_threshold(meta: dict) -> float:
+    """The RV channel's Dice threshold: PRED/meta.json's `thresholds_rv`, else the run's config.json, else 0.5."""
+    import json
+
+    found = meta.get("thresholds_rv")
+    run = Path(meta["model"]) / "config.json" if meta.get("model") else None
+    if not isinstance(found, dict) and run is not None and run.is_file():  # predictions made before meta had it
+        try:
+            found = json.loads(run.read_text()).get("thresholds_rv")
+        except (OSError, ValueError):
+            found = None
+    value = found.get("dice") if isinstance(found, dict) else None
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else 0.5
+
+
+def _optional_masks(path: Path, key: str) -> np.ndarray | None:
+    """`key` soft masks of an npz, or None when the file has no such array."""
+    with np.load(path, allow_pickle=False) as data:
+        if key not in data.files:
+            return None
+    return load_masks(path, key)
+
+
+def _rv_metrics(ctx: Context, acc: Collected, t_rv: float) -> dict:
+    """RV Dice/IoU of a 2-channel student against the phantom's RV truth and the RV teacher, every frame."""
+    seg: dict = {}
+    if acc.rv_truth_rows:
+        seg["rv_vs_ground_truth"] = summarize_overlap(pd.concat(acc.rv_truth_rows), ctx.n_boot, ctx.seed)
+        seg["rv_vs_ground_truth"]["note"] = f"Truth: phantom RV ground truth, every frame; RV threshold {t_rv:.4g}"
+    if acc.rv_teacher_rows:
+        seg["rv_vs_teacher"] = summarize_overlap(pd.concat(acc.rv_teacher_rows), ctx.n_boot, ctx.seed)
+        seg["rv_vs_teacher"]["note"] = (f"Truth: the RV teacher targets ('rv') in {ctx.teacher} binarised at "
+                                        f"0.5, every frame; RV threshold {t_rv:.4g}")
     return seg
 
 

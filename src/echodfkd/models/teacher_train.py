@@ -36,6 +36,12 @@ from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
 
 
+#: Teacher channels: the LV (traced frames, or a phantom's LV truth) or the RV (a phantom's RV truth).
+CHANNELS = ("lv", "rv")
+#: Default frame step of RV training: phantom clips move smoothly, so every 4th frame sees the whole cycle.
+RV_TRUTH_EVERY = 4
+
+
 @dataclass
 class TracedFrames:
     """The traced frames of one split: uint8 frames and bool masks (N, H, W), with their origin."""
@@ -79,28 +85,31 @@ def _clip_traced(dataset, name: str, size: int | None) -> list[tuple[np.ndarray,
     return pairs
 
 
-def _clip_truth(dataset, name: str, size: int | None, every: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """(frame, mask, index) of every `every`-th frame of a phantom clip with its exact LV mask."""
+def _clip_truth(dataset, name: str, size: int | None, every: int,
+                key: str = "lv") -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(frame, mask, index) of every `every`-th frame of a phantom clip with its exact `key` (lv/rv) mask."""
     from echodfkd.io.video import resize_frames, resize_masks
 
     truth = dataset.ground_truth(name)
-    if truth is None or "lv" not in truth:
-        raise DatasetError(f"{dataset.root}: {name} has no ground truth (GroundTruth/{name}.npz); "
-                           "dense-truth training needs a phantom folder")
+    if truth is None or key not in truth:
+        raise DatasetError(f"{dataset.root}: {name} has no {key.upper()} ground truth (GroundTruth/{name}.npz "
+                           f"key '{key}'); dense-truth training needs a phantom folder")
     video, _ = dataset.video(name)
-    lv = truth["lv"].astype(bool)
-    if lv.shape != video.shape:
-        raise DatasetError(f"{dataset.video_path(name)}: ground truth {lv.shape} does not match the video {video.shape}")
+    truth_masks = truth[key].astype(bool)
+    if truth_masks.shape != video.shape:
+        raise DatasetError(f"{dataset.video_path(name)}: ground truth {truth_masks.shape} does not match the "
+                           f"video {video.shape}")
     index = np.arange(0, len(video), every)
-    frames, masks = video[index], lv[index]
+    frames, masks = video[index], truth_masks[index]
     if size is not None:
         frames, masks = resize_frames(frames, size), resize_masks(masks, size)
     return [(f, m, int(i)) for f, m, i in zip(frames, masks, index)]
 
 
-def load_truth_frames(dataset, split: str, every: int, size: int | None = None, workers: int = 2) -> TracedFrames:
-    """Every `every`-th frame of each clip of `split` with the phantom's exact LV masks (GroundTruth/)."""
-    return _load_pairs(dataset, split, lambda name: _clip_truth(dataset, name, size, every), workers)
+def load_truth_frames(dataset, split: str, every: int, size: int | None = None, workers: int = 2,
+                      key: str = "lv") -> TracedFrames:
+    """Every `every`-th frame of each clip of `split` with the phantom's exact masks (GroundTruth/, lv or rv)."""
+    return _load_pairs(dataset, split, lambda name: _clip_truth(dataset, name, size, every, key), workers)
 
 
 def load_traced_frames(dataset, split: str, size: int | None = None, workers: int = 2) -> TracedFrames:
@@ -168,12 +177,15 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
                   device: str | torch.device = "cpu", optimizer: str = "adam", augment: float = 1.0,
                   mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
                   seed: int = 0, train_split: str = "TRAIN", val_split: str = "VAL",
-                  max_seconds: float | None = None, truth_every: int | None = None) -> TrainResult:
+                  max_seconds: float | None = None, truth_every: int | None = None,
+                  channel: str = "lv") -> TrainResult:
     """Train a 1-channel `arch` segmenter on the traced frames of `train_split`; save the best VAL-Dice epoch.
 
     `mean`/`std` default to the training frames' statistics (EchoNet's recipe). `max_seconds` stops
     after the epoch that crosses that wall-clock budget. `augment` is the augmentation strength (0 = off);
     `truth_every=K` trains on every K-th frame with a phantom's exact masks (see the module docstring).
+    `channel="rv"` trains an RV teacher on a phantom's exact RV masks (every `truth_every`-th frame, default
+    RV_TRUTH_EVERY), train and validation alike: there are no RV tracings.
     """
     from echodfkd.data import open_dataset
 
@@ -186,12 +198,21 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
         raise EchoDFKDError(f"augmentation strength must be in [0, 2], got {augment}")
     if optimizer not in ("adam", "sgd"):
         raise EchoDFKDError(f"unknown optimizer {optimizer!r} (adam or sgd)")
+    if channel not in CHANNELS:
+        raise EchoDFKDError(f"unknown teacher channel {channel!r} ({' or '.join(CHANNELS)})")
     start = time.perf_counter()
     ds = open_dataset(data_root)
-    if not getattr(ds, "has_tracings", False):
+    if channel == "rv":
+        if not getattr(ds, "has_ground_truth", False):
+            raise DatasetError(f"{ds.root}: an RV teacher learns from a phantom's RV ground truth "
+                               f"(GroundTruth/*.npz key 'rv'); this folder has no GroundTruth/")
+        every = truth_every or RV_TRUTH_EVERY
+        train = load_truth_frames(ds, train_split, every, size, key="rv")
+        val = load_truth_frames(ds, val_split, every, size, key="rv")
+    elif not getattr(ds, "has_tracings", False):
         raise DatasetError(f"{ds.root}: teacher training needs human tracings (VolumeTracings.csv); "
                            "this folder has none")
-    if truth_every is not None:
+    elif truth_every is not None:
         if not getattr(ds, "has_ground_truth", False):
             raise DatasetError(f"{ds.root}: dense-truth training needs a phantom's GroundTruth/ folder; "
                                "this folder has none")
@@ -201,7 +222,8 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
     if len(train.frames) < 2:
         raise DatasetError(f"{ds.root}: {train_split} has {len(train.frames) // 2} usable traced clip(s); "
                            "teacher training needs at least one")
-    val = load_traced_frames(ds, val_split, size)
+    if channel == "lv":
+        val = load_traced_frames(ds, val_split, size)
     validated_on = val_split
     if len(val.frames) == 0:
         val, validated_on = train, train_split   # nothing to validate on: select on TRAIN (reported)
@@ -264,11 +286,11 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
         if improved:
             best = {"dice": scores["dice"], "loss": scores["loss"], "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in teacher.model.state_dict().items()}}
-            _save(teacher, out, best, record, history, validated_on, complete=False)
+            _save(teacher, out, best, record, history, validated_on, complete=False, channel=channel)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     teacher.model.load_state_dict(best["state"])
-    _save(teacher, out, best, history[-1], history, validated_on, complete=True)
+    _save(teacher, out, best, history[-1], history, validated_on, complete=True, channel=channel)
     return TrainResult(path=out, arch=arch, best_epoch=best["epoch"], best_val_dice=best["dice"],
                        validated_on=validated_on, train_frames=len(train.frames), val_frames=len(val.frames),
                        seconds=time.perf_counter() - start, history=history,
@@ -276,8 +298,9 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
 
 
 def _save(teacher: Teacher, out: Path, best: dict, last: dict, history: list[dict], validated_on: str,
-          complete: bool) -> None:
+          complete: bool, channel: str = "lv") -> None:
     """Write the best weights so far (`best["state"]`, not the live ones) in EchoNet's format."""
     save_echonet_checkpoint(teacher, out, epoch=best["epoch"], best_loss=best["loss"], loss=last["val_loss"],
                             state_dict=best["state"], val_dice=float(best["dice"]), validated_on=validated_on,
-                            complete=complete, history=[{k: float(v) for k, v in h.items()} for h in history])
+                            complete=complete, history=[{k: float(v) for k, v in h.items()} for h in history],
+                            channel=channel)

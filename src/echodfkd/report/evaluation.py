@@ -58,7 +58,9 @@ def _markdown(metrics: dict, figs: list[Path], gifs: list[Path], out: Path) -> s
     seg = metrics.get("segmentation", {})
     titles = {"vs_tracings": "Segmentation against human tracings (traced ED/ES frames)",
               "vs_ground_truth": "Segmentation against phantom ground truth (every frame)",
-              "vs_teacher": "Agreement with the teacher (every frame)"}
+              "vs_teacher": "Agreement with the teacher (every frame)",
+              "rv_vs_ground_truth": "RV segmentation against phantom ground truth (every frame)",
+              "rv_vs_teacher": "RV agreement with the RV teacher (every frame)"}
     for key, title in titles.items():
         if key in seg:
             lines += [f"## {title}", "", segmentation_table(seg[key]),

@@ -250,7 +250,8 @@ class Predictor:
                 "onnx": str(self.onnx_path) if self.onnx_path else None, "precision": self.precision,
                 "compiled": self.compiled,
                 "threshold_dice": self.thresholds["dice"], "threshold_afd": self.thresholds["afd"],
-                "threshold_source": self.threshold_source, "warmup": self.warmup,
+                "threshold_source": self.threshold_source, "thresholds_rv": self.config.get("thresholds_rv"),
+                "warmup": self.warmup,
                 "largest_component": self.largest_component, "model_size": list(self.size),
                 "alert": self.alert_config.to_dict()}
 
