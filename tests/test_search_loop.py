@@ -70,6 +70,9 @@ def test_a_run_config_json_gives_its_training_settings(tmp_path):
     ({"lr": 0.01, "learning_rate": 0.1, "colour": 1}, "unknown setting(s) colour, learning_rate"),
     ({"loss": "focal"}, "loss 'focal' must be one of"),
     ({"best": None, "trials": 0}, "no complete trial yet"),
+    ({"lr": "fast"}, "setting lr must be float, got 'fast'"),
+    ({"seq_len": 2.5}, "setting seq_len must be int"),
+    ({"skip": 1}, "setting skip must be bool"),
     ([1, 2], "must be a JSON object"),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, message):

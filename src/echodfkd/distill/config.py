@@ -166,6 +166,10 @@ def load_settings(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise EchoDFKDError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: the distill flags, "
                             f"spelt with underscores, and loss)")
+    for f in fields(DistillConfig):
+        if f.name in flat and not _of_type(flat[f.name], str(f.type)):
+            raise EchoDFKDError(f"{path}: setting {f.name} must be {str(f.type).replace(' | ', ' or ')}, got "
+                                f"{flat[f.name]!r}")
     out = dict(flat)
     if "loss" in out:
         loss = out.pop("loss")
@@ -173,3 +177,17 @@ def load_settings(path: str | Path) -> dict[str, Any]:
             raise EchoDFKDError(f"{path}: loss {loss!r} must be one of {', '.join(LOSSES)}")
         out.setdefault("dice_weight", LOSSES[loss])
     return out
+
+
+def _of_type(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a DistillConfig annotation such as 'int', 'float' or 'str | None'."""
+    for name in annotation.replace(" ", "").split("|"):
+        if (name == "None" and value is None) or (name == "bool" and isinstance(value, bool)):
+            return True
+        if name == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if name == "str" and isinstance(value, str):
+            return True
+    return False
