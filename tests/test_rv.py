@@ -95,3 +95,32 @@ def test_rv_teacher_needs_a_phantom(tmp_path, capsys):
     rc = main(["teacher", "train", str(data), "--channel", "rv", "--out", str(tmp_path / "rv.pt"), "--epochs", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "RV ground truth" in err and "GroundTruth/" in err
+
+
+def test_rv_teacher_from_a_users_masks_folder(tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+
+    from echodfkd.io.atomic import save_npz
+
+    data = generate_phantom(tmp_path / "phantom", 8, size=32, frames=24, workers=1)
+    ds = open_dataset(data)
+    masks = tmp_path / "masks"
+    train = ds.names("TRAIN")
+    for name in train[1:] + ds.names("VAL"):  # the first TRAIN clip has no mask file
+        with np.load(data / "GroundTruth" / f"{name}.npz") as gt:
+            save_npz(masks / f"{name}.npz", rv=(gt["rv"] * 255).astype(np.uint8))
+    shutil.rmtree(data / "GroundTruth")  # the masks folder is all it has
+    out = tmp_path / "rv.pt"
+    assert main(["teacher", "train", str(data), "--channel", "rv", "--masks", str(masks), "--arch", ARCH,
+                 "--out", str(out), "--epochs", "1", "--batch-size", "8", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["train_frames"] == 6 * (len(train) - 1) and result["val_frames"] == 6 * len(ds.names("VAL"))
+    assert [name for name, _ in result["skipped"]] == [train[0]] and "no mask file" in result["skipped"][0][1]
+    assert torch.load(out, weights_only=True)["channel"] == "rv"
+
+    rc = main(["teacher", "train", str(data), "--channel", "rv", "--masks", str(tmp_path / "none"),
+               "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "masks folder not found" in err

@@ -14,7 +14,8 @@ DESCRIPTION = (
     "VAL Dice and saves it in EchoNet's checkpoint format. 'teacher info teacher.pt' loads a checkpoint "
     "(EchoNet's or ours, weights_only) and prints its architecture, size and weights hash. A second, RV "
     "teacher (for `label --channel rv` and a 2-channel student): 'teacher train PHANTOM --channel rv' learns "
-    "from the phantom's exact RV masks (GroundTruth/*.npz key 'rv') on TRAIN, selected on VAL's."
+    "from the phantom's exact RV masks (GroundTruth/*.npz key 'rv') on TRAIN, selected on VAL's; "
+    "'--channel rv --masks DIR' learns from your own RV masks in the targets format."
 )
 ARCH_CHOICES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
 
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--channel", choices=["lv", "rv"], default="lv",
                        help="lv: the traced LV frames; rv: a phantom's exact RV masks (every --dense-truth K-th "
                             "frame of TRAIN, default 4, validated on VAL's), the teacher of `label --channel rv`")
+    train.add_argument("--masks", default=None, metavar="DIR",
+                       help="learn from your own masks instead: a targets-format folder (<FileName>.npz with 'rv' "
+                            "for --channel rv, 'masks' for lv; uint8 soft or bool, one mask per video frame), "
+                            "every --dense-truth K-th frame (default 4) of the TRAIN clips that have a file, "
+                            "selected on VAL's")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
@@ -69,6 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train_teacher(args.data, args.arch, args.out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
                            augment=augment, seed=args.seed, truth_every=args.dense_truth, channel=args.channel,
+                           masks_dir=args.masks,
                            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     if args.json:
         print(json.dumps({"out": str(result.path), "arch": result.arch, "channel": args.channel,
@@ -80,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     for name, reason in result.skipped:
         print(f"skipped {name}: {reason}")
-    what = "RV ground-truth" if args.channel == "rv" else "traced"
+    what = "masked" if args.masks else "RV ground-truth" if args.channel == "rv" else "traced"
     print(f"{result.arch}: best {result.validated_on} {args.channel.upper()} Dice {result.best_val_dice:.4f} at "
           f"epoch {result.best_epoch} ({result.train_frames} train / {result.val_frames} val {what} frames, "
           f"{result.seconds:.0f} s) -> {result.path}")

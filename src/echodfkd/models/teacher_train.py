@@ -9,8 +9,10 @@ Echo augmentations (data/augment.py: zoom, rotation and shift on frames and mask
 contrast, depth ramp, blur, noise, speckle, sector edge and erasing on frames) are on by default. On a
 phantom (a GroundTruth/ folder), `truth_every=K` trains on every K-th frame of each TRAIN clip with the
 exact LV masks instead of the two traced frames: a phantom-only teacher that has seen the whole cycle.
-Validation stays on the traced VAL frames. The checkpoint is EchoNet's format, so `load_teacher` reads
-ours and theirs; it is rewritten (atomically) whenever VAL improves.
+Validation stays on the traced VAL frames. `channel="rv"` makes a second, RV teacher from a phantom's
+exact RV masks (or, with `masks_dir`, from a user's masks in the targets format), validated on VAL's
+masks: the teacher `label --channel rv` needs for a 2-channel student. The checkpoint is EchoNet's
+format, so `load_teacher` reads ours and theirs; it is rewritten (atomically) whenever VAL improves.
 
 Measured on a 160-clip phantom (238 TRAIN / 42 VAL traced frames, 112x112), Adam, batch 16:
 lraspp_mobilenet_v3_large reaches VAL Dice 0.91 after 40 CPU-seconds and 0.94 after ~120, against
@@ -147,6 +149,73 @@ def _load_pairs(dataset, split: str, pairs_of, workers: int) -> TracedFrames:
                         np.stack(masks).astype(bool) if masks else empty.astype(bool), origin, skipped)
 
 
+def _clip_masks(dataset, folder, name: str, size: int | None, every: int,
+                channel: str) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(frame, mask, index) of every `every`-th frame of a clip with its mask from a targets-format folder."""
+    from echodfkd.io.video import resize_frames, resize_masks
+
+    path = folder.path(name)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no mask file")
+    video, _ = dataset.video(name)
+    soft = folder.load(name, (channel,))[:, 0]
+    if soft.shape != video.shape:
+        raise DatasetError(f"{path}: masks {soft.shape} do not match the video {video.shape}")
+    index = np.arange(0, len(video), every)
+    frames, masks = video[index], soft[index] >= 128  # soft uint8: at least half
+    if size is not None:
+        frames, masks = resize_frames(frames, size), resize_masks(masks, size)
+    return [(f, m, int(i)) for f, m, i in zip(frames, masks, index)]
+
+
+def load_mask_frames(dataset, split: str, masks_dir: str | os.PathLike, every: int, size: int | None = None,
+                     channel: str = "rv", workers: int = 2) -> TracedFrames:
+    """Every `every`-th frame of each clip of `split` with its `channel` mask from a targets-format folder
+    (`<FileName>.npz`, key `masks` for lv or `rv`); clips without a file are skipped and listed."""
+    from echodfkd.data.clips import TargetsFolder
+
+    folder = TargetsFolder(masks_dir)
+    return _load_pairs(dataset, split, lambda name: _clip_masks(dataset, folder, name, size, every, channel), workers)
+
+
+def _training_frames(ds, channel: str, masks_dir: str | os.PathLike | None, truth_every: int | None,
+                     size: int | None, train_split: str, val_split: str) -> tuple[TracedFrames, TracedFrames]:
+    """(train, val) frames: from a masks folder, a phantom's RV truth, its dense LV truth, or the tracings."""
+    if masks_dir is not None:
+        if not Path(masks_dir).is_dir():
+            raise DatasetError(f"{masks_dir}: masks folder not found (<FileName>.npz files, the targets format)")
+        every = truth_every or RV_TRUTH_EVERY
+        train = load_mask_frames(ds, train_split, masks_dir, every, size, channel)
+        val = load_mask_frames(ds, val_split, masks_dir, every, size, channel)
+    elif channel == "rv":
+        if not getattr(ds, "has_ground_truth", False):
+            raise DatasetError(f"{ds.root}: an RV teacher learns from a phantom's RV ground truth "
+                               f"(GroundTruth/*.npz key 'rv') or from --masks DIR; this folder has no GroundTruth/")
+        every = truth_every or RV_TRUTH_EVERY
+        train = load_truth_frames(ds, train_split, every, size, key="rv")
+        val = load_truth_frames(ds, val_split, every, size, key="rv")
+    elif not getattr(ds, "has_tracings", False):
+        raise DatasetError(f"{ds.root}: teacher training needs human tracings (VolumeTracings.csv); "
+                           "this folder has none")
+    else:
+        if truth_every is not None:
+            if not getattr(ds, "has_ground_truth", False):
+                raise DatasetError(f"{ds.root}: dense-truth training needs a phantom's GroundTruth/ folder; "
+                                   "this folder has none")
+            train = load_truth_frames(ds, train_split, truth_every, size)
+        else:
+            train = load_traced_frames(ds, train_split, size)
+        val = load_traced_frames(ds, val_split, size) if len(train.frames) >= 2 else train
+    if len(train.frames) < 2 and masks_dir is None and channel == "lv" and truth_every is None:
+        raise DatasetError(f"{ds.root}: {train_split} has {len(train.frames) // 2} usable traced clip(s); "
+                           "teacher training needs at least one")
+    if len(train.frames) < 2:
+        where = f" with a mask in {masks_dir}" if masks_dir is not None else ""
+        raise DatasetError(f"{ds.root}: {train_split} has {len(train.frames)} usable training frame(s){where}; "
+                           "teacher training needs at least 2")
+    return train, val
+
+
 def evaluate_teacher(teacher: Teacher, frames: np.ndarray, masks: np.ndarray, batch_size: int = 64) -> dict[str, float]:
     """Mean BCE loss and Dice pooled over all frames (2*sum(I) / (sum(P) + sum(T))), logit > 0 as foreground."""
     teacher.eval()
@@ -178,14 +247,15 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
                   mean: Sequence[float] | float | None = None, std: Sequence[float] | float | None = None,
                   seed: int = 0, train_split: str = "TRAIN", val_split: str = "VAL",
                   max_seconds: float | None = None, truth_every: int | None = None,
-                  channel: str = "lv") -> TrainResult:
+                  channel: str = "lv", masks_dir: str | os.PathLike | None = None) -> TrainResult:
     """Train a 1-channel `arch` segmenter on the traced frames of `train_split`; save the best VAL-Dice epoch.
 
     `mean`/`std` default to the training frames' statistics (EchoNet's recipe). `max_seconds` stops
     after the epoch that crosses that wall-clock budget. `augment` is the augmentation strength (0 = off);
     `truth_every=K` trains on every K-th frame with a phantom's exact masks (see the module docstring).
     `channel="rv"` trains an RV teacher on a phantom's exact RV masks (every `truth_every`-th frame, default
-    RV_TRUTH_EVERY), train and validation alike: there are no RV tracings.
+    RV_TRUTH_EVERY), train and validation alike: there are no RV tracings. `masks_dir` (a targets-format
+    folder, e.g. a user's RV masks) replaces the phantom truth or the tracings for `channel`, same frame step.
     """
     from echodfkd.data import open_dataset
 
@@ -202,28 +272,7 @@ def train_teacher(data_root: str | os.PathLike, arch: str, out: str | os.PathLik
         raise EchoDFKDError(f"unknown teacher channel {channel!r} ({' or '.join(CHANNELS)})")
     start = time.perf_counter()
     ds = open_dataset(data_root)
-    if channel == "rv":
-        if not getattr(ds, "has_ground_truth", False):
-            raise DatasetError(f"{ds.root}: an RV teacher learns from a phantom's RV ground truth "
-                               f"(GroundTruth/*.npz key 'rv'); this folder has no GroundTruth/")
-        every = truth_every or RV_TRUTH_EVERY
-        train = load_truth_frames(ds, train_split, every, size, key="rv")
-        val = load_truth_frames(ds, val_split, every, size, key="rv")
-    elif not getattr(ds, "has_tracings", False):
-        raise DatasetError(f"{ds.root}: teacher training needs human tracings (VolumeTracings.csv); "
-                           "this folder has none")
-    elif truth_every is not None:
-        if not getattr(ds, "has_ground_truth", False):
-            raise DatasetError(f"{ds.root}: dense-truth training needs a phantom's GroundTruth/ folder; "
-                               "this folder has none")
-        train = load_truth_frames(ds, train_split, truth_every, size)
-    else:
-        train = load_traced_frames(ds, train_split, size)
-    if len(train.frames) < 2:
-        raise DatasetError(f"{ds.root}: {train_split} has {len(train.frames) // 2} usable traced clip(s); "
-                           "teacher training needs at least one")
-    if channel == "lv":
-        val = load_traced_frames(ds, val_split, size)
+    train, val = _training_frames(ds, channel, masks_dir, truth_every, size, train_split, val_split)
     validated_on = val_split
     if len(val.frames) == 0:
         val, validated_on = train, train_split   # nothing to validate on: select on TRAIN (reported)
