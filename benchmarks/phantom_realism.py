@@ -153,6 +153,29 @@ def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps:
             "phantom_clips": len(phantom)}
 
 
+def contact_sheet(path: Path, real: dict[str, np.ndarray], clips: int, seed: int) -> Path:
+    """PNG: a row of real frames, then rows of dynamic and synthetic phantom frames (two per clip), at 2x."""
+    import cv2
+
+    from echodfkd.data.phantom import make_clip
+
+    per_row = 2 * clips
+    rows = []
+    real_tiles = [v[i] for v in real.values() for i in (0, len(v) // 3)]
+    rows.append((real_tiles * per_row)[:per_row])
+    for style in ("dynamic", "synthetic"):
+        tiles = []
+        for i in range(clips):
+            v = make_clip(seed, i, style, 112).frames
+            tiles += [v[0], v[len(v) // 3]]
+        rows.append(tiles)
+    sheet = np.vstack([np.hstack(r) for r in rows])
+    sheet = cv2.resize(sheet, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), sheet)
+    return path
+
+
 def main() -> None:
     """Compute and print the comparison table (Markdown) or JSON."""
     from echodfkd.io.video import read_video
@@ -163,6 +186,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8, help="phantom clips per style")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sheet", type=Path, default=None,
+                    help="write a contact sheet PNG: real frames (top row), dynamic and synthetic phantom rows")
     ap.add_argument("--classifier", action="store_true",
                     help="also train a small phantom-vs-real frame classifier (leave one real clip out; ~1-2 min)")
     args = ap.parse_args()
@@ -189,6 +214,8 @@ def main() -> None:
                 others[name] = summarise([clip_stats(clip, 50.0)], None)
         if args.classifier:
             classifier = domain_classifier(reals, args.clips, args.seed)
+        if args.sheet:
+            contact_sheet(args.sheet, reals, min(args.clips, 5), args.seed)
     if args.json:
         print(json.dumps({"table": table, "ef": ef, "real": args.real, "clips": args.clips, "seed": args.seed,
                           "other_real_clips": others, "domain_classifier": classifier}, indent=1))

@@ -43,10 +43,10 @@ class DemoSettings:
     seed: int = 0
 
 
-FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=48, synthetic_frames=None, corrupt=0.1,
+FULL = DemoSettings(dynamic_videos=160, dynamic_frames=None, synthetic_videos=96, synthetic_frames=None, corrupt=0.1,
                     teacher_arch="lraspp_mobilenet_v3_large", teacher_epochs=15, teacher_seconds=110,
                     teacher_truth_every=8,
-                    distill_epochs=300, distill_seconds=330, frame_size=56, seq_len=25, batch_size=8,
+                    distill_epochs=300, distill_seconds=280, frame_size=56, seq_len=25, batch_size=8,
                     clips_per_epoch=None, patience=20)
 # Quick runs are bounded by epochs, not seconds, so a slow or busy machine gets the same model (later).
 QUICK = DemoSettings(dynamic_videos=64, dynamic_frames=64, synthetic_videos=16, synthetic_frames=64,
