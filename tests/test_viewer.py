@@ -172,6 +172,18 @@ def test_teacher_checkpoint_is_shown_side_by_side(run_dir, tmp_path):
     assert out["sheet"]["teacher_mask_png"].startswith("data:image/png;base64,")
 
 
+def test_lv_rv_student_shows_its_rv_mask(tmp_path):
+    run = dark_cavity_student(tmp_path / "lvrv", out_channels=2)
+    app = create_app(run, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        out = _upload(client, write_beating_avi(tmp_path / "short.avi", frames=12, size=32).read_bytes()).json()
+    assert out["sheet"]["rv_mask_png"].startswith("data:image/png;base64,")
+    one = create_app(dark_cavity_student(tmp_path / "lv"), examples_cache=tmp_path / "cache2")
+    with TestClient(one) as client:
+        out = _upload(client, write_beating_avi(tmp_path / "short2.avi", frames=12, size=32).read_bytes()).json()
+    assert "rv_mask_png" not in out["sheet"]  # an LV-only student draws no RV
+
+
 def test_bundled_example_is_generated_once_and_carries_truth(run_dir, tmp_path):
     pytest.importorskip("echodfkd.data.phantom")
     app = create_app(run_dir, examples_cache=tmp_path / "cache")

@@ -17,9 +17,9 @@ from echodfkd.io.video import write_video
 from echodfkd.models import Student
 
 
-def dark_cavity_student(directory: Path, level: float = 70.0) -> Path:
-    """Save a 1-block student whose mask is the (3x3-smoothed) region darker than `level`."""
-    model = Student(blocks=1)
+def dark_cavity_student(directory: Path, level: float = 70.0, out_channels: int = 1) -> Path:
+    """Save a 1-block student whose mask (every output channel) is the (3x3-smoothed) region darker than `level`."""
+    model = Student(blocks=1, out_channels=out_channels)
     cell = model.cells[0][0]
     hidden = cell.hidden_channels
     mean, std = float(model.input_mean), float(model.input_std)
@@ -33,8 +33,11 @@ def dark_cavity_student(directory: Path, level: float = 70.0) -> Path:
         w[3 * hidden, 0] = -3.0 / 9.0  # g = tanh(-3 * (local mean of normalised x - threshold))
         b[3 * hidden] = 3.0 * (level - mean) / std
         model.norms[0][0].weight.fill_(1.0)
-        model.head.weight[0, 0] = 6.0
-    model.save_pretrained(directory, extra_config={"note": "hand-set dark-cavity student for tests"})
+        model.head.weight[:, 0] = 6.0
+    extra = {"note": "hand-set dark-cavity student for tests"}
+    if out_channels > 1:
+        extra["thresholds_rv"] = {"dice": 0.5}
+    model.save_pretrained(directory, extra_config=extra)
     return directory
 
 

@@ -100,7 +100,11 @@ class Analyser:
         """Run the streaming predictor (`echodfkd.stream.Predictor.predict_clip`) and read its ClipResult."""
         result = self.predictor.predict_clip(frames, fps)
         thresholds = self.thresholds()
-        return {"masks": result.masks, "binary": _binary(result.masks, thresholds["dice"]),
+        rv = None
+        if getattr(result, "rv", None) is not None:  # an LV+RV student: its RV channel at its own threshold
+            t_rv = (self.predictor.config.get("thresholds_rv") or {}).get("dice", 0.5)
+            rv = _binary(result.rv, float(t_rv))
+        return {"masks": result.masks, "binary": _binary(result.masks, thresholds["dice"]), "rv": rv,
                 "areas": np.asarray(result.areas, np.float64), "phases": phase_lists(result.phases),
                 "latency_ms": [float(x) for x in np.asarray(result.latency_ms, np.float64).ravel()],
                 "thresholds": thresholds, "alert": alert_json(result.alert), "notes": list(result.notes or [])}
@@ -120,6 +124,8 @@ class Analyser:
         size = display_size(t, h, w)
         sheet = frame_sheet(frames, size)
         sheet["mask_png"] = mask_sheet(stu["binary"], size, sheet["columns"])
+        if stu.get("rv") is not None:
+            sheet["rv_mask_png"] = mask_sheet(stu["rv"], size, sheet["columns"])
         out = {
             "name": name, "frames": int(t), "height": int(h), "width": int(w), "fps": round(float(fps), 3),
             "duration_s": round(t / fps, 3), "sheet": sheet, "thresholds": stu["thresholds"],

@@ -107,6 +107,7 @@ async function show(result) {
   const frames = await loadImage(sheet.png);
   const masks = { student: await colourMask(sheet.mask_png, COLORS.student) };
   if (sheet.teacher_mask_png) masks.teacher = await colourMask(sheet.teacher_mask_png, COLORS.teacher);
+  if (sheet.rv_mask_png) masks.rv = await colourMask(sheet.rv_mask_png, COLORS.rv);  // LV+RV student
   state.result = result; state.sheet = frames; state.masks = masks;
   state.frame = 0; state.clock = 0; state.lastTime = null;
   $("result").hidden = false;
@@ -153,6 +154,7 @@ function showMarkers(result) {
     ul.appendChild(li);
   }
   const legend = ["dashed lines: ED/ES found on the student's curve"];
+  if (result.sheet && result.sheet.rv_mask_png) legend.push("violet overlay: the student's RV");
   if (result.teacher) legend.unshift("student orange, teacher cyan dashed");
   if (result.truth) legend.push("▲ on the axis: the phantom's true ED/ES");
   $("curve-legend").textContent = "— " + legend.join(" · ");
@@ -259,7 +261,7 @@ function showBeats(r) {
 function drawFrame() {
   if (!state.result) return;
   const view = { result: state.result, sheet: state.sheet, frame: state.frame, overlay: state.overlay };
-  drawPlayer(state.players[0], view, state.masks.student);
+  drawPlayer(state.players[0], view, state.masks.student, state.masks.rv);
   if (state.players[1]) drawPlayer(state.players[1], view, state.masks.teacher);
   state.curveBox = drawCurve(state.curve, state.result, state.frame);
   $("curve").dataset.cursor = state.frame;

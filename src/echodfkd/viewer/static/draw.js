@@ -2,7 +2,7 @@
 // Pure functions of their arguments; app.js owns the state and calls them on every frame.
 
 export const COLORS = {
-  student: [255, 138, 61], teacher: [61, 214, 224],
+  student: [255, 138, 61], teacher: [61, 214, 224], rv: [170, 120, 255],
   ED: "#6cb6ff", ES: "#ff6b8a", grid: "#2e343e", text: "#9aa3ad", line: "#ff8a3d", tline: "#3dd6e0",
   cursor: "#e6e8eb", budget: "#f2b233",
 };
@@ -55,13 +55,14 @@ export function markerList(result) {
   return list.sort((a, b) => a.frame - b.frame);
 }
 
-export function drawPlayer(player, view, maskCanvas) {
+export function drawPlayer(player, view, maskCanvas, extraMask = null) {
   const r = view.result, s = r.sheet, f = view.frame;
   const sx = (f % s.columns) * s.tile_width, sy = Math.floor(f / s.columns) * s.tile_height;
   const { ctx, w, h } = player;
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(view.sheet, sx, sy, s.tile_width, s.tile_height, 0, 0, w, h);
   if (view.overlay && maskCanvas) ctx.drawImage(maskCanvas, sx, sy, s.tile_width, s.tile_height, 0, 0, w, h);
+  if (view.overlay && extraMask) ctx.drawImage(extraMask, sx, sy, s.tile_width, s.tile_height, 0, 0, w, h);
   const phase = phaseAt(r, f);
   ctx.font = "600 13px system-ui, sans-serif";
   ctx.fillStyle = "rgba(0,0,0,.55)";
