@@ -104,9 +104,10 @@ def _defer_defaults(p: argparse.ArgumentParser, dests: tuple[str, ...]) -> None:
     for action in p._actions:
         if action.dest in dests and action.default is not argparse.SUPPRESS:
             defaults[action.dest] = action.default
-            if action.help is not argparse.SUPPRESS:
+            text = action.help or ""
+            if action.help is not argparse.SUPPRESS and action.default not in (None, False) and "default" not in text:
                 shown = str(action.default).replace("%", "%%")
-                action.help = f"{action.help or ''} (default: {shown})".strip()
+                action.help = f"{text} (default: {shown})".strip()
             action.default = argparse.SUPPRESS
     p.set_defaults(_defaults=defaults)
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Sub-commands `train` and `info`."""
     sub = parser.add_subparsers(dest="teacher_command", metavar="{train,info}")
     sub.required = True
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = parser.formatter_class  # the CLI's (no "(default: None)" noise)
     train = sub.add_parser("train", help="train a teacher on the traced frames of TRAIN", formatter_class=fmt)
     train.add_argument("data", help="EchoNet-layout folder with VolumeTracings.csv (e.g. a phantom)")
     train.add_argument("--arch", default="lraspp_mobilenet_v3_large", choices=ARCH_CHOICES,
