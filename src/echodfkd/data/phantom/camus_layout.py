@@ -17,7 +17,6 @@ NIfTI arrays are stored (x, y, t), i.e. the transpose of the (t, row, column) ar
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -28,8 +27,9 @@ import cv2
 import numpy as np
 
 from echodfkd.data.phantom.clip import CM_PER_PX_112, ClipResult, make_clip
+from echodfkd.data.phantom.generate import check_settings
 from echodfkd.errors import DatasetError
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.atomic import save_text
 from echodfkd.progress import progress
 
 VIEWS = ("2CH", "4CH")
@@ -179,20 +179,6 @@ def view_seed(seed: int, view: str) -> int:
     return seed + SEED_2CH if view == "2CH" else seed
 
 
-def _check_settings(root: Path, settings: dict) -> None:
-    path = root / SETTINGS
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: unreadable phantom settings ({exc}); use a new output folder") from None
-        if old != settings:
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-            raise DatasetError(f"{root}: already holds a CAMUS phantom made with other settings ({diff}); "
-                               "choose a new output folder")
-        return
-    save_json(path, settings)
-
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -219,9 +205,9 @@ def generate_camus(out: str | os.PathLike, patients: int, seed: int = 0, width: 
         raise DatasetError(f"{root}: exists and is not a folder")
     database = root / "database_nifti"
     database.mkdir(parents=True, exist_ok=True)
-    _check_settings(root, {"format": FORMAT_VERSION, "layout": "camus", "patients": patients, "seed": seed,
-                           "width": width, "height": camus_shape(width)[0], "views": list(views),
-                           "frames": frames, "fps": fps})
+    settings = {"format": FORMAT_VERSION, "layout": "camus", "patients": patients, "seed": seed, "width": width,
+                "height": camus_shape(width)[0], "views": list(views), "frames": frames, "fps": fps}
+    check_settings(root / SETTINGS, settings, root, what="CAMUS phantom")
     todo = [i for i in range(patients) if not (database / f"patient{i + 1:04d}").is_dir()]
     for i in progress(todo, desc="phantom camus", total=len(todo), unit="patient"):
         patient = f"patient{i + 1:04d}"

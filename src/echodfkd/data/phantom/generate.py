@@ -68,8 +68,8 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; avoid oversubscription
 
 
-def _check_settings(path: Path, settings: dict) -> None:
-    """Refuse to mix clips made with other settings in one folder; otherwise record the settings."""
+def check_settings(path: Path, settings: dict, folder: Path, what: str = "phantom") -> None:
+    """Refuse to mix clips made with other settings in `folder`; otherwise record the settings in `path`."""
     if path.exists():
         try:
             old = json.loads(path.read_text())
@@ -77,7 +77,7 @@ def _check_settings(path: Path, settings: dict) -> None:
             raise DatasetError(f"{path}: unreadable phantom settings ({exc}); use a new output folder") from exc
         if old != settings:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
-            raise DatasetError(f"{path.parent.parent}: already holds a phantom made with other settings "
+            raise DatasetError(f"{folder}: already holds a {what} made with other settings "
                                f"({diff}); choose a new output folder")
         return
     save_json(path, settings)
@@ -174,7 +174,7 @@ def generate_phantom(out: str | os.PathLike, videos: int, style: str = "dynamic"
     (root / "GroundTruth").mkdir(parents=True, exist_ok=True)
     settings = {"format": FORMAT_VERSION, "style": style, "videos": videos, "seed": seed, "corrupt": corrupt,
                 "size": size, "frames": frames, "fps": fps}
-    _check_settings(root / "GroundTruth" / "phantom.json", settings)
+    check_settings(root / "GroundTruth" / "phantom.json", settings, root)
 
     kinds = KINDS if style == "dynamic" else VIDEO_KINDS  # no tracings to corrupt in the synthetic style
     plan = plan_corruption(np.random.default_rng([seed, STYLES[style], 7919]), videos, corrupt, kinds)
