@@ -9,7 +9,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pydicom")
 
@@ -21,7 +20,7 @@ from echodfkd.data.convert import prepare_clip  # noqa: E402
 from echodfkd.data.phantom import make_clip  # noqa: E402
 from echodfkd.data.sector import find_sector, overlay, to_source  # noqa: E402
 from echodfkd.io.video import read_video, write_video  # noqa: E402
-from echodfkd.models.student import Student  # noqa: E402
+from tiny_models import fitted_student  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REAL_582 = "a4c_582x582_30fps_ecg.mp4"
@@ -137,21 +136,7 @@ def test_bad_output_and_arguments(inputs, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny student trained for a few seconds on 64-px phantom frames (so its masks follow the LV)."""
-    torch.manual_seed(0)
-    clips = [make_clip(seed=3, index=i, size=64, frames=48) for i in range(3)]
-    x = torch.from_numpy(np.stack([c.frames for c in clips]).astype(np.float32))[:, :, None]
-    y = torch.from_numpy(np.stack([c.lv for c in clips]).astype(np.float32))[:, :, None]
-    model = Student(blocks=2, filters=6)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for it in range(30):
-        s = (it * 7) % (x.shape[1] - 8)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[:, s:s + 8]), y[:, s:s + 8])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    run = tmp_path_factory.mktemp("trained") / "run"
-    model.eval().save_pretrained(run, extra_config={"thresholds": {"dice": 0.5, "afd": 0.5}, "infer_size": 64})
-    return run
+    return fitted_student(tmp_path_factory.mktemp("trained") / "run", 64, steps=30)
 
 
 def _scanner_cine(tmp_path):

@@ -23,23 +23,16 @@ from echodfkd.evaluate.echoclip.arch import infer_open_clip_config  # noqa: E402
 from echodfkd.evaluate.echoclip.embed import EmbedJob, FrameEmbedder  # noqa: E402
 from echodfkd.evaluate.echoclip.model import file_sha256, load_clip_model, register_config  # noqa: E402
 from echodfkd.io.video import write_video  # noqa: E402
+from tiny_models import TINY_CLIP, register_tiny_clip  # noqa: E402
 
 TINY_NAME = "echodfkd-test-tiny"
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 64, "layers": 1,
-                   "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1,
-                 "mlp_ratio": 2.0},
-}
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A random tiny CLIP registered with open_clip, saved as a plain state-dict checkpoint."""
     root = tmp_path_factory.mktemp("tiny_clip")
-    (root / f"{TINY_NAME}.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(root / f"{TINY_NAME}.json")
+    register_tiny_clip(root, TINY_NAME)
     torch.manual_seed(0)
     net = open_clip.create_model(TINY_NAME)
     ckpt = root / "weights" / "tiny.pt"
@@ -120,7 +113,7 @@ def test_checkpoint_routes_load_the_same_weights(tiny_ckpt, tmp_path):
     # A local-dir folder (open_clip_config.json + weights), as an HF snapshot is laid out.
     folder = tmp_path / "local"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY}))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP}))
     (folder / "open_clip_pytorch_model.bin").write_bytes(tiny_ckpt.read_bytes())
     local = load_clip_model(f"local-dir:{folder}")
     # A Hugging Face cache holding the same files, used offline.

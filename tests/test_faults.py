@@ -25,6 +25,7 @@ import torch
 from distill_data import make_dataset
 from echodfkd.cli import main
 from echodfkd.io.lock import LOCK_NAME, output_lock
+from tiny_models import npz_arrays
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ENV = dict(os.environ, ECHODFKD_QUIET="1", OMP_NUM_THREADS="1")
@@ -254,7 +255,7 @@ def _reproduce_outputs(out: Path) -> dict[str, object]:
     run = out / "runs" / "b1_l1"
     cfg = json.loads((run / "config.json").read_text())
     arrays = {f"{d.name}/{k}": v for d in (out / "targets", out / "teacher_test", out / "predictions" / "b1_l1")
-              for k, v in _arrays(d).items()}
+              for k, v in npz_arrays(d).items()}
     return {"tables": (metrics["table1"], metrics["table2"]), "weights": load_file(run / "model.safetensors"),
             "training": {k: cfg["training"][k] for k in ("epochs_trained", "best_val_loss")},
             "thresholds": cfg["thresholds"], "arrays": arrays}
@@ -348,21 +349,13 @@ def teacher_ckpt(tmp_path_factory) -> Path:
                                    tmp_path_factory.mktemp("teacher") / "teacher.pt")
 
 
-def _arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for path in sorted(folder.glob("*.npz")):
-        with np.load(path) as z:
-            out[path.stem] = {k: z[k] for k in z.files}
-    return out
-
-
 def test_full_disk_label(small_disk, phantom_ref, teacher_ckpt, tmp_path, capsys):
     disk, resize = small_disk
     args = [str(phantom_ref), "--teacher", str(teacher_ckpt), "--batch-size", "16", "--split", "VAL,TEST"]
     assert main(["label", *args, "--out", str(tmp_path / "ref")]) == 0
     out = disk / "targets"
     _full_then_free(lambda: main(["label", *args, "--out", str(out)]), out, tmp_path / "ref", resize, capsys)
-    got, want = _arrays(out), _arrays(tmp_path / "ref")
+    got, want = npz_arrays(out), npz_arrays(tmp_path / "ref")
     assert got.keys() == want.keys() and len(got) == 4
     for name in want:
         for key in want[name]:
@@ -386,10 +379,10 @@ def test_full_disk_predict(small_disk, phantom_ref, tmp_path, capsys):
     assert main(["predict", *args, "--out", str(ref)]) == 0
     out = disk / "pred"
     _full_then_free(lambda: main(["predict", *args, "--out", str(out)]), out, ref, resize, capsys)
-    assert _arrays(out).keys() == _arrays(ref).keys()
-    for name, arrays in _arrays(ref).items():
+    assert npz_arrays(out).keys() == npz_arrays(ref).keys()
+    for name, arrays in npz_arrays(ref).items():
         for key, value in arrays.items():
-            np.testing.assert_array_equal(_arrays(out)[name][key], value)
+            np.testing.assert_array_equal(npz_arrays(out)[name][key], value)
 
 
 def test_enospc_from_any_writer_is_one_line_and_leaves_no_temp_file(phantom_ref, teacher_ckpt, tmp_path,

@@ -16,6 +16,7 @@ from echodfkd.errors import DatasetError
 from echodfkd.distill.label import label_dataset, parse_shard, resolve_shard, shard_names
 from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
 from tiny_echonet import make_folder
+from tiny_models import npz_arrays
 
 ARCH = "lraspp_mobilenet_v3_large"
 
@@ -38,14 +39,6 @@ def teacher() -> Teacher:
     return _teacher(0)
 
 
-def _arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for path in sorted(folder.glob("*.npz")):
-        with np.load(path) as z:
-            out[path.stem] = {k: z[k] for k in z.files}
-    return out
-
-
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         a[n].keys() == b[n].keys() and all(np.array_equal(a[n][k], b[n][k]) for k in a[n]) for n in a)
@@ -62,7 +55,7 @@ def reference(data, teacher, tmp_path_factory) -> Path:
 
 def test_targets_are_the_rounded_teacher_probabilities(data, teacher, reference):
     ds = open_dataset(data)
-    files = _arrays(reference)
+    files = npz_arrays(reference)
     assert sorted(files) == sorted(ds.names("TRAIN") + ds.names("VAL"))
     name = ds.names("VAL")[0]
     frames, _ = ds.video(name)
@@ -94,13 +87,13 @@ def test_run_killed_half_way_then_rerun_matches(data, teacher, reference, tmp_pa
     assert 2 <= len(done) < 7 and not list(out.glob(".*tmp*"))   # nothing half-written left behind
     summary = label_dataset(data, teacher, out, batch_size=3)      # resume, other batch size
     assert summary.skipped == len(done) and summary.labelled == 7 - len(done)
-    assert _same(_arrays(out), _arrays(reference))
+    assert _same(npz_arrays(out), npz_arrays(reference))
 
     # An incremental run (max_clips) resumed the same way ends identical too.
     out2 = tmp_path / "incremental"
     assert label_dataset(data, teacher, out2, batch_size=64, max_clips=3).labelled == 3
     assert label_dataset(data, teacher, out2, batch_size=64).labelled == 4
-    assert _same(_arrays(out2), _arrays(reference))
+    assert _same(npz_arrays(out2), npz_arrays(reference))
 
 
 def test_shards_partition_the_clips(data, teacher, reference, tmp_path, monkeypatch):
@@ -113,7 +106,7 @@ def test_shards_partition_the_clips(data, teacher, reference, tmp_path, monkeypa
         summary = label_dataset(data, teacher, out, shard=f"{i}/3", batch_size=4)
         seen.append(summary.labelled)
     assert sum(seen) == 7 and all(seen)
-    assert _same(_arrays(out), _arrays(reference))
+    assert _same(npz_arrays(out), npz_arrays(reference))
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
     assert resolve_shard(None) == (2, 4) and resolve_shard("1/2") == (1, 2)
@@ -128,10 +121,10 @@ def test_rv_channel_is_added_beside_masks(data, teacher, reference, tmp_path):
     rv_teacher = _teacher(1)
     summary = label_dataset(data, rv_teacher, out, splits="VAL", channel="rv", batch_size=8)
     assert summary.labelled == 2
-    files = _arrays(out)
+    files = npz_arrays(out)
     for name, arrays in files.items():
         assert set(arrays) == {"masks", "rv"} and arrays["rv"].shape == arrays["masks"].shape
-        np.testing.assert_array_equal(arrays["masks"], _arrays(reference)[name]["masks"])
+        np.testing.assert_array_equal(arrays["masks"], npz_arrays(reference)[name]["masks"])
     meta = json.loads((out / "meta.json").read_text())
     assert meta["channels"]["rv"]["weights_hash"] == weights_hash(rv_teacher)
     assert meta["teacher"]["weights_hash"] == weights_hash(teacher)
@@ -165,7 +158,7 @@ def test_cli(data, teacher, reference, tmp_path, capsys):
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["labelled"] == 7 and summary["frames"] == 63 and summary["frames_per_s"] > 0
-    assert _same(_arrays(out), _arrays(reference))
+    assert _same(npz_arrays(out), npz_arrays(reference))
     for argv, needle in [
         (["--teacher", str(tmp_path / "none.pt")], "none.pt: teacher checkpoint not found"),
         (["--teacher", str(ckpt), "--shard", "2/2"], "shard 2/2"),

@@ -16,6 +16,7 @@ from echodfkd.io.video import read_video, write_video
 from echodfkd.models import Student
 from echodfkd.stream import Predictor, calibrate_alert
 from echodfkd.stream.alert import ALERT_FILE
+from tiny_models import fitted_student
 
 SIZE = 64
 
@@ -47,20 +48,7 @@ def trained_run(tmp_path_factory):
     """A tiny student trained for a few seconds on phantom frames against their ground-truth LV masks."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)  # other module fixtures may run before one_torch_thread
-    torch.manual_seed(0)
-    clips = [make_clip(seed=3, index=i, size=SIZE, frames=48) for i in range(3)]
-    x = torch.from_numpy(np.stack([c.frames for c in clips]).astype(np.float32))[:, :, None]
-    y = torch.from_numpy(np.stack([c.lv for c in clips]).astype(np.float32))[:, :, None]
-    model = Student(blocks=2, filters=6)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for it in range(60):
-        s = (it * 7) % (x.shape[1] - 8)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[:, s:s + 8]), y[:, s:s + 8])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    run = tmp_path_factory.mktemp("trained") / "run"
-    model.eval().save_pretrained(run, extra_config={"thresholds": {"dice": 0.5, "afd": 0.5}, "infer_size": SIZE})
+    run = fitted_student(tmp_path_factory.mktemp("trained") / "run", SIZE, steps=60)
     torch.set_num_threads(old)
     return run
 

@@ -21,21 +21,16 @@ from echodfkd.evaluate.afd import read_corrupted  # noqa: E402
 from echodfkd.evaluate.echoclip.model import load_clip_model  # noqa: E402
 from echodfkd.evaluate.echoclip.screen import SCREEN_PROMPTS, prompt_name, screen_prompts  # noqa: E402
 from echodfkd.io.video import write_video  # noqa: E402
+from tiny_models import register_tiny_clip  # noqa: E402
 
 TINY_NAME = "echodfkd-screen-tiny"
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 64, "layers": 1,
-                       "mlp_ratio": 2.0},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1,
-                     "mlp_ratio": 2.0}}
 FRAMES, SIZE = 8, 64
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_clip")
-    (root / f"{TINY_NAME}.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(root / f"{TINY_NAME}.json")
+    register_tiny_clip(root, TINY_NAME)
     torch.manual_seed(1)
     ckpt = root / "tiny.pt"
     torch.save(open_clip.create_model(TINY_NAME).state_dict(), ckpt)
