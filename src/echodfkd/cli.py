@@ -11,6 +11,7 @@ import importlib
 import pkgutil
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 import echodfkd.commands as commands_pkg
 from echodfkd import __version__
@@ -25,6 +26,14 @@ ORDER = [
 # Steps that train or run networks on the CPU (where denormal arithmetic is slow).
 TORCH_COMMANDS = {"demo", "teacher", "label", "distill", "sweep", "search", "predict", "bench", "reproduce",
                   "serve", "echoclip", "camus"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line (no usage block): `echodfkd CMD: error: ... (see --help)`."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -45,13 +54,13 @@ def _command_modules() -> list[ModuleType]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every discovered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="echodfkd",
         description="EchoDFKD: distil a large echo LV segmenter into a tiny real-time ConvLSTM student, "
         "and evaluate it (Dice/IoU, aFD phase detection, EchoCLIP).",
     )
     parser.add_argument("--version", action="version", version=f"echodfkd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=_HelpFormatter)
@@ -74,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     except EchoDFKDError as exc:
         print(f"echodfkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # safety net: commands check their outputs first, so this is rare
+        print(f"echodfkd {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"echodfkd {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
         return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an OS error: the file, then the reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def _flush_denormals() -> None:

@@ -1,19 +1,7 @@
 """The shared flag vocabulary: one helper per flag, so every command spells and means it the same way.
 
-| flag | meaning |
-|---|---|
-| `DATA` / `--data DIR` | a dataset folder (positional, or the option; not both) |
-| `--out DIR` | always a folder |
-| `--student RUN` | a student run directory (`--model` is a deprecated alias) |
-| `--teacher CKPT` | a teacher checkpoint file |
-| `--teacher-arch ARCH` | the teacher's torchvision architecture |
-| `--device` | cpu, cuda, cuda:N, mps or auto (default cpu) |
-| `--precision` | fp32, bf16 or auto |
-| `--workers N` | worker processes (>= 1) |
-| `--json` | print the result as JSON |
-| `--max-time T` | wall-clock budget: seconds or DD:HH:MM:SS |
-
-This module is light (no torch): `--help` must stay fast.
+`SHARED_FLAGS` below is the table docs/cli.md shows. Old spellings stay one release as hidden aliases that
+print one line, "warning: --x is deprecated; use --y". This module is light (no torch): `--help` must stay fast.
 """
 
 from __future__ import annotations
@@ -24,11 +12,28 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from echodfkd.errors import EchoDFKDError
 
 PRECISIONS = ("fp32", "bf16", "auto")
+
+#: (flag, meaning): the table at the top of docs/cli.md.
+SHARED_FLAGS = (
+    ("`DATA` / `--data DIR`", "a dataset folder: positional, or the option (not both)"),
+    ("`--out DIR`", "always a folder, created if missing and checked writable before any work"),
+    ("`--student RUN`", "a student run folder (config.json + model.safetensors); `--model` is a deprecated alias"),
+    ("`--teacher CKPT`", "a teacher checkpoint file"),
+    ("`--teacher-arch ARCH`", "the teacher's architecture (default: the one the checkpoint records)"),
+    ("`--echoclip MODEL`", "an open_clip model: hf-hub:ORG/NAME, local-dir:DIR or a checkpoint file"),
+    ("`--device D`", "cpu, cuda, cuda:N, mps or auto (default cpu everywhere)"),
+    ("`--precision P`", "fp32, bf16 or auto (bf16 where the hardware runs it fast)"),
+    ("`--compile`", "CPU: the ahead-of-time compiled engine (off by default; bench times it unless --no-compile)"),
+    ("`--workers N`", "worker processes (>= 1); DataLoader workers are `--loader-workers`"),
+    ("`--json`", "print the result as JSON on stdout"),
+    ("`--max-time T`", "wall-clock budget: seconds or DD:HH:MM:SS"),
+    ("`--skip-bad`", "unreadable input clips are warnings with exit 0 instead of exit 1"),
+)
 _DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
 
@@ -58,6 +63,65 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _float(text, "a number > 0")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _float(text, "a number >= 0")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def float_in(low: float, high: float) -> Any:
+    """An argparse type: a finite number in [low, high]."""
+
+    def parse(text: str) -> float:
+        value = _float(text, f"a number in [{low:g}, {high:g}]")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text!r}")
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
+
+
+def frame_size(text: str) -> int:
+    """A frame size in pixels: an integer >= 8 (the depth rule is `check_size`, once the blocks are known)."""
+    value = _int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be a frame size >= 8 pixels, got {text!r}")
+    return value
+
+
+def check_size(size: int | None, blocks: int, flag: str = "--size") -> None:
+    """Refuse a frame size the student's depth cannot stream (one line naming the flag)."""
+    if size is None:
+        return
+    from echodfkd.models.student import check_frame_size  # lazy: the model module imports torch
+
+    try:
+        check_frame_size(int(size), int(blocks))
+    except (ValueError, EchoDFKDError) as exc:
+        raise EchoDFKDError(f"{flag} {size}: {exc}") from None
+
+
+def existing_file(text: str) -> Path:
+    """A file that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: file not found")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
+    return path
 
 
 def existing_dir(text: str) -> Path:
@@ -100,6 +164,16 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------- output folders
@@ -147,14 +221,57 @@ def add_out(parser: argparse.ArgumentParser, what: str = "output", required: boo
 class _Deprecated(argparse.Action):
     """An old spelling kept for one release: stores into the new flag's dest and says so on stderr."""
 
-    def __init__(self, *args: Any, new: str = "", **kwargs: Any) -> None:
-        self.new = new
+    def __init__(self, *args: Any, new: str = "", convert: Callable[[Any], Any] | None = None,
+                 constant: Any = None, **kwargs: Any) -> None:
+        self.new, self.convert, self.constant = new, convert, constant
         super().__init__(*args, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        old = option_string or self.metavar or self.dest
+        print(f"{parser.prog}: warning: {old} is deprecated; use {self.new}", file=sys.stderr)
+        if self.nargs == 0:
+            values = self.constant
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
+
+
+def add_deprecated(parser: argparse.ArgumentParser | Any, old: str, new: str, dest: str,
+                   flag: bool = False, **kwargs: Any) -> None:
+    """A hidden old spelling `old` of the flag `new` (same dest); `flag`: it takes no value (store `const`)."""
+    if flag:
+        kwargs = {"nargs": 0, "constant": kwargs.pop("const", True), **kwargs}
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS, **kwargs)
+
+
+def add_deprecated_positional(parser: argparse.ArgumentParser, dest: str, new: str, metavar: str) -> None:
+    """A hidden, optional positional kept for one release (e.g. `phantom OUT` for `phantom --out OUT`)."""
+    parser.add_argument(f"_{dest}_positional", nargs="?", metavar=metavar, action=_DeprecatedPositional,
+                        new=new, target=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+class _DeprecatedPositional(argparse.Action):
+    """Stores an old positional into the new flag's dest (refusing both at once) and says so on stderr."""
+
+    def __init__(self, *args: Any, new: str = "", target: str = "", **kwargs: Any) -> None:
+        self.new, self.target = new, target
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if getattr(namespace, self.target, None) not in (None, values):
+            parser.error(f"{self.metavar} given twice (positional and {self.new})")
+        print(f"{parser.prog}: warning: the positional {self.metavar} is deprecated; use {self.new} "
+              f"{self.metavar}", file=sys.stderr)
+        setattr(namespace, self.target, values)
+
+
+def require(args: argparse.Namespace, dest: str, flag: str) -> Any:
+    """The value of a flag that is required but cannot be marked so (it has a deprecated positional)."""
+    value = getattr(args, dest, None)
+    if value in (None, ""):
+        raise EchoDFKDError(f"the following arguments are required: {flag}")
+    return value
 
 
 def add_student(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -166,42 +283,75 @@ def add_student(parser: argparse.ArgumentParser, required: bool = True) -> None:
                        help=argparse.SUPPRESS)
 
 
-def add_teacher(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def add_teacher(parser: argparse.ArgumentParser, required: bool = False,
+                help: str = "teacher checkpoint (.pt, EchoNet's format or ours)") -> None:
     """`--teacher CKPT`, a teacher checkpoint file."""
-    parser.add_argument("--teacher", metavar="CKPT", required=required, default=None,
-                        help="teacher checkpoint (.pt, EchoNet's format or ours)")
+    parser.add_argument("--teacher", metavar="CKPT", required=required, default=None, help=help)
 
 
-def add_teacher_arch(parser: argparse.ArgumentParser) -> None:
-    """`--teacher-arch ARCH`, the teacher's architecture (default: what the checkpoint records)."""
+def add_teacher_arch(parser: argparse.ArgumentParser, default: str | None = None, old: str | None = None,
+                     help: str | None = None) -> None:
+    """`--teacher-arch ARCH`, the teacher's architecture (default: what the checkpoint records);
+    `old` names a deprecated spelling (e.g. --arch)."""
     from echodfkd.commands.teacher import ARCH_CHOICES
 
-    parser.add_argument("--teacher-arch", metavar="ARCH", choices=ARCH_CHOICES, default=None,
-                        help=f"teacher architecture ({', '.join(ARCH_CHOICES)}; default: the checkpoint's)")
+    text = help or f"teacher architecture ({', '.join(ARCH_CHOICES)}; default: the checkpoint's, else " \
+                   "deeplabv3_resnet50)"
+    parser.add_argument("--teacher-arch", metavar="ARCH", choices=ARCH_CHOICES, default=default, help=text)
+    if old:
+        add_deprecated(parser, old, "--teacher-arch", "teacher_arch", choices=ARCH_CHOICES, metavar="ARCH")
 
 
-def add_device(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
+def add_echoclip(parser: argparse.ArgumentParser, default: str | None = None, help: str | None = None) -> None:
+    """`--echoclip MODEL`, an open_clip model (hf-hub:ORG/NAME, local-dir:DIR or a checkpoint file)."""
+    parser.add_argument("--echoclip", metavar="MODEL", default=default,
+                        help=help or "open_clip model: hf-hub:ORG/NAME, local-dir:DIR, or a checkpoint file")
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "cpu", help: str | None = None) -> None:
     """`--device`: cpu, cuda, cuda:N, mps or auto."""
-    parser.add_argument("--device", type=device, default=default, help="torch device: cpu, cuda, cuda:N, mps, auto")
+    parser.add_argument("--device", type=device, default=default,
+                        help=help or "torch device: cpu, cuda, cuda:N, mps, auto")
 
 
-def add_precision(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
+def add_precision(parser: argparse.ArgumentParser, default: str | None = "fp32", help: str | None = None) -> None:
     """`--precision {fp32,bf16,auto}`."""
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
-                        help="arithmetic precision (auto: bf16 where the hardware runs it fast)")
+                        help=help or "arithmetic precision (auto: bf16 where the hardware runs it fast)")
 
 
-def add_workers(parser: argparse.ArgumentParser, default: int | None = 1) -> None:
+def add_compile(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """`--compile/--no-compile`: the ahead-of-time compiled CPU engine, off by default."""
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help=help or "CPU: run the ahead-of-time compiled engine (needs a C++ compiler; built "
+                                     "once per model/size/precision and cached)")
+
+
+def add_workers(parser: argparse.ArgumentParser, default: int | None = 1, help: str = "worker processes") -> None:
     """`--workers N`: worker processes, >= 1."""
-    parser.add_argument("--workers", type=positive_int, default=default, metavar="N", help="worker processes")
+    parser.add_argument("--workers", type=positive_int, default=default, metavar="N", help=help)
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
+def add_json(parser: argparse.ArgumentParser, help: str = "print the result as JSON") -> None:
     """`--json`: print the result as JSON instead of text."""
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true", help=help)
 
 
-def add_max_time(parser: argparse.ArgumentParser) -> None:
+def add_max_time(parser: argparse.ArgumentParser, help: str = "stop after this long (seconds or DD:HH:MM:SS)") -> None:
     """`--max-time T`: a wall-clock budget in seconds or DD:HH:MM:SS."""
-    parser.add_argument("--max-time", type=duration, default=None, metavar="T",
-                        help="stop after this long (seconds or DD:HH:MM:SS)")
+    parser.add_argument("--max-time", type=duration, default=None, metavar="T", help=help)
+
+
+def add_skip_bad(parser: argparse.ArgumentParser) -> None:
+    """`--skip-bad`: unreadable input clips are warnings and the exit status stays 0."""
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="exit 0 even when some input clips are unreadable (they are skipped with a warning "
+                             "either way; without it the exit status is 1)")
+
+
+def partial_exit(failed: list | dict, skip_bad: bool, prog: str) -> int:
+    """The exit status of a run that skipped unreadable clips: one warning line each, then 1 (0 with --skip-bad)."""
+    items = failed.items() if isinstance(failed, dict) else failed
+    for name, reason in items:
+        print(f"echodfkd {prog}: warning: skipped {name}: {reason}", file=sys.stderr)
+    return 0 if skip_bad or not failed else 1
