@@ -1,0 +1,471 @@
+"""Typed records between steps: a student's config.json, a folder's meta.json, metrics.json, steps.json.
+
+Each record is a dataclass with a `format` name and a `version`; it has one reader (`Record.read`) and
+one writer (`record.write`, atomic). Reading validates every typed field and fails with one line naming
+the file and the field (`RUN/config.json: blocks must be an integer, got 'four'`). Keys a record does not
+type are kept as they are (`extra`) and written back, so the on-disk keys stay those of older releases.
+A file without `format`/`version` (written before records existed) is read as version 0 and migrated
+in memory; a newer version than this release knows is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, Union
+
+from echodfkd.errors import DatasetError, ModelError
+from echodfkd.io.atomic import save_json
+
+R = TypeVar("R", bound="Record")
+
+
+class RecordError(ModelError, DatasetError):
+    """A record file is unreadable, of another format or version, or has a field of the wrong type."""
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a JSON object",
+          list: "a list"}
+
+
+def _where(path: Path | None) -> str:
+    return f"{path}: " if path is not None else ""
+
+
+def _fail(path: Path | None, key: str, want: str, value: Any) -> RecordError:
+    return RecordError(f"{_where(path)}{key} must be {want}, got {value!r}")
+
+
+def _scalar(value: Any, kind: type, key: str, path: Path | None) -> Any:
+    """`value` as `kind`, or a RecordError (bool is not an int; an int is a valid float; NaN is refused)."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise _fail(path, key, "a finite number", value)
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise _fail(path, key, _NAMES.get(kind, kind.__name__), value)
+
+
+def _convert(value: Any, hint: Any, key: str, path: Path | None) -> Any:
+    """Validate (and convert) one JSON value against a type hint of a record field."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, path)
+    if isinstance(hint, type) and issubclass(hint, Fields):
+        if not isinstance(value, dict):
+            raise _fail(path, key, _NAMES[dict], value)
+        return hint.from_dict(value, path, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(path, key, _NAMES[dict], value)
+        kind = args[1] if len(args) == 2 else Any
+        return {k: v if kind is Any else _convert(v, kind, f"{key}.{k}", path) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(path, key, _NAMES[list], value)
+        kind = args[0] if args else Any
+        return [v if kind is Any else _convert(v, kind, f"{key}[{i}]", path) for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is dict or hint is list:
+        if not isinstance(value, hint):
+            raise _fail(path, key, _NAMES[hint], value)
+        return value
+    return _scalar(value, hint, key, path)
+
+
+@dataclass
+class Fields:
+    """Typed fields read from a JSON object; keys without a field are kept in `extra`."""
+
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: Fields written as null when None (the others are left out, as older releases did).
+    KEEP_NULL: ClassVar[tuple[str, ...]] = ()
+    #: field -> (lowest, highest) allowed value (None: unbounded on that side).
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def _hints(cls) -> dict[str, Any]:
+        return {k: v for k, v in _hints(cls).items() if k not in ("extra", "version")}
+
+    @classmethod
+    def from_dict(cls: type[Any], data: dict[str, Any], path: Path | None = None, prefix: str = "") -> Any:
+        """Validate `data` against the fields (one-line RecordError naming `path` and the field)."""
+        hints = cls._hints()
+        for name in cls.REQUIRED:
+            if data.get(name) is None:
+                raise RecordError(f"{_where(path)}{prefix}{name} is missing")
+        values: dict[str, Any] = {}
+        for name, hint in hints.items():
+            if name in data:
+                values[name] = _convert(data[name], hint, prefix + name, path)
+                low, high = cls.RANGES.get(name, (None, None))
+                v = values[name]
+                if v is not None and ((low is not None and v < low) or (high is not None and v > high)):
+                    bounds = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
+                              else f">= {low:g}" if low is not None else f"<= {high:g}")
+                    raise _fail(path, prefix + name, f"a number {bounds}", data[name])
+        extra = {k: v for k, v in data.items() if k not in hints and k not in ("format", "version")}
+        return cls(extra=extra, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (typed fields, then the untyped keys kept from the file)."""
+        out: dict[str, Any] = {}
+        for name in self._hints():
+            value = getattr(self, name)
+            if value is None and name not in self.KEEP_NULL:
+                continue
+            out[name] = _plain(value)
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON-ready data (nested records become objects)."""
+    if isinstance(value, Fields):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        module = sys.modules[cls.__module__].__dict__
+        hints = typing.get_type_hints(cls, globalns=module)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _HINTS[cls]
+
+
+@dataclass
+class Record(Fields):
+    """A file with a `format` and a `version`: one reader (`read`) and one writer (`write`)."""
+
+    version: int = 0
+    FORMAT: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    FILE: ClassVar[str] = ""
+    #: Other format names this record accepts (spellings of earlier releases).
+    ALIASES: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def location(cls, path: str | os.PathLike) -> Path:
+        """The file itself, given the file or the folder that holds it."""
+        path = Path(path)
+        return path / cls.FILE if path.is_dir() else path
+
+    @classmethod
+    def parse(cls: type[R], data: Any, path: Path | None = None) -> R:
+        """A record from a parsed JSON value (checks format and version, migrates version 0)."""
+        if not isinstance(data, dict):
+            raise RecordError(f"{_where(path)}expected a JSON object ({cls.FORMAT}), got {type(data).__name__}")
+        fmt, version = data.get("format"), data.get("version", 0 if "format" not in data else None)
+        if fmt is not None and fmt != cls.FORMAT and fmt not in cls.ALIASES:
+            raise RecordError(f"{_where(path)}format is {fmt!r}, expected {cls.FORMAT!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise _fail(path, "version", "a non-negative integer", version)
+        if version > cls.VERSION:
+            raise RecordError(f"{_where(path)}version {version} of {cls.FORMAT} is newer than this release reads "
+                              f"(up to {cls.VERSION}); upgrade echodfkd")
+        record = cls.from_dict(cls.migrate(dict(data), version), path)
+        record.version = version
+        return record
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Bring an older version's object to the current layout (in memory; version 0 is the same here)."""
+        return data
+
+    @classmethod
+    def read(cls: type[R], path: str | os.PathLike) -> R:
+        """Read and validate the record at `path` (the file, or the folder holding `FILE`)."""
+        path = cls.location(path)
+        if not path.is_file():
+            raise RecordError(f"{path}: missing")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{path}: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise RecordError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        return cls.parse(data, path)
+
+    @classmethod
+    def read_or_none(cls: type[R], path: str | os.PathLike) -> R | None:
+        """`read`, or None when the file does not exist."""
+        return cls.read(path) if cls.location(path).is_file() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's JSON object, stamped with this release's format and version."""
+        return {"format": self.FORMAT, "version": self.VERSION, **super().to_dict()}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write atomically (the file, or `FILE` inside a folder that exists)."""
+        return save_json(self.location(path), self.to_dict())
+
+
+# ---------------------------------------------------------------------- config.json (a student run)
+@dataclass
+class Thresholds(Fields):
+    """Calibrated thresholds as fractions of 255 (`mask = soft >= t·255`)."""
+
+    dice: float | None = None
+    afd: float | None = None
+    RANGES: ClassVar[dict] = {"dice": (0.0, 1.0), "afd": (0.0, 1.0)}
+
+
+@dataclass
+class TrainingSummary(Fields):
+    """config.json's `training`: every distill setting (untyped ones kept) and how the run ended."""
+
+    frame_size: int | None = None
+    infer_size: int | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    precision: str | None = None
+    epochs_trained: int | None = None
+    stopped_early: bool | None = None
+    best_val_loss: float | None = None
+    best_val_bce: float | None = None
+    best_checkpoint: str | None = None
+    KEEP_NULL: ClassVar[tuple[str, ...]] = ("best_val_loss", "best_val_bce", "best_checkpoint")
+    RANGES: ClassVar[dict] = {"frame_size": (1, None), "infer_size": (1, None), "seq_len": (1, None),
+                              "batch_size": (1, None), "epochs": (1, None), "epochs_trained": (0, None)}
+
+
+@dataclass
+class StreamDefaults(Fields):
+    """predict's defaults recorded by the run (RUN/stream.json or flags override them)."""
+
+    warmup: int | None = None
+    largest_component: bool | None = None
+    RANGES: ClassVar[dict] = {"warmup": (0, None)}
+
+
+ARCH_FIELDS = ("blocks", "layers", "filters", "skip", "residual", "out_channels", "in_channels",
+               "input_mean", "input_std")
+
+
+@dataclass
+class StudentConfig(Record):
+    """RUN/config.json: the student's architecture, training summary, calibrated thresholds and defaults."""
+
+    architecture: str = "echodfkd-student"
+    blocks: int = 0
+    layers: int = 0
+    filters: int | None = None
+    skip: bool | None = None
+    residual: bool | None = None
+    out_channels: int | None = None
+    in_channels: int | None = None
+    input_mean: float | None = None
+    input_std: float | None = None
+    params: int | None = None
+    status: str | None = None
+    weights_sha256: str | None = None
+    training: TrainingSummary | None = None
+    data: dict[str, Any] | None = None
+    infer_size: int | None = None
+    frame_size: int | None = None
+    stream: StreamDefaults | None = None
+    thresholds: Thresholds | None = None
+    thresholds_rv: Thresholds | None = None
+    calibration: dict[str, Any] | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd.student-config"
+    FILE: ClassVar[str] = "config.json"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("architecture", "blocks", "layers")
+    RANGES: ClassVar[dict] = {"blocks": (1, None), "layers": (1, None), "filters": (1, None),
+                              "out_channels": (1, 2), "in_channels": (1, None), "params": (1, None),
+                              "infer_size": (1, None), "frame_size": (1, None), "input_std": (0.0, None)}
+    WEIGHTS: ClassVar[str] = "model.safetensors"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None, prefix: str = "") -> "StudentConfig":
+        """Validate, and refuse a config.json of something other than an echodfkd student."""
+        if data.get("architecture") != "echodfkd-student":
+            raise RecordError(f"{_where(path)}not an echodfkd student config (architecture != 'echodfkd-student')")
+        return super().from_dict(data, path, prefix)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """The `Student(...)` arguments this config records (absent ones take the model's defaults)."""
+        return {k: getattr(self, k) for k in ARCH_FIELDS if getattr(self, k) is not None}
+
+    @property
+    def finished(self) -> bool:
+        """The run exported its weights and calibrated its thresholds."""
+        return self.thresholds is not None
+
+    def model_size(self, default: int) -> int:
+        """The size predict runs at: `infer_size`, else a top-level `frame_size`, else `default`."""
+        return self.infer_size or self.frame_size or default
+
+    def run_summary(self) -> dict[str, Any]:
+        """The headline of a finished run (what demo and reproduce record for the distill step)."""
+        t = self.training or TrainingSummary()
+        return {"params": self.params, "thresholds": self.thresholds.to_dict() if self.thresholds else None,
+                "epochs_trained": t.epochs_trained, "best_val_loss": t.best_val_loss,
+                "frame_size": t.frame_size, "infer_size": self.infer_size}
+
+
+# ---------------------------------------------------------------------- meta.json (targets / predictions)
+@dataclass
+class TargetsMeta(Record):
+    """TARGETS/meta.json: which teacher (architecture, weights hash, normalisation) labelled each channel."""
+
+    channels: dict[str, dict[str, Any]] | None = None
+    teacher: dict[str, Any] | None = None
+    encoding: str | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd-teacher-targets"
+    FILE: ClassVar[str] = "meta.json"
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Version 0 named one teacher at top level: it becomes the `masks` channel."""
+        if version == 0 and "channels" not in data and isinstance(data.get("teacher"), dict):
+            data["channels"] = {"masks": data["teacher"]}
+        return data
+
+
+@dataclass
+class PredictionsMeta(Record):
+    """PRED/meta.json: the settings that shaped the predictions, then the counts once done."""
+
+    model: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    compiled: bool | None = None
+    threshold_dice: float | None = None
+    threshold_afd: float | None = None
+    threshold_source: str | None = None
+    thresholds_rv: Thresholds | None = None
+    warmup: int | None = None
+    largest_component: bool | None = None
+    model_size: list[int] | None = None
+    alert: dict[str, Any] | None = None
+    status: str | None = None
+    clips: int | None = None
+    flagged: list[str] | None = None
+    failed: dict[str, str] | None = None
+    streamed_frames: int | None = None
+    stream_fps: float | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd.predictions"
+    FILE: ClassVar[str] = "meta.json"
+    KEEP_NULL: ClassVar[tuple[str, ...]] = ("model", "thresholds_rv", "stream_fps")
+    RANGES: ClassVar[dict] = {"threshold_dice": (0.0, 1.0), "threshold_afd": (0.0, 1.0), "warmup": (0, None),
+                              "clips": (0, None), "streamed_frames": (0, None), "stream_fps": (0.0, None)}
+
+    def summary(self) -> dict[str, Any]:
+        """The headline of a finished prediction step (what demo and reproduce record)."""
+        return {"clips": self.clips, "failed": len(self.failed or {}), "flagged": len(self.flagged or []),
+                "streamed_frames": self.streamed_frames, "stream_fps": self.stream_fps}
+
+
+def read_folder_meta(folder: str | os.PathLike) -> TargetsMeta | PredictionsMeta | None:
+    """A predictions or targets folder's meta.json (a targets folder is also a predictions folder), or None."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        return None
+    raw = _load(path)
+    if isinstance(raw, dict) and (raw.get("format") == TargetsMeta.FORMAT or
+                                  ("format" not in raw and "teacher" in raw and "threshold_afd" not in raw)):
+        return TargetsMeta.parse(raw, path)
+    return PredictionsMeta.parse(raw, path)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
+# ---------------------------------------------------------------------- metrics.json (evaluate)
+def overall(block: dict[str, Any] | None) -> dict[str, Any]:
+    """The all-frames summary of a segmentation block: its `overall` part (ED/ES/overall), or the block itself."""
+    block = block or {}
+    inner = block.get("overall")
+    return inner if isinstance(inner, dict) else block
+
+
+@dataclass
+class EvaluationMetrics(Record):
+    """REPORT/metrics.json written by `evaluate`: segmentation, aFD, analysis, the thresholds and figures."""
+
+    dataset: str | None = None
+    predictions: str | None = None
+    split: str | None = None
+    n_clips: int | None = None
+    n_missing_predictions: int | None = None
+    thresholds: dict[str, Any] | None = None
+    segmentation: dict[str, Any] | None = None
+    afd: dict[str, Any] | None = None
+    figures: list[str] | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd.evaluation"
+    FILE: ClassVar[str] = "metrics.json"
+    RANGES: ClassVar[dict] = {"n_clips": (0, None), "n_missing_predictions": (0, None)}
+
+    def overall(self, source: str) -> dict[str, Any]:
+        """Summary over all frames of one segmentation source (`vs_tracings`, `vs_teacher`, ...); {} if absent."""
+        return overall((self.segmentation or {}).get(source))
+
+    def afd_subset(self, subset: str = "full") -> dict[str, Any]:
+        """aFD figures of the `full` set or the `clean` subset ({} if absent)."""
+        return (self.afd or {}).get(subset) or {}
+
+
+# ---------------------------------------------------------------------- steps.json (StepRunner)
+@dataclass
+class StepEntry(Fields):
+    """One finished step: how long it took, its summary, what it depends on and the outputs that prove it."""
+
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    depends_on: list[str] | None = None
+    outputs: list[str] | None = None
+    REQUIRED: ClassVar[tuple[str, ...]] = ("seconds",)
+    RANGES: ClassVar[dict] = {"seconds": (0.0, None)}
+
+
+@dataclass
+class StepsJournal(Record):
+    """OUT/steps.json: the finished steps of a demo or reproduce run (version 0: the steps at top level)."""
+
+    steps: dict[str, StepEntry] = field(default_factory=dict)
+
+    FORMAT: ClassVar[str] = "echodfkd.steps"
+    FILE: ClassVar[str] = "steps.json"
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Version 0 was `{step: {"seconds", "summary"}}`."""
+        return {"steps": data} if version == 0 else data
+
+
+RECORDS: tuple[type[Record], ...] = (StudentConfig, TargetsMeta, PredictionsMeta, EvaluationMetrics, StepsJournal)
