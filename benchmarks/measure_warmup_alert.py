@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from echodfkd.data import open_dataset
-from echodfkd.evaluate.segmentation import binarize, dice
 from echodfkd.io.atomic import save_json
+from echodfkd.measures.masks import binarize, dice
 from echodfkd.stream import Predictor, calibrate_alert
 from echodfkd.stream.batch import clean_clips
 from echodfkd.stream.predictor import STREAM_FILE

@@ -9,7 +9,7 @@ import torch
 from echodfkd.cli import main
 from echodfkd.data.phantom import make_clip
 from echodfkd.errors import ModelError
-from echodfkd.evaluate.segmentation import binarize, dice
+from echodfkd.measures.masks import binarize, dice
 from echodfkd.models import Student
 from echodfkd.models import compiled as compiled_mod
 from echodfkd.models.compiled import CACHE_ENV, engine_key, find_compiler, load_or_compile

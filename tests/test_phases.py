@@ -8,7 +8,7 @@ import pytest
 from echodfkd.errors import EchoDFKDError, SignalError
 from echodfkd.evaluate.afd import (afd_metrics, clip_errors, es_baseline_table, phase_table, read_corrupted,
                                    read_signal_csv)
-from echodfkd.evaluate.phases import (afd, afd_seconds, echonet_es_frames, find_phase_frame, find_phase_frames,
+from echodfkd.measures.phases import (afd, afd_seconds, echonet_es_frames, find_phase_frame, find_phase_frames,
                                       nearest_frame, phase_blocks)
 
 # median 5: ES blocks (< 5) are frames 1-4 and 9-11; ED blocks (> 5) are frames 5-7 and 13-15.
@@ -227,7 +227,7 @@ def test_read_corrupted_both_layouts(tmp_path):
 
 @pytest.mark.parametrize("compat", ["paper", "reference"])
 def test_batch_finder_agrees_with_the_scalar_one(compat):
-    from echodfkd.evaluate.phases import find_phase_frames_batch
+    from echodfkd.measures.phases import find_phase_frames_batch
     rng = np.random.default_rng(5)
     signals = [rng.integers(0, 5, size=int(rng.integers(1, 30))).astype(float) for _ in range(200)]
     signals += [np.full(7, 2.0), np.array([3.0]), np.array([1.0, 1, 1, 5]), np.array(TWO_BEATS, float)]
@@ -254,7 +254,7 @@ def _plateau_beats(fps: float = 50.0, beats: int = 4, seed: int = 0) -> tuple[np
 
 
 def test_find_beats_lists_one_frame_per_beat_where_median_blocks_fragment():
-    from echodfkd.evaluate.phases import find_beats
+    from echodfkd.measures.phases import find_beats
 
     x, ed, es = _plateau_beats()
     assert len(find_phase_frames(x, "ED")) > len(ed)  # noise on the plateau splits beats into blocks

@@ -234,7 +234,7 @@ def test_alert_features_ignore_isolated_glitches():
 
 
 def test_bf16_engine_matches_fp32(trained_run):
-    from echodfkd.evaluate.segmentation import binarize, dice
+    from echodfkd.measures.masks import binarize, dice
 
     frames = _frames(8, 30)
     fp32 = Predictor(trained_run).predict_clip(frames, 50)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from echodfkd.errors import EchoDFKDError
-from echodfkd.evaluate.segmentation import (MaskError, binarize, bootstrap_ci, dice, iou, overlap_counts,
-                                            summarize_by_phase, summarize_overlap)
+from echodfkd.evaluate.segmentation import bootstrap_ci, summarize_by_phase, summarize_overlap
+from echodfkd.measures.masks import MaskError, binarize, dice, iou, overlap_counts
 
 
 def _square(size, top, left, side):

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from echodfkd.errors import DatasetError
-from echodfkd.evaluate.phases import PHASES, find_phase_frame, find_phase_frames
 from echodfkd.io.video import resize_frames, resize_masks
+from echodfkd.measures.phases import PHASES, find_phase_frame, find_phase_frames
 from echodfkd.models.student import Student
 from echodfkd.progress import progress
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import DatasetError, SignalError
-from echodfkd.evaluate.phases import check_signal, echonet_es_frames, find_phase_frames_batch, nearest_frame
 from echodfkd.evaluate.segmentation import bootstrap_ci, resampled_sums
+from echodfkd.measures.phases import check_signal, echonet_es_frames, find_phase_frames_batch, nearest_frame
 
 References = Mapping[str, Mapping[str, Sequence[int]]]  # name -> {"ED": [frames], "ES": [frames]}
 

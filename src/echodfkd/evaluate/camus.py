@@ -26,7 +26,8 @@ import pandas as pd
 from echodfkd.data.camus import LV_LABEL, PHASES, VIEWS, Camus, CamusSequence
 from echodfkd.errors import DatasetError, ModelError
 from echodfkd.evaluate.analysis import ef_agreement, ef_area_length, long_axis
-from echodfkd.evaluate.segmentation import binarize, dice_from_counts, overlap_rows, summarize_by_phase
+from echodfkd.evaluate.segmentation import overlap_rows, summarize_by_phase
+from echodfkd.measures.masks import binarize, dice_from_counts
 from echodfkd.progress import progress
 
 QUALITIES = ("Good", "Medium", "Poor")

@@ -20,10 +20,10 @@ from echodfkd.evaluate import afd as afd_mod
 from echodfkd.evaluate.analysis import (afd_by_fps, ef_agreement, ef_area_length, ef_area_ratio,
                                         error_concentration, fps_bins_note, long_axis)
 from echodfkd.evaluate.noise import fit_or_reason
-from echodfkd.evaluate.phases import find_phase_frame, nearest_frame
 from echodfkd.evaluate.predictions import TEACHER_THRESHOLD, load_masks, read_meta
-from echodfkd.evaluate.segmentation import (binarize, frame_rows, summarize_by_phase, summarize_overlap,
-                                            tracing_rows)
+from echodfkd.evaluate.segmentation import frame_rows, summarize_by_phase, summarize_overlap, tracing_rows
+from echodfkd.measures.masks import binarize
+from echodfkd.measures.phases import find_phase_frame, nearest_frame
 from echodfkd.progress import progress
 
 @dataclass

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import EchoDFKDError
-from echodfkd.evaluate.phases import echonet_es_frames, find_phase_frame
-from echodfkd.evaluate.segmentation import binarize
 from echodfkd.io.atomic import save_json, save_text
+from echodfkd.measures.masks import binarize
+from echodfkd.measures.phases import echonet_es_frames, find_phase_frame
 from echodfkd.report import figures
 from echodfkd.report.overlays import save_overlay
 from echodfkd.report.tables import afd_table, fmt, markdown, segmentation_table, table2

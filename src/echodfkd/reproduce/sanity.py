@@ -23,7 +23,8 @@ MAX_CLIPS = 200
 def teacher_dice(ds: Any, targets: Path, split: str, max_clips: int = MAX_CLIPS) -> dict | None:
     """Per-video mean Dice of the teacher targets vs the traces at the traced ED/ES frames, or None."""
     from echodfkd.evaluate.predictions import TEACHER_THRESHOLD, load_masks
-    from echodfkd.evaluate.segmentation import dice_from_counts, tracing_rows
+    from echodfkd.evaluate.segmentation import tracing_rows
+    from echodfkd.measures.masks import dice_from_counts
 
     if not getattr(ds, "has_tracings", False):
         return None

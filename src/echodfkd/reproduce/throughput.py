@@ -273,8 +273,8 @@ def soft_masks(masks: np.ndarray, edge_px: float = 1.0) -> np.ndarray:
 def measure_masks(masks: np.ndarray, repeats: int = 3) -> tuple[float, float]:
     """(bytes per frame of a compressed soft-mask npz, frames/s of loading and binarising it)."""
     from echodfkd.evaluate.predictions import load_masks
-    from echodfkd.evaluate.segmentation import binarize
     from echodfkd.io.atomic import save_npz
+    from echodfkd.measures.masks import binarize
 
     soft = soft_masks(masks)
     with tempfile.TemporaryDirectory() as tmp:

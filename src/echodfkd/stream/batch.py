@@ -25,6 +25,7 @@ import numpy as np
 from echodfkd.errors import DatasetError, EchoDFKDError, VideoError
 from echodfkd.io.atomic import save_json, save_npz, save_text
 from echodfkd.io.video import read_video, video_info, write_color_video
+from echodfkd.measures.masks import binarize
 from echodfkd.progress import progress
 from echodfkd.stream.alert import FEATURES, score_features
 from echodfkd.stream.postprocess import overlay_frames
@@ -234,7 +235,6 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
 def _to_source(arrays: dict[str, np.ndarray], geometry: Any, afd: float) -> dict[str, np.ndarray]:
     """Masks mapped back to the source frame (`masks`, `areas`, `rv`), the converted ones kept aside."""
     from echodfkd.data.sector import to_source
-    from echodfkd.evaluate.segmentation import binarize
 
     masks = to_source(arrays["masks"], geometry)
     out = {"masks": masks, "areas": binarize(masks, afd).reshape(len(masks), -1).sum(1).astype(np.int64),
@@ -246,7 +246,7 @@ def _to_source(arrays: dict[str, np.ndarray], geometry: Any, afd: float) -> dict
 
 def _write_overlay(out: Path, name: str, frames: np.ndarray, masks: np.ndarray, fps: float,
                    predictor: Predictor) -> None:
-    binary = masks >= predictor.thresholds["dice"] * 255.0
+    binary = binarize(masks, predictor.thresholds["dice"])
     write_color_video(out / "overlays" / f"{name}.avi", overlay_frames(frames, binary), fps or 50.0)
 
 

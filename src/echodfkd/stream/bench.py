@@ -206,7 +206,7 @@ def _bf16_agreement(student: Any, clip: np.ndarray, compiled_bf16: Any = None) -
     """Mean per-frame Dice of bf16 vs fp32 masks (logit > 0) on the clip: eager engine, and compiled if given."""
     import torch
 
-    from echodfkd.evaluate.segmentation import dice
+    from echodfkd.measures.masks import dice
     from echodfkd.models.fast import StreamingStudent
 
     def masks(step: Callable, state: Any) -> np.ndarray:

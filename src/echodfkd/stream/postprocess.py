@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from echodfkd.measures.masks import binarize
+
 
 def logits_to_soft(logits: np.ndarray) -> np.ndarray:
     """uint8 soft mask round(255 * sigmoid(logit)), the teacher-target convention."""
@@ -17,7 +19,7 @@ def keep_largest_component(soft: np.ndarray, threshold: float) -> np.ndarray:
 
     Use the lowest threshold any consumer will apply, so every binarisation at or above it sees one region.
     """
-    region = soft >= threshold * 255.0
+    region = binarize(soft, threshold)
     labels, count = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
     if count <= 1:
         return soft

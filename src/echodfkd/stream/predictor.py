@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from echodfkd.errors import ModelError, VideoError
-from echodfkd.evaluate.phases import find_beats
-from echodfkd.evaluate.segmentation import binarize
 from echodfkd.io.video import resize_masks
+from echodfkd.measures.masks import binarize
+from echodfkd.measures.phases import find_beats
 from echodfkd.stream.alert import AlertAccumulator, AlertConfig, AlertResult, load_alert, score_features
 from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
 

@@ -49,12 +49,12 @@ def alert_json(alert: Any) -> dict[str, Any]:
 
 
 def _binary(soft: np.ndarray, threshold: float) -> np.ndarray:
-    from echodfkd.evaluate.segmentation import binarize
+    from echodfkd.measures.masks import binarize
     return binarize(soft, threshold)
 
 
 def _phases_from_areas(areas: np.ndarray, fps: float | None) -> dict[str, list[int]]:
-    from echodfkd.evaluate.phases import find_beats
+    from echodfkd.measures.phases import find_beats
     if areas.size < 2 or np.ptp(areas) == 0:
         return {"ED": [], "ES": []}
     return {p: find_beats(areas, p, fps) for p in ("ED", "ES")}

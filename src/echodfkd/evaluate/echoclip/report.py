@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echodfkd.evaluate.phases import PHASES
 from echodfkd.io.atomic import atomic_path, save_json, save_text
+from echodfkd.measures.phases import PHASES
 
 
 def _f(x: float | None, nd: int = 4) -> str:

@@ -21,9 +21,9 @@ import numpy as np
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.evaluate.echoclip import scores as sc
 from echodfkd.evaluate.echoclip.embed import EmbedJob, FrameEmbedder, file_digest
-from echodfkd.evaluate.phases import PHASES
-from echodfkd.evaluate.segmentation import binarize
 from echodfkd.io.video import resize_masks
+from echodfkd.measures.masks import binarize
+from echodfkd.measures.phases import PHASES
 
 PARAM_KEYS = ("params", "num_params", "n_params", "parameters")
 

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage, signal as sps
 from skimage.morphology import disk
 
-from echodfkd.evaluate.phases import PHASES, find_phase_frame, find_phase_frames
+from echodfkd.measures.phases import PHASES, find_phase_frame, find_phase_frames
 
 DEFAULT_PROMPTS = {
     "wall": "WALL",
