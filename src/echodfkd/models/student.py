@@ -22,6 +22,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def check_frame_size(size: int, blocks: int) -> int:
+    """`size` if a `blocks`-block student can run at it (>= 1 and divisible by 2^(blocks-1)), else ValueError."""
+    k = 2 ** (int(blocks) - 1)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % k:
+        raise ValueError(f"frame size {size} must be a positive multiple of {k} for a {blocks}-block student")
+    return size
+
+
 @dataclass
 class StudentState:
     """Recurrent state of every ConvLSTM layer, in encoder order; one object per stream."""
