@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from echodfkd.cli import main
-from echodfkd.evaluate.runner import evaluate_predictions
+from echodfkd.report.evaluation import evaluate_predictions
 from echodfkd.io.atomic import save_json, save_npz
 from echodfkd.io.video import write_video
 

@@ -68,7 +68,7 @@ def test_rv_teacher_label_distill_predict_evaluate(tmp_path, capsys):
 
 
 def test_an_lv_only_student_has_no_rv_section(tmp_path):
-    from echodfkd.evaluate.runner import evaluate_predictions
+    from echodfkd.report.evaluation import evaluate_predictions
     from echodfkd.io.atomic import save_npz
 
     data = generate_phantom(tmp_path / "phantom", 3, size=32, frames=24, workers=1)

@@ -193,7 +193,7 @@ class _Steps:
         return label_dataset(self.p["dynamic"], self.p["teacher"], self.p["pred_teacher"], splits=("TEST",)).as_dict()
 
     def evaluate(self) -> dict[str, Any]:
-        from echodfkd.evaluate.runner import evaluate_predictions
+        from echodfkd.report.evaluation import evaluate_predictions
 
         evaluate_predictions(self.p["dynamic"], self.p["pred_student"], "TEST", teacher_dir=self.p["pred_teacher"],
                              corrupted=self.p["corrupted"], out=self.p["eval_student"], n_boot=2000)

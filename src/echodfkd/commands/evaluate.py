@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print the headline numbers."""
     from echodfkd.errors import DatasetError
-    from echodfkd.evaluate.runner import evaluate_predictions
+    from echodfkd.report.evaluation import evaluate_predictions
     from echodfkd.io.lock import output_lock
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:

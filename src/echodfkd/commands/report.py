@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the sweep report and print the fitted slopes."""
-    from echodfkd.evaluate.runner import report_sweep
+    from echodfkd.report.sweep import write_sweep_report
 
-    result = report_sweep(args.sweep_dir, args.out)
+    result = write_sweep_report(args.sweep_dir, args.out)
     print(f"{len(result['runs'])} runs")
     for law in result["scaling_laws"].values():
         sat = law["saturation"]["params"]

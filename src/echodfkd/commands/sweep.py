@@ -83,7 +83,7 @@ def evaluate_run(run: Path, data: str, targets: str | None, split: str = "TEST",
     """Predict `split` with the run's student into RUN/predictions and evaluate it into RUN/evaluation,
     as `reproduce` does; skipped (None) when RUN/evaluation is newer than the weights."""
     from echodfkd.data import open_dataset
-    from echodfkd.evaluate.runner import evaluate_predictions
+    from echodfkd.report.evaluation import evaluate_predictions
     from echodfkd.models.student import WEIGHTS_NAME
     from echodfkd.stream import Predictor
     from echodfkd.stream.batch import find_clips, predict_to_folder

@@ -1,4 +1,7 @@
-"""`evaluate_predictions`: one pass over a prediction folder -> Dice/IoU, aFD, analyses, metrics.json + report.
+"""`score_predictions`: one pass over a prediction folder -> Dice/IoU, aFD, analyses (the metrics dict).
+
+The report (metrics.json, report.md, figures) is written by `echodfkd.report.evaluation.evaluate_predictions`;
+this stage imports nothing from the report package.
 
 Prediction folder (`PRED/`): `<FileName>.npz` with `masks` uint8 soft (T, H, W), optional `areas.csv` and
 `meta.json` (`threshold_dice`, `threshold_afd`; 0.5 each when absent, which reproduces logit > 0).
@@ -158,12 +161,24 @@ class Context:
     seed: int
 
 
-def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLike, split: str | None = "TEST",
-                         teacher_dir: str | os.PathLike | None = None, corrupted: str | os.PathLike | None = None,
-                         signal_csv: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-                         threshold: float | None = None, compat: str = "paper", n_boot: int = 10000,
-                         allow_missing: bool = False, overlays: int = 3, seed: int = 0) -> dict:
-    """Evaluate predictions (or a per-frame signal) on a dataset split; write the report when `out` is given."""
+@dataclass
+class Scored:
+    """What `score_predictions` returns: the metrics plus what the report writer needs beside them."""
+
+    metrics: dict
+    extra: dict
+    ds: object
+    pred: Path
+    teacher: Path | None
+    t_dice: float
+
+
+def score_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLike, split: str | None = "TEST",
+                      teacher_dir: str | os.PathLike | None = None, corrupted: str | os.PathLike | None = None,
+                      signal_csv: str | os.PathLike | None = None, threshold: float | None = None,
+                      compat: str = "paper", n_boot: int = 10000, allow_missing: bool = False,
+                      seed: int = 0) -> Scored:
+    """Score predictions (or a per-frame signal) on a dataset split; writes nothing."""
     ds = open_dataset(data_root)
     pred = Path(pred_dir)
     if not pred.is_dir():
@@ -219,10 +234,7 @@ def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLi
         metrics["thresholds"]["rv_dice"] = t_rv
         metrics["segmentation"].update(_rv_metrics(ctx, acc, t_rv))
     extra = _phase_metrics(ctx, acc, metrics, corrupted)
-    if out is not None:
-        from echodfkd.report.evaluation import write_report
-        write_report(Path(out), metrics, extra, ds, pred, ctx.teacher, t_dice, overlays)
-    return metrics
+    return Scored(metrics, extra, ds, pred, ctx.teacher, t_dice)
 
 
 def _header(ctx: Context) -> dict:
@@ -340,9 +352,3 @@ def _phase_metrics(ctx: Context, acc: Collected, metrics: dict, corrupted) -> di
         an["ef"], extra["ef_table"] = _ef_metrics(acc.ef_rows)
     extra.update({"per_clip": per_clip, "phase_table": table})
     return extra
-
-
-def report_sweep(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
-    """Tables 1-2 and scaling-law figures for a sweep folder (see echodfkd.evaluate.scaling)."""
-    from echodfkd.report.sweep import write_sweep_report
-    return write_sweep_report(Path(sweep_dir), Path(out))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from echodfkd.errors import EchoDFKDError
+from echodfkd.evaluate.runner import score_predictions
 from echodfkd.io.atomic import save_json, save_text
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import echonet_es_frames, find_phase_frame
@@ -145,6 +148,16 @@ def _label_noise_section(noise: dict) -> list[str]:
 def _support(fit: dict) -> str:
     lo, hi = fit.get("support", [None, None])
     return "?" if lo is None else f"[{lo:g}, {hi:g}]"
+
+
+def evaluate_predictions(data_root: str | os.PathLike, pred_dir: str | os.PathLike, split: str | None = "TEST",
+                         out: str | os.PathLike | None = None, overlays: int = 3, **options: Any) -> dict:
+    """Score predictions (options of `evaluate.runner.score_predictions`); write the report under `out` if given."""
+    scored = score_predictions(data_root, pred_dir, split, **options)
+    if out is not None:
+        write_report(Path(out), scored.metrics, scored.extra, scored.ds, scored.pred, scored.teacher,
+                     scored.t_dice, overlays)
+    return scored.metrics
 
 
 def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_path: Path | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from echodfkd.errors import DatasetError
@@ -20,8 +21,9 @@ def unevaluated(sweep_dir: Path) -> list[Path]:
             if (run / "config.json").is_file() and next(run.rglob("metrics.json"), None) is None]
 
 
-def write_sweep_report(sweep_dir: Path, out: Path) -> dict:
+def write_sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
     """Read every run of `sweep_dir`, fit the scaling laws and write sweep.json, sweep.csv, report.md, figures."""
+    sweep_dir, out = Path(sweep_dir), Path(out)
     pending = unevaluated(sweep_dir)
     try:
         sweep = load_sweep(sweep_dir)

@@ -226,7 +226,7 @@ class _Context:
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, pred: Path, teacher: Path | None, out: Path) -> dict[str, Any]:
         """Evaluate one prediction folder on TEST (full set and the clean subset from the check)."""
-        from echodfkd.evaluate.runner import evaluate_predictions
+        from echodfkd.report.evaluation import evaluate_predictions
 
         m = evaluate_predictions(self.inputs.dynamic.root, pred, split="TEST", teacher_dir=teacher,
                                  corrupted=self.lay.check / "dynamic.csv", out=out, compat=self.st.compat,
@@ -237,9 +237,9 @@ class _Context:
 
     def scaling(self) -> dict[str, Any]:
         """Tables 1-2 and scaling laws over every run of the grid."""
-        from echodfkd.evaluate.runner import report_sweep
+        from echodfkd.report.sweep import write_sweep_report
 
-        result = report_sweep(self.lay.runs, self.lay.evaluation / "sweep")
+        result = write_sweep_report(self.lay.runs, self.lay.evaluation / "sweep")
         return {"runs": len(result["runs"]), "laws": sorted(result["scaling_laws"])}
 
     def echoclip(self) -> dict[str, Any]:
