@@ -232,7 +232,7 @@ def test_interrupted_check_resumes_from_its_journal(problem_folder, tmp_path, mo
     root = tmp_path / "ds"
     shutil.copytree(src, root)
     full = tmp_path / "full.csv"
-    assert main(["check", str(root), "--out", str(full), "--workers", "1", "--details"]) == 0
+    assert main(["check", str(root), "--csv", str(full), "--workers", "1", "--details"]) == 0
     assert not (tmp_path / "full.csv.progress.jsonl").exists()  # removed once the CSV is written
 
     real, calls = check_mod.inspect_video, []
@@ -245,7 +245,7 @@ def test_interrupted_check_resumes_from_its_journal(problem_folder, tmp_path, mo
 
     monkeypatch.setattr(check_mod, "inspect_video", dying)
     out, journal = tmp_path / "corrupted.csv", tmp_path / "corrupted.csv.progress.jsonl"
-    assert main(["check", str(root), "--out", str(out), "--workers", "1", "--details"]) == 130
+    assert main(["check", str(root), "--csv", str(out), "--workers", "1", "--details"]) == 130
     assert "rerun to resume" in capsys.readouterr().err
     done = [json.loads(line)["name"] for line in journal.read_text().splitlines()]
     assert not out.exists() and done == calls[:7]
@@ -257,7 +257,7 @@ def test_interrupted_check_resumes_from_its_journal(problem_folder, tmp_path, mo
     os.utime(video, ns=(t, t))
     calls.clear()
     monkeypatch.setattr(check_mod, "inspect_video", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
-    assert main(["check", str(root), "--out", str(out), "--workers", "1", "--details"]) == 0
+    assert main(["check", str(root), "--csv", str(out), "--workers", "1", "--details"]) == 0
     assert "resuming, 6 of 19 clips already checked" in capsys.readouterr().err
     assert sorted(calls) == sorted(set(check_mod.open_dataset(root).names()) - set(done[1:]))
     assert out.read_text() == full.read_text() and not journal.exists()

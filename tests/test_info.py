@@ -51,7 +51,7 @@ def test_counts_match_real_models():
 
 
 def test_teacher_figures(capsys):
-    row = _json(capsys, ["--teacher", "lraspp_mobilenet_v3_large"])
+    row = _json(capsys, ["--teacher-arch", "lraspp_mobilenet_v3_large"])
     assert row["arch"] == "lraspp_mobilenet_v3_large" and row["params"] == 3_218_138
     assert 0.05 < row["gmac_per_frame"] < 0.2
 
@@ -59,9 +59,15 @@ def test_teacher_figures(capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["--size", "100"], "multiple of 8"),
     (["--blocks", "0"], ">= 1"),
-    (["--teacher", "resnet"], "unknown teacher architecture"),
+    (["--teacher-arch", "resnet"], "invalid choice: 'resnet'"),
+    (["--size", "0"], "--size"),
+    (["--teacher-arch", "fcn_resnet50", "--size", "0"], "--size"),
 ])
 def test_bad_inputs(capsys, argv, needle):
-    assert main(["info", *argv]) == 2
+    try:
+        rc = main(["info", *argv])
+    except SystemExit as exc:  # refused by the parser
+        rc = exc.code
+    assert rc == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1

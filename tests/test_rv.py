@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_rv_teacher_label_distill_predict_evaluate(tmp_path, capsys):
     data = generate_phantom(tmp_path / "phantom", 10, size=32, frames=24, workers=1)
-    rv_ckpt = tmp_path / "rv.pt"
-    assert main(["teacher", "train", str(data), "--channel", "rv", "--arch", ARCH, "--out", str(rv_ckpt),
+    rv_ckpt = tmp_path / "rv" / "teacher.pt"
+    assert main(["teacher", "train", str(data), "--channel", "rv", "--teacher-arch", ARCH, "--out", str(rv_ckpt.parent),
                  "--epochs", "2", "--batch-size", "8", "--dense-truth", "6", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["channel"] == "rv" and result["validated_on"] == "VAL"
@@ -92,7 +92,7 @@ def test_rv_threshold_from_meta_then_the_run(tmp_path):
 
 def test_rv_teacher_needs_a_phantom(tmp_path, capsys):
     data = make_folder(tmp_path / "data", {"TRAIN": 2, "VAL": 1}, size=32, frames=8)
-    rc = main(["teacher", "train", str(data), "--channel", "rv", "--out", str(tmp_path / "rv.pt"), "--epochs", "1"])
+    rc = main(["teacher", "train", str(data), "--channel", "rv", "--out", str(tmp_path / "rv"), "--epochs", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "RV ground truth" in err and "GroundTruth/" in err
 
@@ -112,15 +112,15 @@ def test_rv_teacher_from_a_users_masks_folder(tmp_path, capsys):
         with np.load(data / "GroundTruth" / f"{name}.npz") as gt:
             save_npz(masks / f"{name}.npz", rv=(gt["rv"] * 255).astype(np.uint8))
     shutil.rmtree(data / "GroundTruth")  # the masks folder is all it has
-    out = tmp_path / "rv.pt"
-    assert main(["teacher", "train", str(data), "--channel", "rv", "--masks", str(masks), "--arch", ARCH,
-                 "--out", str(out), "--epochs", "1", "--batch-size", "8", "--json"]) == 0
+    out = tmp_path / "rv" / "teacher.pt"
+    assert main(["teacher", "train", str(data), "--channel", "rv", "--masks", str(masks), "--teacher-arch", ARCH,
+                 "--out", str(out.parent), "--epochs", "1", "--batch-size", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["train_frames"] == 6 * (len(train) - 1) and result["val_frames"] == 6 * len(ds.names("VAL"))
     assert [name for name, _ in result["skipped"]] == [train[0]] and "no mask file" in result["skipped"][0][1]
     assert torch.load(out, weights_only=True)["channel"] == "rv"
 
     rc = main(["teacher", "train", str(data), "--channel", "rv", "--masks", str(tmp_path / "none"),
-               "--out", str(out), "--epochs", "1"])
+               "--out", str(out.parent), "--epochs", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "masks folder not found" in err

@@ -200,10 +200,10 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["arch"] == LIGHT and info["weights_hash"] == weights_hash(teacher) and info["params"] > 1e6
 
-    out2 = tmp_path / "cli.pt"
-    assert main(["teacher", "train", str(data), "--arch", LIGHT, "--out", str(out2), "--epochs", "1",
+    out2 = tmp_path / "cli"
+    assert main(["teacher", "train", str(data), "--teacher-arch", LIGHT, "--out", str(out2), "--epochs", "1",
                  "--batch-size", "4", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["best_epoch"] == 1 and out2.is_file()
+    assert json.loads(capsys.readouterr().out)["best_epoch"] == 1 and (out2 / "teacher.pt").is_file()
 
 
 def test_cli_bad_inputs(tmp_path, capsys):
@@ -213,6 +213,6 @@ def test_cli_bad_inputs(tmp_path, capsys):
     synthetic = tmp_path / "syn"
     (synthetic / "Videos").mkdir(parents=True)
     (synthetic / "FileList.csv").write_text("FileName,Split\na,TRAIN\n")
-    assert main(["teacher", "train", str(synthetic), "--out", str(tmp_path / "t.pt"), "--epochs", "1"]) == 2
+    assert main(["teacher", "train", str(synthetic), "--out", str(tmp_path / "t"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "tracings" in err and len(err.splitlines()) == 1

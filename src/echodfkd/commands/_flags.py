@@ -95,10 +95,22 @@ def float_in(low: float, high: float) -> Any:
 
 
 def frame_size(text: str) -> int:
-    """A frame size in pixels: an integer >= 8 (the depth rule is `check_size`, once the blocks are known)."""
+    """A frame size in pixels, >= 1 (the depth rule is `check_size`, once the student's blocks are known)."""
     value = _int(text)
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"must be a frame size >= 8 pixels, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a frame size >= 1 pixel, got {text!r}")
+    return value
+
+
+TEACHER_MIN_SIZE = 32  # the segmenters downsample 8-16x: below this a frame is a cell or two of features
+
+
+def teacher_size(text: str) -> int:
+    """A teacher's frame size in pixels, >= TEACHER_MIN_SIZE."""
+    value = _int(text)
+    if value < TEACHER_MIN_SIZE:
+        raise argparse.ArgumentTypeError(f"must be a frame size >= {TEACHER_MIN_SIZE} pixels for a teacher "
+                                         f"(its features are 8-16x smaller), got {text!r}")
     return value
 
 
@@ -205,12 +217,17 @@ class _DataPositional(argparse.Action):
             setattr(namespace, self.dest, None)
 
 
+def data_path(text: str) -> str:
+    """A dataset path that exists (folder or file), kept as given."""
+    return str(existing_path(text))
+
+
 def add_data(parser: argparse.ArgumentParser, required: bool = True,
-             help: str = "dataset folder (FileList.csv + Videos/)") -> None:
+             help: str = "dataset folder (FileList.csv + Videos/)", type: Callable[[str], Any] = data_path) -> None:
     """`DATA` positional, also accepted as `--data DATA` (one of them; required unless told otherwise)."""
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("data", nargs="?", default=None, metavar="DATA", action=_DataPositional, help=help)
-    group.add_argument("--data", dest="data", metavar="DATA", default=None, help="the same, as an option")
+    group.add_argument("data", nargs="?", default=None, metavar="DATA", action=_DataPositional, type=type, help=help)
+    group.add_argument("--data", dest="data", metavar="DATA", default=None, type=type, help="the same, as an option")
 
 
 def add_out(parser: argparse.ArgumentParser, what: str = "output", required: bool = True) -> None:
@@ -277,16 +294,26 @@ def require(args: argparse.Namespace, dest: str, flag: str) -> Any:
 def add_student(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """`--student RUN`, a student run directory; `--model` is a hidden, deprecated alias."""
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--student", metavar="RUN", default=None,
+    group.add_argument("--student", metavar="RUN", default=None, type=dir_path,
                        help="student run directory (config.json + model.safetensors)")
     group.add_argument("--model", dest="student", metavar="RUN", action=_Deprecated, new="--student",
-                       help=argparse.SUPPRESS)
+                       type=dir_path, help=argparse.SUPPRESS)
 
 
 def add_teacher(parser: argparse.ArgumentParser, required: bool = False,
                 help: str = "teacher checkpoint (.pt, EchoNet's format or ours)") -> None:
-    """`--teacher CKPT`, a teacher checkpoint file."""
-    parser.add_argument("--teacher", metavar="CKPT", required=required, default=None, help=help)
+    """`--teacher CKPT`, a teacher checkpoint file (that exists)."""
+    parser.add_argument("--teacher", metavar="CKPT", type=file_path, required=required, default=None, help=help)
+
+
+def file_path(text: str) -> str:
+    """A file that exists, kept as given."""
+    return str(existing_file(text))
+
+
+def dir_path(text: str) -> str:
+    """A folder that exists, kept as given."""
+    return str(existing_dir(text))
 
 
 def add_teacher_arch(parser: argparse.ArgumentParser, default: str | None = None, old: str | None = None,

@@ -1,4 +1,4 @@
-"""`echodfkd check DIR`: validate a dataset folder (or one video) and list problem clips by reason."""
+"""`echodfkd check DATA [--csv FILE]`: validate a dataset folder (or one video) and list problem clips by reason."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
+
+from echodfkd.commands import _flags
 
 NAME = "check"
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv")
@@ -21,20 +23,30 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    parser.add_argument("dir", metavar="DIR", help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv) "
-                                                   "or one video file")
-    parser.add_argument("--out", metavar="CSV",
+    _flags.add_data(parser, help="dataset folder (FileList.csv, Videos/, VolumeTracings.csv) or one video file")
+    parser.add_argument("--csv", metavar="FILE", default=None,
                         help="write the problem list as FileName,reason (corrupted.csv); while checking, "
-                             "progress is kept in CSV.progress.jsonl so an interrupted check resumes")
-    parser.add_argument("--details", action="store_true", help="add a detail column to --out")
-    parser.add_argument("--json", action="store_true",
-                        help='print {"videos", "traced", "usable", "problems": [...]} as JSON on stdout')
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="decoding processes (default: usable CPUs, at most 8)")
-    parser.add_argument("--min-frames", type=int, default=16, metavar="N", help="clips shorter than this are too_short")
-    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+                             "progress is kept in FILE.progress.jsonl so an interrupted check resumes")
+    _flags.add_deprecated(parser, "--out", "--csv", "csv", metavar="CSV")
+    parser.add_argument("--details", action="store_true", help="add a detail column to --csv")
+    _flags.add_json(parser, help='print {"videos", "traced", "usable", "problems": [...]} as JSON on stdout')
+    _flags.add_workers(parser, default=None, help="decoding processes (default: usable CPUs, at most 8)")
+    parser.add_argument("--min-frames", type=_flags.positive_int, default=16, metavar="N",
+                        help="clips shorter than this are too_short")
+    parser.add_argument("--fps", type=_flags.positive_float, default=None, metavar="FPS",
                         help="true frame rate of a folder without tracings whose AVI headers are wrong "
                              "(32 for EchoNet-Synthetic)")
+
+
+def check_csv_target(path: str | Path) -> Path:
+    """Refuse an output CSV that is a folder or sits where no file can be written (before any work)."""
+    from echodfkd.errors import EchoDFKDError
+
+    path = Path(path)
+    if path.is_dir():
+        raise EchoDFKDError(f"{path}: is a folder; --csv names the file to write")
+    _flags.check_writable_dir(path.parent if str(path.parent) else Path("."))
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.errors import DatasetError, VideoError
     from echodfkd.io.lock import file_lock
 
-    if args.workers is not None and args.workers < 1:
-        raise DatasetError(f"--workers must be at least 1, got {args.workers}")
-    if args.min_frames < 1:
-        raise DatasetError(f"--min-frames must be at least 1, got {args.min_frames}")
     config = CheckConfig(min_frames=args.min_frames)
-    target = Path(args.dir)
+    target = Path(args.data)
     if not target.is_dir() and target.suffix.lower() in VIDEO_SUFFIXES:
         problems = check_video(target, config)
         unreadable = [p for p in problems if p.reason in ("unreadable", "missing_video")]
@@ -62,18 +70,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{target}: " + ("no problem found" if not problems else
                                    "; ".join(f"{p.reason}: {p.detail}" for p in problems)))
         return 0
-    journal = journal_path(args.out) if args.out else None
-    with file_lock(args.out) if args.out else contextlib.nullcontext():
+    csv = check_csv_target(args.csv) if args.csv else None
+    journal = journal_path(csv) if csv else None
+    with file_lock(csv) if csv else contextlib.nullcontext():
         report = check_dataset(target, workers=args.workers, config=config, fps_override=args.fps, journal=journal)
-        if args.out:
-            report.to_csv(args.out, details=args.details)
+        if csv:
+            report.to_csv(csv, details=args.details)
             journal.unlink(missing_ok=True)  # the results are written: nothing left to resume
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(summarize(report))
-        if args.out:
-            print(f"wrote {len(report.problems)} problem rows to {args.out}")
+        if csv:
+            print(f"wrote {len(report.problems)} problem rows to {csv}")
     if report.videos and report.usable == 0:
         first = report.problems[0]
         counts = ", ".join(f"{r} {n}" for r, n in report.by_reason().items())

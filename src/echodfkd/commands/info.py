@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from echodfkd.commands import _flags
+
 NAME = "info"
 HELP = "parameters and GMAC per frame of a student (B,l), the 1..4 x 1..4 grid, or a teacher architecture"
 DESCRIPTION = (
@@ -16,29 +18,25 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `echodfkd info`."""
-    parser.add_argument("--blocks", "-B", type=int, default=4, help="encoder blocks B (1..)")
-    parser.add_argument("--layers", "-l", type=int, default=1, help="ConvLSTM layers per block l (1..)")
-    parser.add_argument("--filters", type=int, default=12, help="width F of the first block")
+    parser.add_argument("--blocks", "-B", type=_flags.positive_int, default=4, help="encoder blocks B (1..)")
+    parser.add_argument("--layers", "-l", type=_flags.positive_int, default=1, help="ConvLSTM layers per block l (1..)")
+    parser.add_argument("--filters", type=_flags.positive_int, default=12, help="width F of the first block")
     parser.add_argument("--skip", action="store_true", help="U-Net skip connections (not the reference)")
     parser.add_argument("--residual", action="store_true", help="residual connection around each block")
-    parser.add_argument("--out-channels", type=int, default=1, help="output channels (2 for LV+RV)")
-    parser.add_argument("--size", type=int, default=112, help="frame size for the GMAC count")
+    parser.add_argument("--out-channels", type=_flags.positive_int, default=1, help="output channels (2 for LV+RV)")
+    parser.add_argument("--size", type=_flags.frame_size, default=112, help="frame size for the GMAC count")
     parser.add_argument("--grid", action="store_true", help="every (B, l) with B, l in 1..4")
-    parser.add_argument("--teacher", metavar="ARCH", help="describe a teacher architecture instead "
-                        "(deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _flags.add_teacher_arch(parser, help="describe this teacher architecture instead (deeplabv3_resnet50, "
+                            "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50)")
+    _flags.add_deprecated(parser, "--teacher", "--teacher-arch", "teacher_arch", metavar="ARCH")
+    _flags.add_json(parser, help="print JSON instead of text")
 
 
 def _student_row(blocks: int, layers: int, args: argparse.Namespace) -> dict:
-    from echodfkd.errors import ModelError
     from echodfkd.models import Student
     from echodfkd.models.flops import count_gmac_per_frame
 
-    if blocks < 1 or layers < 1 or args.filters < 1 or args.out_channels < 1:
-        raise ModelError("--blocks, --layers, --filters and --out-channels must be >= 1")
-    k = 2 ** (blocks - 1)
-    if args.size < 1 or args.size % k:
-        raise ModelError(f"--size {args.size} must be a positive multiple of {k} for a {blocks}-block student")
+    _flags.check_size(args.size, blocks)
     import torch
 
     with torch.device("meta"):  # shapes only: counting needs no real weights or arithmetic
@@ -54,8 +52,8 @@ def _teacher_row(arch: str, size: int) -> dict:
     from echodfkd.models.flops import count_gmac_per_frame
     from echodfkd.models.teacher import Teacher, build_segmenter
 
-    if size < 8:
-        raise ModelError(f"--size {size} is too small for a teacher (use >= 8)")
+    if size < _flags.TEACHER_MIN_SIZE:
+        raise ModelError(f"--size {size} is too small for a teacher (use >= {_flags.TEACHER_MIN_SIZE})")
     import torch
 
     with torch.device("meta"):
@@ -66,8 +64,8 @@ def _teacher_row(arch: str, size: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the figures."""
-    if args.teacher:
-        row = _teacher_row(args.teacher, args.size)
+    if args.teacher_arch:
+        row = _teacher_row(args.teacher_arch, args.size)
         if args.json:
             print(json.dumps(row, indent=2))
         else:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from echodfkd.commands import _flags
 
 NAME = "label"
 HELP = "label every frame of a dataset with a teacher into targets/<FileName>.npz (resumable, sharded)"
@@ -18,32 +19,34 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `echodfkd label`."""
-    parser.add_argument("data", help="EchoNet-layout dataset folder")
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint (EchoNet .pt, ours, or a state dict)")
-    parser.add_argument("--arch", default=None, help="teacher architecture; when omitted, the one "
-                        "recorded in the checkpoint, else deeplabv3_resnet50")
-    parser.add_argument("--out", required=True, help="targets folder")
+    _flags.add_data(parser, help="EchoNet-layout dataset folder", type=_flags.dir_path)
+    _flags.add_teacher(parser, required=True, help="teacher checkpoint (EchoNet .pt, ours, or a state dict)")
+    _flags.add_teacher_arch(parser, old="--arch")
+    _flags.add_out(parser, "targets")
     parser.add_argument("--split", default="TRAIN,VAL", help="TRAIN, VAL, TEST, a comma list, or all")
     parser.add_argument("--shard", default=None, help="i/N: label every N-th clip starting at i (0-based); when omitted, "
                         "torchrun's RANK/WORLD_SIZE, else all clips")
-    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (across clips)")
+    parser.add_argument("--batch-size", type=_flags.positive_int, default=64,
+                        help="frames per forward pass (across clips)")
     parser.add_argument("--channel", choices=["masks", "rv"], default="masks",
                         help="npz key to write; 'rv' adds a second teacher's output beside 'masks'")
     parser.add_argument("--overwrite", action="store_true",
                         help="relabel existing files and accept a meta.json from another teacher")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (under torchrun: cuda:LOCAL_RANK)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _flags.add_device(parser, help="torch device: cpu, cuda, cuda:N, mps, auto (under torchrun: cuda:LOCAL_RANK)")
+    _flags.add_skip_bad(parser)
+    _flags.add_json(parser, help="print the summary as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Label, then print a summary (unreadable clips are listed and skipped)."""
+    """Label, then print a summary; unreadable clips are skipped with a warning each (exit 1 unless --skip-bad)."""
     from echodfkd.distill.label import label_dataset
     from echodfkd.io.lock import output_lock
 
-    with output_lock(args.out):
-        summary = label_dataset(args.data, args.teacher, args.out, splits=args.split, shard=args.shard,
+    out = _flags.check_writable_dir(args.out)
+    with output_lock(out):
+        summary = label_dataset(args.data, args.teacher, out, splits=args.split, shard=args.shard,
                                 batch_size=args.batch_size, channel=args.channel, device=args.device,
-                                overwrite=args.overwrite, arch=args.arch)
+                                overwrite=args.overwrite, arch=args.teacher_arch)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -52,6 +55,4 @@ def run(args: argparse.Namespace) -> int:
               f"({summary.clips_per_s:.2f} clips/s, {summary.frames_per_s:.1f} frames/s); "
               f"{summary.skipped} already done" + (f"; shard {i}/{n} of {summary.clips} clips" if n > 1 else "")
               + f" -> {summary.out}")
-    for name, reason in summary.failed:
-        print(f"warning: skipped {name}: {reason}", file=sys.stderr)
-    return 0
+    return _flags.partial_exit(summary.failed, args.skip_bad, NAME)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
+from pathlib import Path
+
+from echodfkd.commands import _flags
+from echodfkd.errors import EchoDFKDError
 
 NAME = "teacher"
 HELP = "train a teacher segmenter on the traced frames (EchoNet recipe) or describe a teacher checkpoint"
 DESCRIPTION = (
-    "'teacher train DATA --arch A --out teacher.pt' trains a torchvision segmenter with a 1-channel head on "
+    "'teacher train DATA --teacher-arch A --out DIR' trains a torchvision segmenter with a 1-channel head on "
     "the two traced frames of every TRAIN clip (masks from VolumeTracings.csv), keeps the epoch with the best "
-    "VAL Dice and saves it in EchoNet's checkpoint format. 'teacher info teacher.pt' loads a checkpoint "
+    "VAL Dice and saves it as DIR/teacher.pt in EchoNet's checkpoint format. 'teacher info DIR/teacher.pt' loads a checkpoint "
     "(EchoNet's or ours, weights_only) and prints its architecture, size and weights hash. A second, RV "
     "teacher (for `label --channel rv` and a 2-channel student): 'teacher train PHANTOM --channel rv' learns "
     "from the phantom's exact RV masks (GroundTruth/*.npz key 'rv') on TRAIN, selected on VAL's; "
     "'--channel rv --masks DIR' learns from your own RV masks in the targets format."
 )
+CHECKPOINT_NAME = "teacher.pt"
 ARCH_CHOICES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
 
 
@@ -26,22 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.required = True
     fmt = parser.formatter_class  # the CLI's (no "(default: None)" noise)
     train = sub.add_parser("train", help="train a teacher on the traced frames of TRAIN", formatter_class=fmt)
-    train.add_argument("data", help="EchoNet-layout folder with VolumeTracings.csv (e.g. a phantom)")
-    train.add_argument("--arch", default="lraspp_mobilenet_v3_large", choices=ARCH_CHOICES,
-                       help="segmenter (EchoNet's own teacher is deeplabv3_resnet50; the mobilenet ones train "
-                       "in minutes on a CPU)")
-    train.add_argument("--out", required=True, help="checkpoint to write (EchoNet format, .pt)")
-    train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--lr", type=float, default=None, help="learning rate; when omitted 1e-3 for adam, 1e-2 for sgd")
+    _flags.add_data(train, help="EchoNet-layout folder with VolumeTracings.csv (e.g. a phantom)", type=_flags.dir_path)
+    _flags.add_teacher_arch(train, default="lraspp_mobilenet_v3_large", old="--arch",
+                            help="segmenter (EchoNet's own teacher is deeplabv3_resnet50; the mobilenet ones train "
+                                 "in minutes on a CPU)")
+    _flags.add_out(train, f"checkpoint (writes DIR/{CHECKPOINT_NAME}, EchoNet's format)")
+    train.add_argument("--epochs", type=_flags.positive_int, default=15)
+    train.add_argument("--batch-size", type=_flags.positive_int, default=16)
+    train.add_argument("--lr", type=_flags.positive_float, default=None,
+                       help="learning rate; when omitted 1e-3 for adam, 1e-2 for sgd")
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                        help="adam, or sgd with momentum 0.9 / weight decay 1e-5 like EchoNet")
-    train.add_argument("--size", type=int, default=None, help="resize frames to SIZE x SIZE; when omitted, frames are used as stored")
-    train.add_argument("--augment", type=float, default=1.0, metavar="STRENGTH",
+    train.add_argument("--size", type=_flags.teacher_size, default=None,
+                       help="resize frames to SIZE x SIZE; when omitted, frames are used as stored")
+    train.add_argument("--augment", type=_flags.float_in(0.0, 2.0), default=1.0, metavar="STRENGTH",
                        help="echo augmentations (zoom/rotation/shift on frames and masks; gain, gamma, contrast, "
                             "depth ramp, blur, noise, speckle, sector edge, erasing on frames); 0 = off, up to 2")
-    train.add_argument("--no-augment", action="store_true", help=argparse.SUPPRESS)  # old spelling of --augment 0
-    train.add_argument("--dense-truth", type=int, default=None, metavar="K",
+    _flags.add_deprecated(train, "--no-augment", "--augment 0", "augment", flag=True, const=0.0)
+    train.add_argument("--dense-truth", type=_flags.positive_int, default=None, metavar="K",
                        help="phantom folders only: train on every K-th frame of each TRAIN clip with the exact LV "
                             "masks (GroundTruth/) instead of the two traced frames; VAL stays on the traced frames")
     train.add_argument("--channel", choices=["lv", "rv"], default="lv",
@@ -52,31 +59,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "for --channel rv, 'masks' for lv; uint8 soft or bool, one mask per video frame), "
                             "every --dense-truth K-th frame (default 4) of the TRAIN clips that have a file, "
                             "selected on VAL's")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch crossing this budget")
-    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
-    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    train.add_argument("--seed", type=_flags.nonnegative_int, default=0)
+    _flags.add_max_time(train, help="stop after the epoch crossing this budget (seconds or DD:HH:MM:SS)")
+    _flags.add_deprecated(train, "--max-minutes", "--max-time", "max_time", type=_flags.positive_float,
+                          convert=lambda minutes: _flags.duration(str(60 * minutes)), metavar="M")
+    _flags.add_device(train)
+    _flags.add_json(train)
     info = sub.add_parser("info", help="load a teacher checkpoint and print arch, parameters and weights hash",
                           formatter_class=fmt)
-    info.add_argument("checkpoint", help="teacher checkpoint (.pt EchoNet/ours, plain state dict, .safetensors)")
-    info.add_argument("--arch", default=None, choices=ARCH_CHOICES,
-                      help="architecture; when omitted, the one recorded in the checkpoint, else deeplabv3_resnet50")
-    info.add_argument("--size", type=int, default=112, help="frame size for the GMAC figure")
-    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("checkpoint", type=_flags.file_path,
+                      help="teacher checkpoint (.pt EchoNet/ours, plain state dict, .safetensors)")
+    _flags.add_teacher_arch(info, old="--arch")
+    info.add_argument("--size", type=_flags.teacher_size, default=112, help="frame size for the GMAC figure")
+    _flags.add_json(info)
+
+
+def checkpoint_path(out: str) -> Path:
+    """Where `teacher train --out` writes: OUT/teacher.pt; an old-style `--out FILE.pt` is kept one release."""
+    path = Path(out)
+    if path.suffix in (".pt", ".pth") and not path.is_dir():
+        print(f"echodfkd teacher train: warning: --out FILE{path.suffix} is deprecated; use --out DIR "
+              f"(writes DIR/{CHECKPOINT_NAME})", file=sys.stderr)
+        _flags.check_writable_dir(path.parent)
+        if path.exists() and not path.is_file():
+            raise EchoDFKDError(f"{path}: exists and is not a file")
+        return path
+    return _flags.check_writable_dir(path) / CHECKPOINT_NAME
 
 
 def _train(args: argparse.Namespace) -> int:
+    from echodfkd.distill.config import parse_duration
     from echodfkd.models.teacher_train import train_teacher
 
-    augment = args.augment
-    if args.no_augment:
-        print("echodfkd teacher train: --no-augment is deprecated; use --augment 0", file=sys.stderr)
-        augment = 0.0
-    result = train_teacher(args.data, args.arch, args.out, epochs=args.epochs, batch_size=args.batch_size,
+    out = checkpoint_path(args.out)  # before any work: training must not end in an unwritable place
+    result = train_teacher(args.data, args.teacher_arch, out, epochs=args.epochs, batch_size=args.batch_size,
                            lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
-                           augment=augment, seed=args.seed, truth_every=args.dense_truth, channel=args.channel,
-                           masks_dir=args.masks,
-                           max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+                           augment=args.augment, seed=args.seed, truth_every=args.dense_truth,
+                           channel=args.channel, masks_dir=args.masks,
+                           max_seconds=None if args.max_time is None else parse_duration(args.max_time))
     if args.json:
         print(json.dumps({"out": str(result.path), "arch": result.arch, "channel": args.channel,
                           "best_epoch": result.best_epoch,
@@ -98,7 +118,7 @@ def _info(args: argparse.Namespace) -> int:
     from echodfkd.models.flops import count_gmac_per_frame
     from echodfkd.models.teacher import load_teacher, weights_hash
 
-    teacher = load_teacher(args.checkpoint, arch=args.arch)
+    teacher = load_teacher(args.checkpoint, arch=args.teacher_arch)
     row = {"checkpoint": args.checkpoint, "arch": teacher.arch, "params": teacher.num_parameters(),
            "gmac_per_frame": round(count_gmac_per_frame(teacher, args.size), 6), "size": args.size,
            "weights_hash": weights_hash(teacher), **teacher.normalisation}
