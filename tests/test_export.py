@@ -13,8 +13,9 @@ from echodfkd.cli import main
 from echodfkd.data.phantom import make_clip
 from echodfkd.io.video import write_video
 from echodfkd.models import Student
-from echodfkd.models.export import check_onnx, export_onnx, state_names
+from echodfkd.models.export import export_onnx, state_names
 from echodfkd.models.fast import StreamingStudent, upsample_conv_as_transposed
+from echodfkd.stream.onnx_check import check_onnx
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -34,13 +34,15 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from echodfkd.errors import ModelError
-    from echodfkd.models.export import check_onnx, export_onnx
+    from echodfkd.models.export import export_onnx
+    from echodfkd.stream.onnx_check import check_onnx
     from echodfkd.stream.predictor import DEFAULT_SIZE, ONNX_NAME, load_run
 
-    student, config, run_dir = load_run(args.run)
-    size = args.size or config.get("infer_size") or config.get("frame_size") or DEFAULT_SIZE
+    student, record, run_dir = load_run(args.run)
+    size = args.size or record.model_size(DEFAULT_SIZE)
     out = Path(args.onnx) if args.onnx else Path(run_dir) / ONNX_NAME
-    info = export_onnx(student, out, size=int(size), opset=args.opset, exporter=args.exporter, config=config)
+    info = export_onnx(student, out, size=int(size), opset=args.opset, exporter=args.exporter,
+                       config=record.to_dict())
     print(f"exported {out} ({info.exporter} exporter, opset {info.opset}, {info.size[1]}x{info.size[0]} "
           f"frames, {info.state_tensors} state tensors){'; ' + info.note if info.note else ''}")
     if args.check_frames > 0:

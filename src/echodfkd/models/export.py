@@ -17,7 +17,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from echodfkd.errors import ModelError
@@ -96,21 +95,3 @@ def _add_metadata(path: Path, props: dict[str, str]) -> None:
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
-
-
-def check_onnx(path: str | os.PathLike, student: Student, frames: np.ndarray) -> float:
-    """Max |ONNX Runtime - PyTorch `Student.step`| over the logits of a streamed clip (T, H, W)."""
-    from echodfkd.stream.engines import OnnxEngine
-
-    engine = OnnxEngine(path)
-    frames = np.asarray(frames, dtype=np.float32)
-    if tuple(frames.shape[1:]) != engine.size:
-        raise ModelError(f"check clip is {frames.shape[2]}x{frames.shape[1]}, the graph expects "
-                         f"{engine.size[1]}x{engine.size[0]}")
-    student = student.cpu().eval()
-    state, worst = None, 0.0
-    with torch.inference_mode():
-        for frame in frames:
-            ref, state = student.step(torch.from_numpy(frame)[None, None], state)
-            worst = max(worst, float(np.abs(engine.step(frame) - ref[0].numpy()).max()))
-    return worst
