@@ -14,7 +14,6 @@ Checkpoints hold only tensors and plain values, so Lightning restores them with 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -29,7 +28,8 @@ from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsF
                                  WindowSampler, check_targets)
 from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
 from echodfkd.errors import DatasetError, ModelError
-from echodfkd.io.atomic import DISK_FULL, save_json
+from echodfkd.io.atomic import DISK_FULL
+from echodfkd.io.records import RecordError, StudentConfig
 from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def is_finished(run: str | os.PathLike) -> bool:
     if not (run / WEIGHTS_NAME).is_file() or not (run / CONFIG_NAME).is_file():
         return False
     try:
-        return "thresholds" in json.loads((run / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
+        return StudentConfig.read(run / CONFIG_NAME).finished
+    except RecordError:
         return False
 
 
@@ -70,10 +70,7 @@ def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None
     path = run / CONFIG_NAME
     if not path.is_file():
         return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable run config ({exc})") from None
+    old = StudentConfig.read(path).to_dict()
     changed = [f"{k}={old.get(k)}->{getattr(cfg, k)}" for k in ARCH_KEYS if k in old and old[k] != getattr(cfg, k)]
     if changed:
         raise ModelError(f"{path}: cannot resume with a different architecture ({', '.join(changed)}); "
@@ -277,8 +274,8 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
                  "val_clips": len(val_names), "channels": list(channels), "targets_meta": targets.meta}
     if rank_zero_only.rank == 0:
         arch = Student(**student_cfg)
-        save_json(run / CONFIG_NAME, dict(arch.config, params=arch.num_parameters(), status="training",
-                                          training=cfg.as_dict(), data=data_info))
+        StudentConfig.parse(dict(arch.config, params=arch.num_parameters(), status="training",
+                                 training=cfg.as_dict(), data=data_info), run / CONFIG_NAME).write(run / CONFIG_NAME)
 
     # ---------------------------------------------------------------- data
     cache = int(cfg.cache_gb * 2 ** 30)

@@ -11,6 +11,7 @@ in memory; a newer version than this release knows is refused.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -396,6 +397,15 @@ def read_folder_meta(folder: str | os.PathLike) -> TargetsMeta | PredictionsMeta
     return PredictionsMeta.parse(raw, path)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (what config.json records for model.safetensors)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -458,6 +468,8 @@ class StepsJournal(Record):
     """OUT/steps.json: the finished steps of a demo or reproduce run (version 0: the steps at top level)."""
 
     steps: dict[str, StepEntry] = field(default_factory=dict)
+    #: Steps whose inputs changed since they ran: they run again, their folders cleared first.
+    stale: list[str] = field(default_factory=list)
 
     FORMAT: ClassVar[str] = "echodfkd.steps"
     FILE: ClassVar[str] = "steps.json"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,17 +181,20 @@ class Student(nn.Module):
         """Write `config.json` and `model.safetensors` into `directory` (atomically)."""
         from safetensors.torch import save_file
 
-        from echodfkd.io.atomic import atomic_path, save_json
+        from echodfkd.io.atomic import atomic_path
+        from echodfkd.io.records import StudentConfig, file_sha256
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = dict(self.config, params=self.num_parameters())
         config.update(extra_config or {})
+        record = StudentConfig.parse(config, directory / CONFIG_NAME)  # refuse a wrong type before writing
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
-        save_json(directory / CONFIG_NAME, config)
-        self.config = config
+        record.weights_sha256 = file_sha256(directory / WEIGHTS_NAME)
+        record.write(directory / CONFIG_NAME)
+        self.config, self.record = record.to_dict(), record
         return directory
 
     @classmethod
@@ -206,15 +208,10 @@ class Student(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise ModelError(f"{p}: missing (a student directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{cfg_path}: not valid JSON ({exc})") from None
-        if not isinstance(config, dict) or config.get("architecture") != "echodfkd-student":
-            raise ModelError(f"{cfg_path}: not an echodfkd student config (architecture != 'echodfkd-student')")
-        keys = ("blocks", "layers", "filters", "skip", "residual", "out_channels", "in_channels",
-                "input_mean", "input_std")
-        model = cls(**{k: config[k] for k in keys if k in config})
+        from echodfkd.io.records import StudentConfig
+
+        record = StudentConfig.read(cfg_path)  # one-line error naming the field of a wrong type
+        model = cls(**record.arch_kwargs())
         try:
             state = load_file(str(w_path), device=str(map_location))
         except (SafetensorError, OSError) as exc:
@@ -227,5 +224,5 @@ class Student(nn.Module):
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelError(f"{w_path}: weight shapes do not match the config ({str(exc).splitlines()[-1].strip()})") from None
-        model.config = config
+        model.config, model.record = record.to_dict(), record
         return model.eval()

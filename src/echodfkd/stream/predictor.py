@@ -9,10 +9,9 @@ Defaults come from the run: thresholds from config.json, warm-up and largest-com
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 
 from echodfkd.errors import ModelError, VideoError
+from echodfkd.io.records import StudentConfig
 from echodfkd.io.video import resize_masks
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import find_beats
@@ -57,22 +57,23 @@ class ClipResult:
     rv: np.ndarray | None = None
 
 
-def load_run(model: Any) -> tuple[Any, dict[str, Any], Path | None]:
-    """(student, config, run_dir) from a run directory or a `Student` instance."""
-    from echodfkd.models.student import CONFIG_NAME, Student
+def load_run(model: Any) -> tuple[Any, StudentConfig, Path | None]:
+    """(student, config record, run_dir) from a run directory or a `Student` instance (config.json read once)."""
+    from echodfkd.models.student import Student
 
     if isinstance(model, Student):
-        return model.eval(), dict(model.config), None
+        record = getattr(model, "record", None) or StudentConfig.parse(dict(model.config))
+        return model.eval(), record, None
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError(f"expected a student run directory or a Student, got {type(model).__name__}")
     run = Path(model)
     if not run.is_dir():
         raise ModelError(f"{run}: model run directory not found")
     student = Student.from_pretrained(run)
-    return student, json.loads((run / CONFIG_NAME).read_text()), run
+    return student, student.record, run
 
 
-def load_stream_defaults(run_dir: Path | None, config: dict[str, Any]) -> dict[str, Any]:
+def load_stream_defaults(run_dir: Path | None, config: StudentConfig) -> dict[str, Any]:
     """Warm-up / largest-component defaults: RUN/stream.json, else config.json's `stream` section, else {}."""
     if run_dir is not None and (run_dir / STREAM_FILE).is_file():
         path = run_dir / STREAM_FILE
@@ -82,7 +83,24 @@ def load_stream_defaults(run_dir: Path | None, config: dict[str, Any]) -> dict[s
         if not isinstance(data, dict):
             raise ModelError(f"{path}: expected a JSON object with warmup / largest_component")
         return data
-    return config["stream"] if isinstance(config.get("stream"), dict) else {}
+    return config.stream.to_dict() if config.stream is not None else {}
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How a Predictor runs a student (None: the run's own default, from stream.json / config.json)."""
+
+    device: str = "cpu"
+    backend: str = "torch"
+    warmup: int | None = None
+    largest_component: bool | None = None
+    threshold: float | None = None
+    onnx_path: str | os.PathLike | None = None
+    size: int | None = None
+    compile: bool = False
+    threads: int | None = None
+    precision: str = "fp32"
+    log: Callable[[str], None] | None = None
 
 
 def _threshold(value: Any, what: str) -> float:
@@ -105,60 +123,66 @@ class Predictor:
     `log` receives progress lines (e.g. while the compiled engine is built).
     """
 
-    def __init__(self, model_dir_or_student: Any, device: str = "cpu", backend: str = "torch",
-                 warmup: int | None = None, largest_component: bool | None = None,
-                 threshold: float | None = None, onnx_path: str | os.PathLike | None = None,
-                 size: int | None = None, compile: bool = False, threads: int | None = None,
-                 precision: str = "fp32", log: Callable[[str], None] | None = None) -> None:
-        if backend not in BACKENDS:
-            raise ModelError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        student, self.config, self.run_dir = load_run(model_dir_or_student)
-        stream_cfg = load_stream_defaults(self.run_dir, self.config)
-        self.warmup = int(stream_cfg.get("warmup", 0) if warmup is None else warmup)
+    def __init__(self, model_dir_or_student: Any, options: PredictorOptions | None = None, **overrides: Any) -> None:
+        o = replace(options or PredictorOptions(), **overrides)
+        if o.backend not in BACKENDS:
+            raise ModelError(f"backend must be one of {BACKENDS}, got {o.backend!r}")
+        student, self.record, self.run_dir = load_run(model_dir_or_student)
+        self.config = self.record.to_dict()  # the run's config.json as a dict (read-only view)
+        self.options = o
+        stream_cfg = load_stream_defaults(self.run_dir, self.record)
+        self.warmup = int(stream_cfg.get("warmup", 0) if o.warmup is None else o.warmup)
         if self.warmup < 0:
             raise ModelError(f"warm-up must be >= 0 frames, got {self.warmup}")
         self.largest_component = bool(stream_cfg.get("largest_component", False)
-                                      if largest_component is None else largest_component)
-        cal = self.config.get("thresholds") if isinstance(self.config.get("thresholds"), dict) else {}
-        if threshold is not None:
-            t = _threshold(threshold, "--threshold")
+                                      if o.largest_component is None else o.largest_component)
+        cal = self.record.thresholds.to_dict() if self.record.thresholds is not None else {}
+        if o.threshold is not None:
+            t = _threshold(o.threshold, "--threshold")
             self.thresholds = {"dice": t, "afd": t}
         else:
             self.thresholds = {k: _threshold(cal.get(k, 0.5), f"config thresholds.{k}") for k in ("dice", "afd")}
-        self.threshold_source = "argument" if threshold is not None else ("config" if cal else "default 0.5")
+        self.threshold_source = "argument" if o.threshold is not None else ("config" if cal else "default 0.5")
         self.alert_config: AlertConfig = load_alert(self.run_dir, self.config)
-        self.backend, self.device = backend, device
-        if backend == "onnx" and precision != "fp32":
-            raise ModelError(f"precision {precision} applies to the torch backend; the ONNX graph is fp32")
-        if backend == "onnx" and compile:
+        self.backend, self.device = o.backend, o.device
+        if o.backend == "onnx" and o.precision != "fp32":
+            raise ModelError(f"precision {o.precision} applies to the torch backend; the ONNX graph is fp32")
+        if o.backend == "onnx" and o.compile:
             raise ModelError("--compile applies to the torch backend; ONNX Runtime optimises its graph itself")
-        self.precision, self.compiled = precision, bool(compile and backend == "torch")
+        self.precision, self.compiled = o.precision, bool(o.compile and o.backend == "torch")
         k = 2 ** (student.blocks - 1)
-        if backend == "onnx":
+        if o.backend == "onnx":
             from echodfkd.stream.engines import OnnxEngine
 
+            onnx_path = o.onnx_path
             if onnx_path is None:
                 if self.run_dir is None:
                     raise ModelError("the onnx backend needs onnx_path when given a Student object")
                 onnx_path = self.run_dir / ONNX_NAME
             self.onnx_path = Path(onnx_path)
-            self.engine: Any = OnnxEngine(self.onnx_path, threads=threads)
+            self.engine: Any = OnnxEngine(self.onnx_path, threads=o.threads)
             self.size = self.engine.size
         else:
             from echodfkd.stream.engines import TorchEngine
 
             self.onnx_path = None
-            s = size or self.config.get("infer_size") or self.config.get("frame_size") or DEFAULT_SIZE
+            s = o.size or self.record.model_size(DEFAULT_SIZE)
             self.size = (int(s), int(s))
-            self.engine = TorchEngine(student, device=device, compile=compile, precision=precision, log=log)
+            self.engine = TorchEngine(student, device=o.device, compile=o.compile, precision=o.precision, log=o.log)
         if self.size[0] % k or self.size[1] % k:
             raise ModelError(f"model size {self.size[0]}x{self.size[1]} is not divisible by {k} "
                              f"for a {student.blocks}-block student")
-        if backend == "torch" and compile:
+        if o.backend == "torch" and o.compile:
             self.engine.prepare(*self.size)  # build/load now, not inside the first frame's latency
-        self.out_channels = int(self.config.get("out_channels", 1))
+        self.out_channels = int(self.record.out_channels or 1)
         self._acc = AlertAccumulator()
         self.reset()
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, options: PredictorOptions | None = None,
+                 **overrides: Any) -> "Predictor":
+        """A predictor for a student run directory (RUN/config.json read once, as a typed record)."""
+        return cls(Path(run_dir), options, **overrides)
 
     # ------------------------------------------------------------------ streaming
     def reset(self) -> None:
@@ -250,7 +274,8 @@ class Predictor:
                 "onnx": str(self.onnx_path) if self.onnx_path else None, "precision": self.precision,
                 "compiled": self.compiled,
                 "threshold_dice": self.thresholds["dice"], "threshold_afd": self.thresholds["afd"],
-                "threshold_source": self.threshold_source, "thresholds_rv": self.config.get("thresholds_rv"),
+                "threshold_source": self.threshold_source,
+                "thresholds_rv": self.record.thresholds_rv.to_dict() if self.record.thresholds_rv else None,
                 "warmup": self.warmup,
                 "largest_component": self.largest_component, "model_size": list(self.size),
                 "alert": self.alert_config.to_dict()}
