@@ -28,7 +28,7 @@ import numpy as np
 from echodfkd.data import open_dataset
 from echodfkd.io.atomic import save_json
 from echodfkd.measures.masks import binarize, dice
-from echodfkd.stream import Predictor, calibrate_alert
+from echodfkd.stream import Predictor
 from echodfkd.stream.batch import clean_clips
 from echodfkd.stream.predictor import STREAM_FILE
 
@@ -83,7 +83,7 @@ def measure_alert(run: Path, root: Path, ds, names: list[str], kinds: dict[str, 
                   rate: float, save: bool, size: int | None = None) -> dict:
     """Calibrate on clean clips of `cal_split`, then recall / false alarms on `names`."""
     pred = Predictor(run, size=size)
-    config = calibrate_alert(pred, clean_clips(root, cal_split), rate, save=save)
+    config = pred.calibrate_alert(clean_clips(root, cal_split), rate, save=save)
     rows = []
     for n in names:
         frames, fps = ds.video(n)

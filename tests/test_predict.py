@@ -14,7 +14,7 @@ from echodfkd.cli import main
 from echodfkd.data.phantom import generate_phantom, make_clip
 from echodfkd.io.video import read_video, write_video
 from echodfkd.models import Student
-from echodfkd.stream import Predictor, calibrate_alert
+from echodfkd.stream import Predictor
 from echodfkd.stream.alert import ALERT_FILE
 from tiny_models import fitted_student
 
@@ -151,7 +151,7 @@ def test_largest_component_keeps_one_region(trained_run):
 def test_alert_flags_corrupted_clips(trained_run, tmp_path):
     clean = [make_clip(seed=9, index=i, size=SIZE, frames=60) for i in range(6)]
     pred = Predictor(trained_run)
-    config = calibrate_alert(pred, [(c.frames, c.fps) for c in clean[:5]], false_alarm_rate=0.2)
+    config = pred.calibrate_alert([(c.frames, c.fps) for c in clean[:5]], false_alarm_rate=0.2)
     assert config.calibrated and (trained_run / ALERT_FILE).is_file()
     held_out = clean[5]
     blank = held_out.frames.copy()

@@ -171,12 +171,11 @@ class _Steps:
 
     def alert(self) -> dict[str, Any]:
         from echodfkd.stream import Predictor
-        from echodfkd.stream.alert import calibrate_alert
         from echodfkd.stream.batch import clean_clips
 
         predictor = Predictor(self.p["student"])
         clips = itertools.islice(clean_clips(self.p["dynamic"], "VAL"), ALERT_CALIBRATION_CLIPS)
-        cfg = calibrate_alert(predictor, clips, false_alarm_rate=0.05, augment=1.0)
+        cfg = predictor.calibrate_alert(clips, false_alarm_rate=0.05, augment=1.0)
         return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05, "augmented_copies": True}
 
     def predict(self) -> dict[str, Any]:

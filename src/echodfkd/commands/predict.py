@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise EchoDFKDError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from echodfkd.stream import Predictor, calibrate_alert
+    from echodfkd.stream import Predictor
     from echodfkd.stream.batch import clean_clips, find_clips, predict_to_folder
 
     # Check the input before loading (and perhaps compiling) the model.
@@ -90,8 +90,8 @@ def _run(args: argparse.Namespace) -> int:
                           onnx_path=args.onnx, size=args.size, threads=args.threads, precision=args.precision,
                           compile=args.compile, log=lambda line: print(line, flush=True))
     if args.calibrate_alert:
-        config = calibrate_alert(predictor, clean_clips(root, args.split or "VAL"), args.false_alarm_rate,
-                                 augment=args.alert_augment)
+        config = predictor.calibrate_alert(clean_clips(root, args.split or "VAL"), args.false_alarm_rate,
+                                           augment=args.alert_augment)
         print(f"alert calibrated on {config.clips} clean {args.split or 'VAL'} clips: threshold "
               f"{config.threshold:.2f} at a target false-alarm rate of {config.false_alarm_rate:.0%}; "
               f"saved to {predictor.run_dir / 'alert.json'}")

@@ -13,8 +13,10 @@ Per clip, six features, each oriented so that larger means "less like the clips 
 
 Each feature becomes a one-sided robust z-score against clean clips (median and 1.4826·MAD, with a
 floor per feature); the clip's score is the largest z, and the features above the threshold are the
-reasons. `calibrate_alert` measures the clean references and the threshold on validation clips at a
-stated false-alarm rate; without calibration, built-in references are used and results say so.
+reasons. `fit_alert` measures the clean references and the threshold from the features of clean
+validation clips (`calibration_clips`) at a stated false-alarm rate; it is a pure function (the caller,
+`Predictor.calibrate_alert`, runs the model); without calibration, built-in references are used and
+results say so.
 """
 
 from __future__ import annotations
@@ -23,15 +25,12 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from echodfkd.data.video_checks import CheckConfig, frame_statistics
 from echodfkd.errors import EchoDFKDError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from echodfkd.stream.predictor import Predictor
 
 FEATURES = ("blank", "noise", "empty", "uncertain", "jumps", "aperiodic")
 ALERT_FILE = "alert.json"
@@ -231,31 +230,21 @@ def fit_alert(feature_rows: list[dict[str, float]], false_alarm_rate: float = 0.
     return config
 
 
-def calibrate_alert(predictor: "Predictor", clean_val_clips: Iterable[tuple[np.ndarray, float]],
-                    false_alarm_rate: float = 0.05, save_to: str | os.PathLike | None = None,
-                    save: bool = True, augment: float = 0.0) -> AlertConfig:
-    """Set the predictor's alert from clean validation clips (frames, fps); saves RUN/alert.json when known.
+def calibration_clips(clean_clips: Iterable[tuple[np.ndarray, float]],
+                      augment: float = 0.0) -> Iterator[tuple[np.ndarray, float]]:
+    """The (frames, fps) clips an alert is calibrated on: each clean clip, and an augmented copy if `augment` > 0.
 
-    With `augment` > 0 each clip also contributes an augmented copy (data/augment.py: another zoom, grey
-    map, noise, sector edge...), so "clean" spans acquisitions the validation set (e.g. a phantom) does not
-    show; corrupted inputs (blank stretches, noise) stay far outside it. `save_to` picks another file;
-    `save=False` keeps the calibration in memory only.
+    The augmented copy (data/augment.py: another zoom, grey map, noise, sector edge...) makes "clean" span
+    acquisitions the validation set (e.g. a phantom) does not show; corrupted inputs (blank stretches,
+    noise) stay far outside it. The caller runs its predictor on them and passes the features to `fit_alert`.
     """
     from echodfkd.data.augment import augment_clip
     from echodfkd.progress import progress
 
-    rows = []
-    for i, (frames, fps) in enumerate(progress(clean_val_clips, desc="calibrating alert", unit="clip")):
-        rows.append(predictor.predict_clip(frames, fps).alert.features)
+    for i, (frames, fps) in enumerate(progress(clean_clips, desc="calibrating alert", unit="clip")):
+        yield frames, fps
         if augment > 0:
-            rows.append(predictor.predict_clip(augment_clip(frames, None, augment, seed=i)[0], fps).alert.features)
-    config = fit_alert(rows, false_alarm_rate)
-    predictor.alert_config = config
-    target = Path(save_to) if save_to is not None else (
-        predictor.run_dir / ALERT_FILE if predictor.run_dir is not None else None)
-    if save and target is not None:
-        save_alert(target, config)
-    return config
+            yield augment_clip(frames, None, augment, seed=i)[0], fps
 
 
 def save_alert(path: str | os.PathLike, config: AlertConfig) -> Path:

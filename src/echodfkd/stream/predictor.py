@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -23,7 +23,8 @@ from echodfkd.io.records import StudentConfig
 from echodfkd.io.video import resize_masks
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import find_beats
-from echodfkd.stream.alert import AlertAccumulator, AlertConfig, AlertResult, load_alert, score_features
+from echodfkd.stream.alert import (ALERT_FILE, AlertAccumulator, AlertConfig, AlertResult, calibration_clips,
+                                  fit_alert, load_alert, save_alert, score_features)
 from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
 
 DEFAULT_SIZE = 112
@@ -255,6 +256,17 @@ class Predictor:
     def predict_clip(self, frames: np.ndarray, fps: float) -> ClipResult:
         """Stream a whole clip (uint8 (T, H, W)) and return masks, areas, phases and the alert."""
         return self.finish_clip(list(self.stream_clip(frames)), fps)
+
+    def calibrate_alert(self, clean_clips: Iterable[tuple[np.ndarray, float]], false_alarm_rate: float = 0.05,
+                        save_to: str | os.PathLike | None = None, save: bool = True,
+                        augment: float = 0.0) -> AlertConfig:
+        """Fit this predictor's alert on clean (frames, fps) clips (`alert.fit_alert`); save RUN/alert.json."""
+        rows = [self.predict_clip(f, fps).alert.features for f, fps in calibration_clips(clean_clips, augment)]
+        self.alert_config = fit_alert(rows, false_alarm_rate)
+        target = Path(save_to) if save_to is not None else (self.run_dir / ALERT_FILE if self.run_dir else None)
+        if save and target is not None:
+            save_alert(target, self.alert_config)
+        return self.alert_config
 
     def notes(self, input_size: tuple[int, int], fps: float) -> list[str]:
         """Human-readable notes about what was done to a clip of this size and rate."""
