@@ -90,17 +90,17 @@ def test_quality_grades_rank_the_folder_in_camus_mix(camus_dir):
 
 def test_phantom_command_writes_camus_and_resumes(tmp_path, capsys):
     out = tmp_path / "c"
-    assert main(["phantom", str(out), "--layout", "camus", "--videos", "2", "--size", "48", "--seed", "4"]) == 0
+    assert main(["phantom", "--out", str(out), "--layout", "camus", "--videos", "2", "--size", "48", "--seed", "4"]) == 0
     assert "2 CAMUS patients" in capsys.readouterr().out
     first = (out / "database_nifti" / "patient0002" / "patient0002_4CH_half_sequence.nii.gz").read_bytes()
     shutil.rmtree(out / "database_nifti" / "patient0002")  # an interrupted run: the rerun remakes it alone
-    assert main(["phantom", str(out), "--layout", "camus", "--videos", "2", "--size", "48", "--seed", "4"]) == 0
+    assert main(["phantom", "--out", str(out), "--layout", "camus", "--videos", "2", "--size", "48", "--seed", "4"]) == 0
     assert (out / "database_nifti" / "patient0002" / "patient0002_4CH_half_sequence.nii.gz").read_bytes() == first
     assert len(Camus(out)) == 2 and Camus(out).sequence("patient0001", "2CH").frames.shape[1:] == camus_shape(48)
     capsys.readouterr()
-    assert main(["phantom", str(out), "--layout", "camus", "--videos", "2", "--size", "64", "--seed", "4"]) == 2
+    assert main(["phantom", "--out", str(out), "--layout", "camus", "--videos", "2", "--size", "64", "--seed", "4"]) == 2
     assert "other settings" in capsys.readouterr().err
-    assert main(["phantom", str(tmp_path / "d"), "--layout", "camus", "--corrupt", "0.5"]) == 2
+    assert main(["phantom", "--out", str(tmp_path / "d"), "--layout", "camus", "--corrupt", "0.5"]) == 2
     assert "--corrupt: not available with --layout camus" in capsys.readouterr().err
 
 

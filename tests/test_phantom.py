@@ -205,11 +205,12 @@ def test_preview_and_cli(dyn, tmp_path):
     png = write_preview(dyn, tmp_path / "preview.png", clips=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "cli"
-    assert main(["phantom", str(out), "--videos", "2", "--size", "64", "--frames", "40", "--workers", "1",
+    assert main(["phantom", "--out", str(out), "--videos", "2", "--size", "64", "--frames", "40", "--workers", "1",
                  "--preview", str(tmp_path / "cli.png"), "--seed", "9"]) == 0
     assert (tmp_path / "cli.png").stat().st_size > 1000 and len(_rows(out / "FileList.csv")) == 2
-    assert main(["phantom", str(tmp_path / "bad"), "--videos", "0"]) == 2
-    assert main(["phantom", str(tmp_path / "bad"), "--frames", "20", "--fps", "50"]) == 2
+    with pytest.raises(SystemExit, match="2"):  # refused by the parser
+        main(["phantom", "--out", str(tmp_path / "bad"), "--videos", "0"])
+    assert main(["phantom", "--out", str(tmp_path / "bad"), "--frames", "20", "--fps", "50"]) == 2
     assert not (tmp_path / "bad").exists()
 
 

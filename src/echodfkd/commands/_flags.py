@@ -7,6 +7,7 @@ print one line, "warning: --x is deprecated; use --y". This module is light (no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -189,9 +190,13 @@ def _float(text: str, what: str) -> float:
 
 
 # ---------------------------------------------------------------- output folders
-def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` as a folder and prove a file can be written in it; any OS error becomes one line."""
+def check_writable_dir(path: str | os.PathLike, keep: bool = True) -> Path:
+    """Create `path` as a folder and prove a file can be written in it; any OS error becomes one line.
+
+    `keep=False` removes again the folders this check created (for commands whose output lock creates
+    the folder and removes it when a run leaves it empty)."""
     path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         if path.exists() and not path.is_dir():
             raise EchoDFKDError(f"{path}: exists and is a file; --out must be a folder")
@@ -202,7 +207,34 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise EchoDFKDError(f"{path}: cannot write here ({reason})") from None
+    finally:
+        if not keep:
+            for folder in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return path
+
+
+def check_file_target(path: str | os.PathLike, flag: str) -> Path:
+    """Refuse an output file that is a folder or sits where no file can be written (before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise EchoDFKDError(f"{path}: is a folder; {flag} names the file to write")
+    check_writable_dir(path.parent)
+    return path
+
+
+def int_in(low: int, high: int) -> Any:
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
+        return value
+
+    parse.__name__ = f"integer in [{low}, {high}]"
+    return parse
 
 
 # ---------------------------------------------------------------- flag helpers
@@ -320,7 +352,7 @@ def add_teacher_arch(parser: argparse.ArgumentParser, default: str | None = None
                      help: str | None = None) -> None:
     """`--teacher-arch ARCH`, the teacher's architecture (default: what the checkpoint records);
     `old` names a deprecated spelling (e.g. --arch)."""
-    from echodfkd.commands.teacher import ARCH_CHOICES
+    from echodfkd.teacher.archs import ARCH_NAMES as ARCH_CHOICES
 
     text = help or f"teacher architecture ({', '.join(ARCH_CHOICES)}; default: the checkpoint's, else " \
                    "deeplabv3_resnet50)"
@@ -341,9 +373,10 @@ def add_device(parser: argparse.ArgumentParser, default: str = "cpu", help: str 
                         help=help or "torch device: cpu, cuda, cuda:N, mps, auto")
 
 
-def add_precision(parser: argparse.ArgumentParser, default: str | None = "fp32", help: str | None = None) -> None:
-    """`--precision {fp32,bf16,auto}`."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+def add_precision(parser: argparse.ArgumentParser, default: str | None = "fp32", help: str | None = None,
+                  extra: tuple[str, ...] = ()) -> None:
+    """`--precision {fp32,bf16,auto}` (plus a command's `extra` precisions, e.g. an engine's mixed one)."""
+    parser.add_argument("--precision", choices=(*PRECISIONS, *extra), default=default,
                         help=help or "arithmetic precision (auto: bf16 where the hardware runs it fast)")
 
 

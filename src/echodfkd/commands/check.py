@@ -38,15 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(32 for EchoNet-Synthetic)")
 
 
-def check_csv_target(path: str | Path) -> Path:
-    """Refuse an output CSV that is a folder or sits where no file can be written (before any work)."""
-    from echodfkd.errors import EchoDFKDError
-
-    path = Path(path)
-    if path.is_dir():
-        raise EchoDFKDError(f"{path}: is a folder; --csv names the file to write")
-    _flags.check_writable_dir(path.parent if str(path.parent) else Path("."))
-    return path
+def check_csv_target(path: str | Path, flag: str = "--csv") -> Path:
+    """Refuse an output file that is a folder or sits where no file can be written (before any work)."""
+    return _flags.check_file_target(path, flag)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ class EchoNetSynthetic(DatasetFolder):
     def __init__(self, root: str | os.PathLike, fps_override: float | None = None):
         super().__init__(root)
         if fps_override is not None and not fps_override > 0:
-            raise DatasetError(f"fps_override must be a positive frame rate, got {fps_override!r}")
+            raise DatasetError(f"--fps must be a positive frame rate, got {fps_override!r}")
         #: Frame rate to report instead of the AVI header's (e.g. 32 for EchoNet-Synthetic).
         self.fps_override = None if fps_override is None else float(fps_override)
         #: Always empty: synthetic folders have no tracings to miss.

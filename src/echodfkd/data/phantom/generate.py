@@ -85,20 +85,20 @@ def check_settings(path: Path, settings: dict, folder: Path, what: str = "phanto
 
 def _validate(videos: int, style: str, corrupt: float, size: int, frames: int | None, fps: float | None) -> None:
     if style not in STYLES:
-        raise DatasetError(f"phantom: unknown style {style!r} (choose from {', '.join(STYLES)})")
+        raise DatasetError(f"unknown style {style!r} (choose from {', '.join(STYLES)})")
     if videos < 1:
-        raise DatasetError(f"phantom: --videos must be at least 1 (got {videos})")
+        raise DatasetError(f"--videos must be at least 1 (got {videos})")
     if not 0.0 <= corrupt <= 1.0:
-        raise DatasetError(f"phantom: --corrupt is a fraction of clips in [0, 1] (got {corrupt})")
+        raise DatasetError(f"--corrupt is a fraction of clips in [0, 1] (got {corrupt})")
     if size < 32 or size > 1024:
-        raise DatasetError(f"phantom: --size must be between 32 and 1024 pixels (got {size})")
+        raise DatasetError(f"--size must be between 32 and 1024 pixels (got {size})")
     if frames is not None and not 16 <= frames <= 4 * MAX_FRAMES:
-        raise DatasetError(f"phantom: frames must be between 16 and {4 * MAX_FRAMES} (got {frames})")
+        raise DatasetError(f"--frames must be between 16 and {4 * MAX_FRAMES} (got {frames})")
     if fps is not None and not 5 <= fps <= 500:
-        raise DatasetError(f"phantom: fps must be between 5 and 500 (got {fps})")
+        raise DatasetError(f"--fps must be between 5 and 500 (got {fps})")
     rate = fps if fps is not None else (32 if style == "synthetic" else min(FPS_COUNTS))
     if frames is not None and frames < min_frames(rate):
-        raise DatasetError(f"phantom: {frames} frames at {rate:g} fps cannot hold one heart beat "
+        raise DatasetError(f"--frames {frames} at {rate:g} fps cannot hold one heart beat "
                            f"(need at least {min_frames(rate)})")
 
 
