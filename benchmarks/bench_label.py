@@ -70,7 +70,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from echodfkd.data import open_dataset
-    from echodfkd.models.teacher import Teacher, build_segmenter
+    from echodfkd.teacher.model import Teacher, build_segmenter
 
     tmp = tempfile.TemporaryDirectory()
     data = args.data

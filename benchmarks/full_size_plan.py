@@ -27,7 +27,7 @@ def stand_ins(root: Path, filelist: Path) -> tuple[Path, Path, Path]:
     """Dynamic and synthetic stand-in folders and an EchoNet-format teacher checkpoint."""
     import torch
 
-    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+    from echodfkd.teacher.model import build_segmenter, save_echonet_checkpoint
 
     real = pd.read_csv(filelist)
     dyn = root / "EchoNet-Dynamic"

@@ -79,7 +79,7 @@ def main() -> int:
     import torch
 
     from echodfkd.data.convert import prepare_clip
-    from echodfkd.models.teacher import load_teacher
+    from echodfkd.teacher.model import load_teacher
     from echodfkd.stream import Predictor
 
     torch.set_flush_denormal(True)

@@ -64,7 +64,7 @@ def tiny_teacher(seed: int = 0) -> Any:
     """A seeded two-conv Teacher with confident outputs (per-frame standardised logits x 8)."""
     from torch import nn
 
-    from echodfkd.models.teacher import Teacher
+    from echodfkd.teacher.model import Teacher
 
     class Tiny(nn.Module):
         def __init__(self) -> None:

@@ -227,7 +227,7 @@ def reproduce_args(tmp_path_factory) -> tuple[list[str], Path]:
     import pandas as pd
 
     from echodfkd.data.phantom import generate_phantom
-    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+    from echodfkd.teacher.model import build_segmenter, save_echonet_checkpoint
 
     root = tmp_path_factory.mktemp("reproduce_faults")
     folders = {}
@@ -341,7 +341,7 @@ def test_full_disk_distill(small_disk, distill_inputs, capsys):
 
 @pytest.fixture(scope="module")
 def teacher_ckpt(tmp_path_factory) -> Path:
-    from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
+    from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint
 
     torch.manual_seed(0)
     arch = "lraspp_mobilenet_v3_large"

@@ -10,7 +10,7 @@ import torch
 from echodfkd.cli import main
 from echodfkd.models import Student
 from echodfkd.models.flops import count_gmac_per_frame
-from echodfkd.models.teacher import Teacher, build_segmenter
+from echodfkd.teacher.model import Teacher, build_segmenter
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

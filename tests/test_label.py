@@ -14,7 +14,7 @@ from echodfkd.cli import main
 from echodfkd.data import open_dataset
 from echodfkd.errors import DatasetError
 from echodfkd.distill.label import label_dataset, parse_shard, resolve_shard, shard_names
-from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
+from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
 from tiny_echonet import make_folder
 from tiny_models import npz_arrays
 

@@ -48,7 +48,7 @@ def _set_splits(root: Path, splits: list[str]) -> None:
 def inputs(tmp_path_factory) -> dict[str, Path]:
     """Phantom EchoNet-Dynamic (5 TEST clips, 2 of them corrupted), phantom training clips, teacher, CLIP."""
     from echodfkd.data.phantom import generate_phantom
-    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+    from echodfkd.teacher.model import build_segmenter, save_echonet_checkpoint
 
     root = tmp_path_factory.mktemp("reproduce_inputs")
     dyn = generate_phantom(root / "dynamic", 6, style="dynamic", seed=1, size=64, frames=32, workers=1, corrupt=0.34)

@@ -12,7 +12,7 @@ from echodfkd.cli import main
 from echodfkd.data import open_dataset
 from echodfkd.data.phantom import generate_phantom
 from echodfkd.evaluate.runner import rv_threshold
-from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
+from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint
 from tiny_echonet import make_folder
 
 ARCH = "lraspp_mobilenet_v3_large"

@@ -13,7 +13,7 @@ from torch import nn
 
 from echodfkd.cli import main
 from echodfkd.errors import ModelError
-from echodfkd.models.teacher import (ECHONET_MEAN, ECHONET_STD, Teacher, build_segmenter, load_teacher,
+from echodfkd.teacher.model import (ECHONET_MEAN, ECHONET_STD, Teacher, build_segmenter, load_teacher,
                                      save_echonet_checkpoint, weights_hash)
 from tiny_echonet import make_folder
 
@@ -175,7 +175,7 @@ def test_unknown_arch_and_normalisation_are_refused():
 
 
 def test_train_teacher_and_cli(tmp_path, capsys):
-    from echodfkd.models.teacher_train import load_traced_frames, train_teacher
+    from echodfkd.teacher.train import load_traced_frames, train_teacher
     from echodfkd.data import open_dataset
 
     data = make_folder(tmp_path / "data", {"TRAIN": 5, "VAL": 1}, size=32, frames=8, broken=("clip_train_4",))

@@ -159,7 +159,7 @@ def test_raw_body_upload_and_page_assets(run_dir, tmp_path):
 
 
 def test_teacher_checkpoint_is_shown_side_by_side(run_dir, tmp_path):
-    from echodfkd.models.teacher import build_segmenter, save_echonet_checkpoint
+    from echodfkd.teacher.model import build_segmenter, save_echonet_checkpoint
 
     arch = "lraspp_mobilenet_v3_large"  # the lightest supported teacher; random weights suffice here
     ckpt = save_echonet_checkpoint(build_segmenter(arch), tmp_path / "teacher.pt", arch=arch)

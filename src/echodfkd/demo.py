@@ -142,7 +142,7 @@ class _Steps:
         return {"videos": report.videos, "flagged_clips": len(report.problem_clips), "by_reason": report.by_reason()}
 
     def teacher(self) -> dict[str, Any]:
-        from echodfkd.models.teacher_train import train_teacher
+        from echodfkd.teacher.train import train_teacher
 
         r = train_teacher(self.p["dynamic"], self.s.teacher_arch, self.p["teacher"], epochs=self.s.teacher_epochs,
                           max_seconds=self.s.teacher_seconds, seed=self.s.seed, truth_every=self.s.teacher_truth_every)

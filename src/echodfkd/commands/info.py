@@ -50,7 +50,7 @@ def _student_row(blocks: int, layers: int, args: argparse.Namespace) -> dict:
 def _teacher_row(arch: str, size: int) -> dict:
     from echodfkd.errors import ModelError
     from echodfkd.models.flops import count_gmac_per_frame
-    from echodfkd.models.teacher import Teacher, build_segmenter
+    from echodfkd.teacher.model import Teacher, build_segmenter
 
     if size < _flags.TEACHER_MIN_SIZE:
         raise ModelError(f"--size {size} is too small for a teacher (use >= {_flags.TEACHER_MIN_SIZE})")

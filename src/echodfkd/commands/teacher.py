@@ -9,6 +9,7 @@ from pathlib import Path
 
 from echodfkd.commands import _flags
 from echodfkd.errors import EchoDFKDError
+from echodfkd.teacher.archs import ARCH_NAMES
 
 NAME = "teacher"
 HELP = "train a teacher segmenter on the traced frames (EchoNet recipe) or describe a teacher checkpoint"
@@ -22,7 +23,7 @@ DESCRIPTION = (
     "'--channel rv --masks DIR' learns from your own RV masks in the targets format."
 )
 CHECKPOINT_NAME = "teacher.pt"
-ARCH_CHOICES = ["deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
+ARCH_CHOICES = list(ARCH_NAMES)  # the one registry: echodfkd.teacher.archs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +90,7 @@ def checkpoint_path(out: str) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from echodfkd.distill.config import parse_duration
-    from echodfkd.models.teacher_train import train_teacher
+    from echodfkd.teacher.train import train_teacher
 
     out = checkpoint_path(args.out)  # before any work: training must not end in an unwritable place
     result = train_teacher(args.data, args.teacher_arch, out, epochs=args.epochs, batch_size=args.batch_size,
@@ -116,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from echodfkd.models.flops import count_gmac_per_frame
-    from echodfkd.models.teacher import load_teacher, weights_hash
+    from echodfkd.teacher.model import load_teacher, weights_hash
 
     teacher = load_teacher(args.checkpoint, arch=args.teacher_arch)
     row = {"checkpoint": args.checkpoint, "arch": teacher.arch, "params": teacher.num_parameters(),

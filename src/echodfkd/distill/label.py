@@ -22,7 +22,7 @@ import torch
 
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import load_json, save_json, save_npz
-from echodfkd.models.teacher import Teacher, load_teacher, weights_hash
+from echodfkd.teacher.model import Teacher, load_teacher, weights_hash
 
 META_NAME = "meta.json"
 CHANNELS = ("masks", "rv")

@@ -24,7 +24,7 @@ def count_gmac_per_frame(model: nn.Module, size: int | tuple[int, int] = 112) ->
                 model.step(frame, model.init_state(1, h, w))
             else:
                 # A Teacher takes (T, H, W) grayscale frames; a bare segmenter takes (N, 3, H, W).
-                from echodfkd.models.teacher import Teacher
+                from echodfkd.teacher.model import Teacher
 
                 if isinstance(model, Teacher):
                     model(torch.zeros(1, h, w, device=ref.device))

@@ -230,7 +230,7 @@ def inspect_inputs(st: Settings, load_teacher_weights: bool = True) -> Inputs:
 
 def check_teacher(st: Settings) -> Any:
     """Load the teacher checkpoint into its architecture (ModelError when it does not fit)."""
-    from echodfkd.models.teacher import load_teacher
+    from echodfkd.teacher.model import load_teacher
 
     if not st.teacher.is_file():
         raise ModelError(f"--teacher {st.teacher}: checkpoint not found (EchoNet's is "

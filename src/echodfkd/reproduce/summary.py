@@ -51,7 +51,7 @@ def _teacher_record(lay: Layout) -> dict[str, Any]:
     rec = dict(meta.get("teacher") or {})
     if rec.get("arch"):
         try:
-            from echodfkd.models.teacher import build_segmenter
+            from echodfkd.teacher.model import build_segmenter
 
             rec["params"] = int(sum(p.numel() for p in build_segmenter(rec["arch"]).parameters()))
         except Exception:  # noqa: BLE001 - an unknown arch only loses the parameter count

@@ -159,7 +159,7 @@ def measure_teacher(arch: str, device: str, size: int = 112, batch: int = 16, re
     """Frames/s of a randomly initialised teacher on uint8 frames (batched, inference mode)."""
     import torch
 
-    from echodfkd.models.teacher import Teacher, build_segmenter
+    from echodfkd.teacher.model import Teacher, build_segmenter
 
     teacher = Teacher(build_segmenter(arch), arch=arch).to(device).eval()
     x = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8)
@@ -287,7 +287,7 @@ def measure_masks(masks: np.ndarray, repeats: int = 3) -> tuple[float, float]:
 def count_gmac(arch: str, size: int = 112) -> float:
     """GMAC per frame of a teacher architecture, counted with FlopCounterMode."""
     from echodfkd.models.flops import count_gmac_per_frame
-    from echodfkd.models.teacher import Teacher, build_segmenter
+    from echodfkd.teacher.model import Teacher, build_segmenter
 
     return count_gmac_per_frame(Teacher(build_segmenter(arch), arch=arch), size)
 

@@ -126,7 +126,7 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
         variants[f"predictor_push_end_to_end_compiled_{best}"] = predictor_stream(
             Predictor(student, size=size, compile=True, precision=best))
     if teacher:
-        from echodfkd.models.teacher import Teacher, build_segmenter
+        from echodfkd.teacher.model import Teacher, build_segmenter
 
         net = Teacher(build_segmenter("deeplabv3_resnet50")).eval()
         tclip = clip[:teacher_frames]

@@ -31,7 +31,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 def _load_teacher(teacher: str | os.PathLike | Callable | None, arch: str | None, device: str) -> Callable | None:
     if teacher is None or callable(teacher):
         return teacher
-    from echodfkd.models.teacher import load_teacher
+    from echodfkd.teacher.model import load_teacher
     return load_teacher(teacher, arch=arch, device=device).eval()
 
 

@@ -13,61 +13,35 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from echodfkd.errors import ModelError
+from echodfkd.teacher.archs import ARCHS, DEFAULT_ARCH
 
 #: EchoNet-Dynamic's train-set statistics (per RGB channel, 0-255 scale).
 ECHONET_MEAN = (32.085175, 32.591923, 33.37932)
 ECHONET_STD = (50.129288, 50.487717, 51.34619)
-DEFAULT_ARCH = "deeplabv3_resnet50"
-
-
-def _deeplabv3_resnet50() -> nn.Module:
-    from torchvision.models.segmentation import deeplabv3_resnet50
-
-    # EchoNet's recipe: the 21-class model, then its last 1x1 conv swapped for a 256->1 conv.
-    model = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False)
-    model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, 1, kernel_size=1)
-    return model
-
-
-def _deeplabv3_mobilenet() -> nn.Module:
-    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
-
-    return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=1, aux_loss=False)
-
-
-def _lraspp_mobilenet() -> nn.Module:
-    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
-
-    return lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=1)
-
-
-def _fcn_resnet50() -> nn.Module:
-    from torchvision.models.segmentation import fcn_resnet50
-
-    return fcn_resnet50(weights=None, weights_backbone=None, num_classes=1, aux_loss=False)
-
-
-#: Supported architectures -> builder of the randomly initialised 1-channel segmenter.
-ARCHS: dict[str, Callable[[], nn.Module]] = {
-    "deeplabv3_resnet50": _deeplabv3_resnet50,
-    "deeplabv3_mobilenet_v3_large": _deeplabv3_mobilenet,
-    "lraspp_mobilenet_v3_large": _lraspp_mobilenet,
-    "fcn_resnet50": _fcn_resnet50,
-}
 
 
 def build_segmenter(arch: str = DEFAULT_ARCH) -> nn.Module:
-    """A randomly initialised torchvision segmenter with a 1-channel head (no weights downloaded)."""
-    if arch not in ARCHS:
+    """A randomly initialised 1-channel torchvision segmenter of a registered architecture (`teacher.archs`)."""
+    spec = ARCHS.get(arch)
+    if spec is None:
         raise ModelError(f"unknown teacher architecture {arch!r} (choose from {', '.join(ARCHS)})")
-    return ARCHS[arch]()
+    from torchvision.models import segmentation
+
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+    if spec.aux_loss is not None:
+        kwargs["aux_loss"] = spec.aux_loss
+    if not spec.swap_head:
+        return getattr(segmentation, spec.name)(num_classes=1, **kwargs)
+    model = getattr(segmentation, spec.name)(**kwargs)
+    model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, 1, kernel_size=1)
+    return model
 
 
 def _triple(values: Sequence[float] | float | None, default: Sequence[float], what: str) -> tuple[float, ...]:

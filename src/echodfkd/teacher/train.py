@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from echodfkd.data.augment import AugmentSettings, EchoAugment
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.models.teacher import Teacher, build_segmenter, save_echonet_checkpoint
+from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint
 
 
 #: Teacher channels: the LV (traced frames, or a phantom's LV truth) or the RV (a phantom's RV truth).
