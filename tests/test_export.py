@@ -90,13 +90,13 @@ def test_onnx_parity(tmp_path):
 def test_export_command_and_onnx_backend(tmp_path, capsys):
     run = tmp_path / "run"
     _student(blocks=2).save_pretrained(run, extra_config={"infer_size": 64})
-    assert main(["export", str(run), "--check-frames", "8"]) == 0
+    assert main(["export", "--student", str(run), "--check-frames", "8"]) == 0
     out = capsys.readouterr().out
     assert "max |onnxruntime - pytorch| logit" in out and (run / "student.onnx").is_file()
     video = tmp_path / "clip.avi"
     write_video(video, make_clip(seed=1, index=0, size=96, frames=40).frames[:16], 25)
     for backend in ("torch", "onnx"):
-        assert main(["predict", str(video), "--model", str(run), "--out", str(tmp_path / backend),
+        assert main(["predict", str(video), "--student", str(run), "--out", str(tmp_path / backend),
                      "--backend", backend]) == 0
     with np.load(tmp_path / "torch" / "clip.npz") as a, np.load(tmp_path / "onnx" / "clip.npz") as b:
         assert a["masks"].shape == (16, 96, 96)
@@ -104,19 +104,41 @@ def test_export_command_and_onnx_backend(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--opset", "13"], "opset"),
-    (["--size", "31"], "divisible"),
+    (["--opset", "13"], "--opset"),
+    (["--size", "31"], "--size 31"),
+    (["--size", "0"], "--size"),
+    (["--check-frames", "-1"], "--check-frames"),
+    (["--tolerance", "-1"], "--tolerance"),
 ])
 def test_export_bad_inputs(tmp_path, capsys, args, message):
     run = tmp_path / "run"
     _student(blocks=2).save_pretrained(run)
-    assert main(["export", str(run), *args]) == 2
+    try:
+        rc = main(["export", "--student", str(run), *args])
+    except SystemExit as exc:  # refused by the parser
+        rc = exc.code
+    assert rc == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors"]  # nothing written
+
+
+def test_export_failed_parity_keeps_nothing_and_old_spellings(tmp_path, capsys):
+    run = tmp_path / "run"
+    _student(blocks=2).save_pretrained(run)
+    assert main(["export", "--student", str(run), "--check-frames", "4", "--size", "32", "--tolerance", "1e-30"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs from PyTorch" in err and "not written" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors"]
+    onnx = tmp_path / "old.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx), "--check-frames", "0", "--size", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "positional RUN is deprecated" in err and "--onnx is deprecated; use --out DIR" in err and onnx.is_file()
 
 
 def test_export_missing_run(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "nope")]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["export", "--student", str(tmp_path / "nope")])
     assert "not found" in capsys.readouterr().err
 
 
