@@ -7,20 +7,20 @@ import pytest
 pytest.importorskip("pydicom")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
+from browser_support import console_errors, launch, save_screenshot  # noqa: E402
 from test_convert import _scanner_cine  # noqa: E402
-from test_viewer_browser import _browser, _save_screenshot, chromium, server  # noqa: E402,F401  (fixtures)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_dicom_upload_shows_the_sector(chromium, server, tmp_path):  # noqa: F811
-    base, _ = server
+def test_dicom_upload_shows_the_sector(chromium, viewer_server, tmp_path):
+    base, _ = viewer_server
     src = _scanner_cine(tmp_path)
     with sync_api.sync_playwright() as p:
-        context = _browser(p, chromium, tmp_path / "profile")
+        context = launch(p, chromium, tmp_path / "profile")
         try:
             page = context.new_page()
-            errors = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            errors = console_errors(page)
             page.goto(base + "/")
             page.wait_for_selector("#example option", state="attached")
             page.set_input_files("#file", str(src))
@@ -30,7 +30,7 @@ def test_dicom_upload_shows_the_sector(chromium, server, tmp_path):  # noqa: F81
             assert img.is_visible()
             assert page.evaluate("() => document.getElementById('sector-preview').naturalWidth") == 300
             assert "sector found in the 300×260 source" in page.inner_text("#clip-info")
-            assert _save_screenshot(page, tmp_path, "viewer_dicom.png").stat().st_size > 10_000
+            assert save_screenshot(page, tmp_path, "viewer_dicom.png").stat().st_size > 10_000
             assert not errors, errors
         finally:
             context.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,6 +21,7 @@ from viewer_support import dark_cavity_student, write_beating_avi  # noqa: E402
 from echodfkd.commands import serve  # noqa: E402
 from echodfkd.viewer import app as app_module  # noqa: E402
 from echodfkd.viewer import create_app  # noqa: E402
+from echodfkd.viewer import summary  # noqa: E402
 from echodfkd.viewer.summary import estimate_ef, pair_beats  # noqa: E402
 from echodfkd.viewer.uploads import sniff_container  # noqa: E402
 
@@ -81,11 +84,54 @@ def test_non_video_upload_is_refused_with_a_clear_message(run_dir, tmp_path):
         assert "not a video" in r.json()["error"] and "AVI and MP4" in r.json()["error"]
         # Looks like an AVI by its first bytes but cannot be decoded: refused after decoding, not by name.
         r = _upload(client, b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(3000), "broken.avi")
-        assert r.status_code == 415 and "could not be decoded" in r.json()["error"]
+        assert r.status_code == 415 and r.json()["error"].startswith("broken.avi: not a readable video")
         assert str(app.state.private.root) not in r.json()["error"]  # no private path leaks to the page
         r = client.post("/api/analyze", files={"other": ("", b"")})
         assert r.status_code == 400 and "No file received" in r.json()["error"]
+        r = _upload(client, b"", "empty.avi")  # a file was chosen, but it holds nothing
+        assert r.status_code == 400 and r.json()["error"] == "empty.avi: empty file (0 bytes)"
+        r = client.post("/api/analyze", content=b"", headers={"X-Filename": "raw.avi"})
+        assert r.status_code == 400 and r.json()["error"] == "raw.avi: empty file (0 bytes)"
         assert app.state.private.leftovers() == []
+
+
+def _strict_json(text: str):
+    """Parse JSON as a browser does: NaN/Infinity tokens are an error."""
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token} in the server's answer")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_truncated_avi_is_refused_like_the_cli(run_dir, clip, tmp_path):
+    from echodfkd.errors import VideoError
+    from echodfkd.io.video import read_video
+
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: len(clip.read_bytes()) // 4])  # a quarter of the frames survive
+    with pytest.raises(VideoError) as cli:  # what `predict` says for the same file
+        read_video(cut)
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = _upload(client, cut.read_bytes(), "cut.avi")
+    assert 400 <= r.status_code < 500, r.text
+    message = _strict_json(r.text)["error"]
+    assert "truncated video: header says 48 frames" in message and "\n" not in message
+    assert message == "cut.avi: " + str(cli.value).split(": ", 1)[1]
+    assert app.state.private.leftovers() == []
+
+
+def test_short_clip_answer_is_strict_json(run_dir, tmp_path):
+    # 10 frames: too short for the alert's periodicity feature, which is NaN; the page still gets valid JSON.
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        r = _upload(client, write_beating_avi(tmp_path / "ten.avi", frames=10, size=32).read_bytes(), "ten.avi")
+    assert r.status_code == 200, r.text
+    out = _strict_json(r.text)
+    assert "aperiodic" in out["alert"]["features"] and out["alert"]["features"]["aperiodic"] is None
+    assert app_module.finite({"a": [float("nan"), np.float32("inf"), np.array([1.5, np.nan])], "b": 2}) == \
+        {"a": [None, None, [1.5, None]], "b": 2}
+    body = app_module.StrictJSONResponse({"x": float("-inf"), "y": np.float64(0.25)}).body
+    assert _strict_json(body.decode()) == {"x": None, "y": 0.25}
 
 
 def test_oversize_upload_is_refused_both_by_header_and_while_streaming(run_dir, clip, tmp_path):
@@ -155,7 +201,10 @@ def test_raw_body_upload_and_page_assets(run_dir, tmp_path):
         for asset in ("/", "/static/app.js", "/static/draw.js", "/static/style.css"):
             assert "://" not in client.get(asset).text  # no CDN or any remote URL
         info = client.get("/api/info").json()
-        assert info["model"] == "run" and info["max_upload_mb"] == 200 and info["examples"]
+        assert info["model"] == f"{run_dir.parent.name}/run" and info["max_upload_mb"] == 200 and info["examples"]
+    # A run folder called 'student' (as the demo's) is named with its parent: the header is not 'student student'.
+    assert app_module.model_label(tmp_path / "demo" / "student") == "demo/student"
+    assert app_module.model_label(tmp_path / "my_run") == "my_run"
 
 
 def test_teacher_checkpoint_is_shown_side_by_side(run_dir, tmp_path):
@@ -209,15 +258,41 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(tmp_path, run_dir, 
     import uvicorn
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: calls.append((host, port)))
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda self, sockets: calls.append(sockets[0].getsockname()[:2]))
     engines = []
     monkeypatch.setattr(app_module, "_load_predictor",
                         lambda run, device, compile, precision: engines.append((compile, precision)) or object())
-    assert serve.run(args) == 0 and calls[-1] == ("127.0.0.1", 7860)
+    args.port = _free_port()
+    assert serve.run(args) == 0 and calls[-1] == ("127.0.0.1", args.port)
     assert "warning" not in capsys.readouterr().err and engines[-1] == (False, "fp32")
-    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0",
+    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0", "--port", str(_free_port()),
                                         "--compile", "--precision", "bf16"])) == 0
     assert "warning: binding to 0.0.0.0" in capsys.readouterr().err and engines[-1] == (True, "bf16")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_before_any_url(run_dir, monkeypatch, capsys):
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    loaded = []
+    monkeypatch.setattr(app_module, "_load_predictor", lambda *a: loaded.append(a) or object())
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: pytest.fail("served on a busy port"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert serve.run(parser.parse_args(["--model", str(run_dir), "--port", str(port)])) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"echodfkd serve: error: port {port} is in use"]
+    assert "http://" not in err and loaded == []  # no URL shown, no model loaded
 
 
 def test_container_sniffing_and_ef_pairing():
@@ -230,8 +305,35 @@ def test_container_sniffing_and_ef_pairing():
     masks[6, 8:24, 12:20] = True   # ES: 16 x 8
     ef = estimate_ef(masks, [2], [6])
     assert ef["beats"][0]["fac"] == pytest.approx(100 * (1 - 128 / 288), abs=0.1)
-    assert 50 < ef["value"] < 90
+    assert 50 < ef["value"] < 90 and ef["beats"][0]["used"]
     assert estimate_ef(masks, [], [])["value"] is None
+
+
+def test_every_ed_es_beat_is_listed_even_when_it_gives_no_ef():
+    # The chips show ED 2 and ES 9; the mask is empty at ES 9 (e.g. a blank frame): the beats table must still
+    # list that beat, with why it gives no EF, rather than say "no complete beat".
+    masks = np.zeros((12, 32, 32), bool)
+    masks[2, 4:28, 10:22] = True
+    ef = estimate_ef(masks, [2], [9])
+    assert ef["value"] is None and [(b["ed"], b["es"]) for b in ef["beats"]] == [(2, 9)]
+    beat = ef["beats"][0]
+    assert beat["used"] is False and beat["ef"] is None and "empty at ES" in beat["note"]
+    assert "non-empty mask" in ef["reason"]
+    # Two beats, one usable and one on the last frame: both listed, only the inner one in the mean.
+    masks[6, 8:24, 12:20] = True
+    masks[9], masks[11, 8:24, 12:20] = masks[2], True
+    ef = estimate_ef(masks, [2, 9], [6, 11])
+    assert [(b["ed"], b["es"], b["used"]) for b in ef["beats"]] == [(2, 6, True), (9, 11, False)]
+    assert ef["value"] == ef["beats"][0]["ef"] and "cut short" in ef["beats"][1]["note"]
+
+
+def test_beats_come_from_the_same_ed_es_frames_as_the_chips(run_dir, clip, tmp_path):
+    app = create_app(run_dir, examples_cache=tmp_path / "cache")
+    with TestClient(app) as client:
+        out = _upload(client, clip.read_bytes(), "beating.avi").json()
+    phases, beats = out["phases"], out["ef"]["beats"]
+    assert beats and all(b["ed"] in phases["ED"] and b["es"] in phases["ES"] for b in beats)
+    assert [(b["ed"], b["es"]) for b in beats] == summary.beat_pairs(phases["ED"], phases["ES"])
 
 
 def test_engine_options_reach_the_predictor(run_dir, clip, tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
@@ -46,6 +48,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, bound before anything is printed (OSError when it cannot be)."""
+    info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT leftovers are fine
+        sock.bind(info[4])
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the models, then serve until interrupted."""
     from echodfkd.errors import EchoDFKDError
@@ -65,10 +82,20 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.host):
         print(f"echodfkd serve: warning: binding to {args.host} makes the viewer (and uploads) reachable from "
               "other computers; it has no login. Use --host 127.0.0.1 unless you mean it.", file=sys.stderr)
-    app = create_app(args.model, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
-                     teacher_arch=args.teacher_arch, device=args.device, compile=args.compile,
-                     precision=args.precision)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"echodfkd viewer on http://{shown}:{args.port}/  (Ctrl+C to stop)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    try:  # the port first: a busy one is one line, before the models load and before any URL is shown
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"echodfkd serve: error: port {args.port} is in use", file=sys.stderr)
+        else:
+            print(f"echodfkd serve: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
+                  file=sys.stderr)
+        return 1
+    with sock:
+        app = create_app(args.model, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
+                         teacher_arch=args.teacher_arch, device=args.device, compile=args.compile,
+                         precision=args.precision)
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"echodfkd viewer on http://{shown}:{args.port}/  (Ctrl+C to stop)", file=sys.stderr)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0

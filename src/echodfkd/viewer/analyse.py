@@ -42,10 +42,16 @@ def alert_json(alert: Any) -> dict[str, Any]:
                    "was made for") + ". Treat the outline and the numbers with caution.")
     else:
         message = "No alert: nothing unusual found in this clip."
-    return {"flag": bool(alert.flagged), "score": round(float(alert.score), 3),
-            "threshold": round(float(alert.threshold), 3), "calibrated": bool(getattr(alert, "calibrated", True)),
+    return {"flag": bool(alert.flagged), "score": _rounded(alert.score, 3),
+            "threshold": _rounded(alert.threshold, 3), "calibrated": bool(getattr(alert, "calibrated", True)),
             "reasons": [str(r) for r in reasons], "words": words, "message": message,
-            "features": {k: round(float(v), 4) for k, v in features.items()}}
+            "features": {k: _rounded(v, 4) for k, v in features.items()}}  # e.g. 'aperiodic' is NaN on short clips
+
+
+def _rounded(value: Any, digits: int) -> float | None:
+    """`value` rounded, or None when it is NaN/inf (strict JSON has no such numbers)."""
+    value = float(value)
+    return round(value, digits) if np.isfinite(value) else None
 
 
 def _binary(soft: np.ndarray, threshold: float) -> np.ndarray:

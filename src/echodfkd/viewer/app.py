@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import math
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,8 +43,39 @@ def _load_predictor(run_dir: str | os.PathLike, device: str, compile: bool, prec
                      log=lambda line: print(line, flush=True))
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN/inf float (also numpy scalars and arrays) replaced by None: strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return finite(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class StrictJSONResponse(JSONResponse):
+    """JSON that browsers can parse: no NaN/Infinity tokens (non-finite numbers are sent as null)."""
+
+    def render(self, content: Any) -> bytes:
+        """Encode `content` strictly (allow_nan=False) after replacing non-finite floats."""
+        return json.dumps(finite(content), allow_nan=False, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return StrictJSONResponse({"error": message}, status_code=status)
+
+
+def model_label(run_dir: Path) -> str:
+    """The run's name for the page header ('Student run NAME'): its folder, with its parent when the folder is
+    only called 'student' or 'run' (the demo's layout), so the header never reads 'student student'."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir.name.lower() in {"student", "run"} and run_dir.parent.name:
+        return f"{run_dir.parent.name}/{run_dir.name}"
+    return run_dir.name or str(run_dir)
 
 
 def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable | None = None,
@@ -68,7 +101,8 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
         yield
         private.cleanup()
 
-    app = FastAPI(title="EchoDFKD viewer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="EchoDFKD viewer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  default_response_class=StrictJSONResponse)
     app.state.private, app.state.analyser, app.state.examples = private, analyser, examples
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -95,7 +129,7 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
     @app.get("/api/info")
     async def info() -> dict:
         cfg = getattr(analyser.predictor, "config", None) or {}
-        return {"model": run_dir.name or str(run_dir),
+        return {"model": model_label(run_dir),
                 "config": {k: cfg[k] for k in ("blocks", "layers", "params") if k in cfg},
                 "thresholds": analyser.thresholds(), "teacher": analyser.teacher is not None,
                 "max_upload_mb": max_upload_mb, "max_frames": max_frames, "examples": examples.listing()}
@@ -119,7 +153,7 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
             return _error(500, f"Internal error while analysing the clip ({type(exc).__name__}: {exc}).")
         finally:
             private.discard(folder)
-        return JSONResponse(result)
+        return StrictJSONResponse(result)
 
     @app.get("/api/examples")
     async def example_list() -> list:
@@ -130,6 +164,6 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
         frames, fps, file_name, truth = await run_in_threadpool(examples.load, name)
         result = await run_in_threadpool(analyser.analyse, frames, fps, file_name)
         result["truth"] = truth
-        return JSONResponse(result)
+        return StrictJSONResponse(result)
 
     return app

@@ -23,34 +23,53 @@ def pair_beats(ed: Sequence[int], es: Sequence[int]) -> list[tuple[int, int]]:
     return pairs
 
 
+def beat_pairs(ed: Sequence[int], es: Sequence[int]) -> list[tuple[int, int]]:
+    """The beats (ED, ES) of a clip: the one list the page's beats table, EF and chips all come from.
+
+    Each ES is paired with the last unused ED before it; a clip that starts in systole (no ED before any
+    ES) falls back to the nearest ED of each ES.
+    """
+    pairs = pair_beats(list(ed), list(es))
+    if not pairs and ed and es:
+        pairs = [(int(min(ed, key=lambda d: abs(d - s))), int(s)) for s in es]
+    return pairs
+
+
 def estimate_ef(binary: np.ndarray, ed: Sequence[int], es: Sequence[int]) -> dict[str, Any]:
     """Ejection fraction (%) from binary masks (T, H, W) at the ED and ES frames, per beat and averaged.
 
     Uses single-plane area-length volumes (mask area, long axis = max Feret diameter of the largest
-    region); the fractional area change (FAC, the reference code's area ratio) is given too. Without an
-    ED followed by an ES in the clip, `value` is None with a reason. Beats with an ED or ES on the clip's
-    first or last frame (likely cut short) are left out unless no other beat exists.
+    region); the fractional area change (FAC, the reference code's area ratio) is given too. Every beat
+    of `beat_pairs` is listed; one that gives no EF, or that is left out of the mean, says why in `note`
+    (`used` False). Beats with an ED or ES on the clip's first or last frame (likely cut short) are left
+    out unless no other beat exists. Without a usable beat, `value` is None with a reason.
     """
-    pairs = pair_beats(list(ed), list(es))
-    if not pairs and ed and es:  # clip starts in systole: fall back to the nearest ED of each ES
-        pairs = [(int(min(ed, key=lambda d: abs(d - s))), int(s)) for s in es]
-    # An extremum on the clip's first/last frame is usually a beat cut short: use it only if nothing else.
     last = len(binary) - 1
-    inner = [(d, s) for d, s in pairs if 0 < d < last and 0 < s < last]
-    pairs = inner or pairs
     beats = []
-    for d, s in pairs:
+    for d, s in beat_pairs(ed, es):
         a_ed, a_es = float(binary[d].sum()), float(binary[s].sum())
         ef = float(ef_area_length(a_ed, long_axis(binary[d]), a_es, long_axis(binary[s])))
         fac = float(ef_area_ratio(a_ed, a_es))
-        if np.isfinite(ef) and np.isfinite(fac):
-            beats.append({"ed": d, "es": s, "ef": round(ef, 1), "fac": round(fac, 1)})
-    if not beats:
-        reason = ("no ED/ES frames were found in this clip" if not (ed and es)
-                  else "no end-diastole with a non-empty mask before an end-systole")
-        return {"value": None, "fac": None, "beats": [], "method": EF_METHOD, "reason": reason}
-    return {"value": round(float(np.mean([b["ef"] for b in beats])), 1),
-            "fac": round(float(np.mean([b["fac"] for b in beats])), 1),
+        ok = bool(np.isfinite(ef) and np.isfinite(fac))
+        empty = [p for p, a in (("ED", a_ed), ("ES", a_es)) if a == 0]
+        beats.append({"ed": d, "es": s, "ef": round(ef, 1) if ok else None, "fac": round(fac, 1) if ok else None,
+                      "used": ok, "edge": not (0 < d < last and 0 < s < last),
+                      "note": None if ok else f"no EF: the mask is empty at {' and '.join(empty) or 'ED/ES'}"})
+    usable = [b for b in beats if b["used"]]
+    if any(not b["edge"] for b in usable):  # an extremum on the first/last frame: a beat cut short
+        for b in usable:
+            if b["edge"]:
+                b["used"], b["note"] = False, "left out: on the clip's first or last frame (beat cut short)"
+    for b in beats:
+        del b["edge"]
+    used = [b for b in beats if b["used"]]
+    if not used:
+        reason = ("no ED/ES frames were found in this clip" if not (ed or es)
+                  else "no complete beat (an ED and an ES) was found in this clip" if not beats
+                  else "no beat with a non-empty mask at both its ED and its ES")
+        return {"value": None, "fac": None, "beats": beats, "method": EF_METHOD, "reason": reason}
+    return {"value": round(float(np.mean([b["ef"] for b in used])), 1),
+            "fac": round(float(np.mean([b["fac"] for b in used])), 1),
             "beats": beats, "method": EF_METHOD, "reason": None}
 
 

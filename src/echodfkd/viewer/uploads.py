@@ -209,8 +209,10 @@ async def receive_upload(stream: AsyncIterator[bytes], content_type: str | None,
         raise UploadRejected(f"Malformed upload ({type(exc).__name__}: {exc}).") from None
     finally:
         sink.close()
-    if sink.path is None or sink.size == 0:
+    if sink.path is None:
         raise UploadRejected("No file received: choose an AVI or MP4 video to upload.")
+    if sink.size == 0:  # the same words as the CLI's (echodfkd.io.video)
+        raise UploadRejected(f"{safe_name(sink.filename)}: empty file (0 bytes)")
     return sink.path, safe_name(sink.filename)
 
 
@@ -238,11 +240,10 @@ def decode_upload(path: Path, name: str, max_frames: int) -> tuple[np.ndarray, f
         if info.frames * info.height * info.width > MAX_PIXELS:
             raise UploadRejected(f"'{name}' is too big to analyse here ({info.frames} frames of "
                                  f"{info.width}x{info.height}); shorten or downscale it.")
-        frames, fps = read_video(video, strict=False)
+        frames, fps = read_video(video)  # strict, as the CLI: a truncated file is refused, not half-analysed
     except VideoError as exc:
         detail = str(exc).split(": ", 1)[-1]  # drop the private temp path, keep the problem
-        raise UploadRejected(f"'{name}' could not be decoded as a {kind.upper()} video: {detail}.",
-                             status=415) from None
+        raise UploadRejected(f"{name}: {detail}", status=415) from None  # the CLI's line, with the file's name
     if frames.shape[0] > max_frames:
         raise UploadRejected(f"'{name}' has {frames.shape[0]} frames; the viewer handles at most {max_frames}.")
     if min(frames.shape[1:]) < 16:

@@ -50,7 +50,7 @@ async function loadInfo() {
     state.info = info;
     const cfg = info.config || {};
     const arch = cfg.blocks ? ` (B=${cfg.blocks}, l=${cfg.layers}${cfg.params ? ", " + cfg.params.toLocaleString() + " params" : ""})` : "";
-    $("model-info").textContent = `student ${info.model}${arch}` + (info.teacher ? " · teacher loaded" : "") +
+    $("model-info").textContent = `Student run ${info.model}${arch}` + (info.teacher ? " · teacher loaded" : "") +
       ` · uploads up to ${info.max_upload_mb} MB`;
     const sel = $("example");
     sel.innerHTML = "";
@@ -65,8 +65,19 @@ async function loadInfo() {
   }
 }
 
+// Forget the shown clip, so a refused upload never leaves the previous clip's results on screen.
+function clearResult() {
+  state.result = null; state.sheet = null; state.masks = {}; state.players = [];
+  $("result").hidden = true;
+  for (const id of ["markers", "clip-info", "latency", "alert", "alert-detail", "ef", "ef-detail", "beats-note"]) {
+    $(id).textContent = "";
+  }
+  $("beats").querySelector("tbody").textContent = "";
+}
+
 async function analyse(request, label) {
   showError("");
+  clearResult();
   document.body.dataset.state = "busy";
   setStatus(label, true);
   $("example-run").disabled = true;
@@ -76,6 +87,7 @@ async function analyse(request, label) {
     setStatus(`${result.name}: ${result.frames} frames analysed in ${fmt(result.wall_s, 2)} s`);
     document.body.dataset.state = "ready";
   } catch (err) {
+    clearResult();
     setStatus("");
     showError(err.message);
   } finally {
@@ -86,6 +98,7 @@ async function analyse(request, label) {
 function uploadFile(file) {
   const maxMb = state.info ? state.info.max_upload_mb : null;
   if (maxMb && file.size > maxMb * 1024 * 1024) {  // the server checks too; this just saves the upload
+    clearResult();
     showError(`The file is too large: ${(file.size / 1048576).toFixed(1)} MB, the limit is ${maxMb} MB.`);
     document.body.dataset.state = "error";
     return;
@@ -178,9 +191,10 @@ function showCards(r) {
     detail.push(`Unusual input (see the alert above): the masks, and the EF of ${fmt(ef.value)} % computed from ` +
       "them, cannot be trusted.");
   }
+  const used = ef.beats.filter((b) => b.used).length;
   if (ef.value === null) detail.push(ef.reason + ".");
   else {
-    detail.push(`Mean of ${ef.beats.length} beat${ef.beats.length > 1 ? "s" : ""} (listed beside the clip); ` +
+    detail.push(`Mean of ${used} beat${used > 1 ? "s" : ""} (listed beside the clip); ` +
       `${ef.method.replace(", mean over beats", "")}. Fractional area change ${fmt(ef.fac)} %.`);
   }
   if (r.teacher && r.teacher.ef) detail.push(`Teacher: ${r.teacher.ef.value === null ? "n/a" : fmt(r.teacher.ef.value) + " %"}.`);
@@ -244,16 +258,22 @@ function showBeats(r) {
   body.innerHTML = "";
   r.ef.beats.forEach((beat, i) => {
     const tr = document.createElement("tr");
-    const cells = [String(i + 1), frameButton("ED", beat.ed), frameButton("ES", beat.es), `${fmt(beat.ef)} %`, `${fmt(beat.fac)} %`];
+    // Every beat the ED/ES chips make is listed; one that gives no EF (or is left out of the mean) says why.
+    const ef = beat.ef === null ? "–" : `${fmt(beat.ef)} %`, fac = beat.fac === null ? "–" : `${fmt(beat.fac)} %`;
+    const cells = [String(i + 1), frameButton("ED", beat.ed), frameButton("ES", beat.es), ef, fac];
     for (const c of cells) {
       const td = document.createElement("td");
       if (typeof c === "string") td.textContent = c; else td.appendChild(c);
       tr.appendChild(td);
     }
+    tr.dataset.used = beat.used ? "1" : "0";
+    if (!beat.used) { tr.className = "unused"; tr.title = beat.note || ""; }
     body.appendChild(tr);
   });
+  const notes = r.ef.beats.filter((b) => !b.used).map((b) => `beat ${r.ef.beats.indexOf(b) + 1}: ${b.note}`);
   $("beats-note").textContent = (r.ef.beats.length ? "Click a frame number to jump to it. EF: area-length volumes; " +
     "FAC: fractional area change." : "No complete beat (an ED followed by an ES) was found.") +
+    (notes.length ? " " + notes.join("; ") + "." : "") +
     (r.ef.trusted === false ? " Unusual input: these values cannot be trusted." : "");
 }
 
