@@ -167,10 +167,11 @@ def _check_identity(out: Path, settings: dict[str, Any]) -> None:
 
 def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str | os.PathLike,
                       overlay: bool = False, echo: Callable[[str], None] = print,
-                      skip_unreadable: bool = True) -> dict[str, Any]:
+                      skip_unreadable: bool = True, streams: int = 1) -> dict[str, Any]:
     """Predict every clip into `out` (skipping finished ones) and write the tables; returns meta.json.
 
     An unreadable clip is reported and skipped (listed under `failed`), or raised without `skip_unreadable`.
+    `streams` > 1 streams that many clips at once through one batched engine (`stream.multistream`).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -183,39 +184,52 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
     failed: dict[str, str] = {}
     timing = {"frames": 0, "seconds": 0.0}
 
+    def one(src: ClipSource, predictor: Predictor) -> Iterator[int]:
+        """Predict and save one clip through `predictor` (perhaps one stream of many); yields 1 per frame."""
+        try:
+            loaded = _load(src, keep_source=overlay)
+            frames, fps = loaded.frames, loaded.fps
+        except EchoDFKDError as exc:
+            if not skip_unreadable:
+                raise
+            failed[src.name] = str(exc)
+            echo(f"skipped {src.name}: {exc}")
+            return
+        start, results = time.perf_counter(), []
+        for r in predictor.stream_clip(frames):
+            results.append(r)
+            yield 1
+        clip = predictor.finish_clip(results, fps)
+        timing["frames"] += len(results)
+        timing["seconds"] += time.perf_counter() - start
+        info = {"fps": clip.fps, "phases": clip.phases, "features": clip.alert.features,
+                "notes": clip.notes, "frames": int(len(results)), "size": list(clip.masks.shape[1:])}
+        arrays = {"masks": clip.masks, "areas": clip.areas}
+        if clip.rv is not None:
+            arrays["rv"] = clip.rv
+        if loaded.conversion is not None:
+            info["conversion"] = loaded.conversion
+            if loaded.geometry is not None:
+                arrays.update(_to_source(arrays, loaded.geometry, predictor.thresholds["afd"]))
+                info["size"] = list(arrays["masks"].shape[1:])
+        arrays["info"] = np.array(json.dumps(info))
+        save_npz(out / f"{src.name}.npz", **arrays)
+        if overlay:
+            shown = loaded.source if loaded.source is not None else frames
+            _write_overlay(out, src.name, shown, arrays["masks"], clip.fps, predictor)
+
     def run() -> Iterator[int]:
+        if streams > 1:
+            from echodfkd.stream.multistream import run_streams
+
+            start, frames = time.perf_counter(), 0
+            for tick in run_streams(predictor, todo, one, streams):
+                frames += tick
+                yield tick
+            timing.update(frames=frames, seconds=time.perf_counter() - start)  # clips overlap: aggregate fps
+            return
         for src in todo:
-            try:
-                loaded = _load(src, keep_source=overlay)
-                frames, fps = loaded.frames, loaded.fps
-            except EchoDFKDError as exc:
-                if not skip_unreadable:
-                    raise
-                failed[src.name] = str(exc)
-                echo(f"skipped {src.name}: {exc}")
-                continue
-            start, results = time.perf_counter(), []
-            for r in predictor.stream_clip(frames):
-                results.append(r)
-                yield 1
-            clip = predictor.finish_clip(results, fps)
-            timing["frames"] += len(results)
-            timing["seconds"] += time.perf_counter() - start
-            info = {"fps": clip.fps, "phases": clip.phases, "features": clip.alert.features,
-                    "notes": clip.notes, "frames": int(len(results)), "size": list(clip.masks.shape[1:])}
-            arrays = {"masks": clip.masks, "areas": clip.areas}
-            if clip.rv is not None:
-                arrays["rv"] = clip.rv
-            if loaded.conversion is not None:
-                info["conversion"] = loaded.conversion
-                if loaded.geometry is not None:
-                    arrays.update(_to_source(arrays, loaded.geometry, predictor.thresholds["afd"]))
-                    info["size"] = list(arrays["masks"].shape[1:])
-            arrays["info"] = np.array(json.dumps(info))
-            save_npz(out / f"{src.name}.npz", **arrays)
-            if overlay:
-                shown = loaded.source if loaded.source is not None else frames
-                _write_overlay(out, src.name, shown, arrays["masks"], clip.fps, predictor)
+            yield from one(src, predictor)
 
     total = sum(s.frames_hint() for s in todo)
     for _ in progress(run(), desc="predict", total=total or None, unit="frame"):

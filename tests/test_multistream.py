@@ -1,0 +1,253 @@
+"""Many streams at once (`echodfkd.stream.multistream`): every stream's output equals streaming it alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from echodfkd.cli import main
+from echodfkd.data.phantom import make_clip
+from echodfkd.errors import EchoDFKDError, ModelError
+from echodfkd.io.video import write_video
+from echodfkd.models import Student
+from echodfkd.stream import Predictor
+from echodfkd.stream.engines import TorchEngine
+from echodfkd.stream.multistream import BatchedEngine, MultiStream, check_streams, stream_predictor
+from tiny_models import fitted_student, npz_arrays
+
+SIZE = 32
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def student() -> Student:
+    """A random 3-block student with non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = Student(blocks=3, filters=6)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _clips(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (int(rng.integers(2, 14)), SIZE, SIZE)).astype(np.float32) for _ in range(n)]
+
+
+def _alone(student: Student, clip: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    engine = TorchEngine(student, precision=precision)
+    return np.stack([engine.step(f) for f in clip])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_join_leave_schedule_equals_single_streams(student, seed):
+    clips = _clips(7, seed)
+    engine = BatchedEngine(student, (SIZE, SIZE))
+    rng = np.random.default_rng(100 + seed)
+    waiting, slots, pos = list(range(len(clips))), {}, {}
+    outs: dict[int, list[np.ndarray]] = {i: [] for i in range(len(clips))}
+    partial_steps = full_steps = 0
+    while waiting or slots:
+        if waiting and (not slots or rng.random() < 0.4):  # join at any step
+            i = waiting.pop(0)
+            slots[i], pos[i] = engine.open(), 0
+        ready = [i for i in slots if rng.random() < 0.7]  # frames arrive at different times
+        rng.shuffle(ready)
+        if not ready:
+            continue
+        if len(ready) == engine.capacity:
+            full_steps += 1
+        else:
+            partial_steps += 1
+        logits = engine.step([slots[i] for i in ready], np.stack([clips[i][pos[i]] for i in ready]))
+        for i, out in zip(ready, logits):
+            outs[i].append(out)
+            pos[i] += 1
+            if pos[i] == len(clips[i]):  # leave at its last frame
+                engine.close(slots.pop(i))
+    assert partial_steps > 0
+    for i, clip in enumerate(clips):
+        np.testing.assert_allclose(np.stack(outs[i]), _alone(student, clip), rtol=1e-4, atol=1e-4)
+    assert engine.open_slots == 0
+
+
+def test_slot_reuse_starts_from_zero_state(student):
+    a, b = _clips(2, seed=3)
+    engine = BatchedEngine(student, (SIZE, SIZE))
+    first, other = engine.open(), engine.open()
+    for f in a:
+        engine.step([first, other], np.stack([f, f]))
+    engine.close(first)
+    again = engine.open()
+    assert again == first  # the freed row is taken by the next stream
+    out = [engine.step([again], b[j:j + 1])[0] for j in range(len(b))]
+    np.testing.assert_allclose(np.stack(out), _alone(student, b), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ModelError, match="not open"):
+        engine.step([99], b[:1])
+
+
+def test_all_rows_in_order_match_and_idle_rows_keep_state(student):
+    clip = _clips(1, seed=4)[0]
+    engine = BatchedEngine(student, (SIZE, SIZE))
+    s0, s1 = engine.open(), engine.open()
+    before = [t[s1].clone() for t in engine.state]
+    engine.step([s0], clip[:1])  # s1 idle: its state is untouched
+    assert all(torch.equal(t[s1], b) for t, b in zip(engine.state, before))
+    engine.step([s1, s0], np.stack([clip[0], clip[1]]))
+    engine.step([s0, s1], np.stack([clip[2], clip[1]]))  # every row, in order: state fed straight in
+    ref = _alone(student, clip[:3])
+    np.testing.assert_allclose(engine.step([s0], clip[3:4])[0], _alone(student, clip[:4])[3], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(engine.step([s1], clip[2:3])[0], ref[2], rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_precision_matches_its_single_stream_engine(student):
+    clip = _clips(1, seed=5)[0]
+    engine = BatchedEngine(student, (SIZE, SIZE), precision="bf16")
+    slot, other = engine.open(), engine.open()
+    out = np.stack([engine.step([slot, other], np.stack([f, f[::-1]]))[0] for f in clip])
+    np.testing.assert_allclose(out, _alone(student, clip, "bf16"), atol=0.05)
+    with pytest.raises(ModelError, match="precision"):
+        BatchedEngine(student, (SIZE, SIZE), precision="fp8")
+
+
+def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path):
+    run = tmp_path / "run"
+    student.save_pretrained(run, extra_config={"thresholds": {"dice": 0.5, "afd": 0.5}, "infer_size": SIZE})
+    predictor = Predictor(run)
+    clips = [make_clip(seed=7, index=i, size=SIZE, frames=40).frames[: 20 + 5 * i] for i in range(4)]
+    alone = [predictor.predict_clip(c, 50.0) for c in clips]
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=20)
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        results[i] = multi.predict_clip(predictor, clips[i], 50.0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    multi.shutdown()
+    assert max(multi.batch_sizes) > 1  # streams really stepped together
+    for ref, got in zip(alone, (results[i] for i in range(len(clips)))):
+        assert np.abs(ref.masks.astype(int) - got.masks.astype(int)).max() <= 1
+        assert np.abs(ref.areas - got.areas).max() <= 1
+        assert ref.phases == got.phases and ref.alert.flagged == got.alert.flagged
+    assert multi.engine.open_slots == 0
+
+
+def test_stream_predictor_has_its_own_alert_state(student, tmp_path):
+    run = tmp_path / "run"
+    student.save_pretrained(run, extra_config={"infer_size": SIZE})
+    predictor = Predictor(run)
+    multi = MultiStream.from_predictor(predictor)
+    try:
+        handle = multi.open()
+        clone = stream_predictor(predictor, handle)
+        assert clone._acc is not predictor._acc and clone.engine is handle
+        clone.push(np.zeros((SIZE, SIZE), np.uint8))
+        assert len(predictor._acc.area) == 0 and len(clone._acc.area) == 1
+        with pytest.raises(ModelError, match="32x32"):
+            handle.step(np.zeros((8, 8), np.float32))
+        handle.close()
+        with pytest.raises(ModelError, match="closed"):
+            handle.step(np.zeros((SIZE, SIZE), np.float32))
+    finally:
+        multi.shutdown()
+
+
+def test_onnx_predictor_refused(tmp_path):
+    class Fake:
+        backend, engine = "onnx", object()
+
+    with pytest.raises(EchoDFKDError, match="torch backend"):
+        MultiStream.from_predictor(Fake())
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "x", None])
+def test_check_streams_refuses(bad):
+    with pytest.raises(EchoDFKDError, match="--streams"):
+        check_streams(bad)
+
+
+# ---------------------------------------------------------------------- predict --streams N
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny fitted student and a folder of 5 phantom clips of different lengths."""
+    root = tmp_path_factory.mktemp("ms")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = fitted_student(root / "run", SIZE, steps=40)
+    torch.set_num_threads(old)
+    folder = root / "clips"
+    for i in range(5):
+        write_video(folder / f"clip{i}.avi", make_clip(seed=11, index=i, size=SIZE, frames=40).frames[:16 + 6 * i], 50)
+    return run, folder
+
+
+def _table(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_predict_streams_equals_one_stream(trained, tmp_path, capsys):
+    run, folder = trained
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(one)]) == 0
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(two), "--streams", "2"]) == 0
+    a, b = npz_arrays(one), npz_arrays(two)
+    assert sorted(a) == sorted(b) == [f"clip{i}" for i in range(5)]
+    for name in a:
+        assert np.abs(a[name]["masks"].astype(int) - b[name]["masks"].astype(int)).max() <= 1
+        assert np.abs(a[name]["areas"] - b[name]["areas"]).max() <= 1
+        ia, ib = json.loads(str(a[name]["info"])), json.loads(str(b[name]["info"]))
+        assert ia["phases"] == ib["phases"] and ia["frames"] == ib["frames"]
+    assert json.loads((one / "phases.json").read_text()) == json.loads((two / "phases.json").read_text())
+    flags = [[r["FileName"], r["Flagged"]] for r in _table(one / "alerts.csv")]
+    assert flags == [[r["FileName"], r["Flagged"]] for r in _table(two / "alerts.csv")]
+    assert len(_table(one / "areas.csv")) == len(_table(two / "areas.csv"))
+    meta = json.loads((two / "meta.json").read_text())
+    assert meta["status"] == "done" and meta["streamed_frames"] == sum(16 + 6 * i for i in range(5))
+
+
+def test_predict_streams_resumes_and_warmup(trained, tmp_path):
+    run, folder = trained
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(one), "--warmup", "3"]) == 0
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(many), "--warmup", "3",
+                 "--streams", "8"]) == 0  # more streams than clips
+    (many / "clip2.npz").unlink()
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(many), "--warmup", "3",
+                 "--streams", "3"]) == 0
+    a, b = npz_arrays(one), npz_arrays(many)
+    for name in a:
+        assert np.abs(a[name]["masks"].astype(int) - b[name]["masks"].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_predict_bad_streams_one_line(trained, tmp_path, capsys, value):
+    run, folder = trained
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(folder), "--student", str(run), "--out", str(tmp_path / "p"), "--streams", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--streams" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_predict_streams_onnx_refused(trained, tmp_path, capsys):
+    run, folder = trained
+    rc = main(["predict", str(folder), "--student", str(run), "--out", str(tmp_path / "p"), "--streams", "2",
+               "--backend", "onnx"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--streams" in err
+    assert not list((tmp_path / "p").glob("*.npz"))
