@@ -402,6 +402,11 @@ def add_max_time(parser: argparse.ArgumentParser, help: str = "stop after this l
     parser.add_argument("--max-time", type=duration, default=None, metavar="T", help=help)
 
 
+def stdout_for_json(args: argparse.Namespace) -> Any:
+    """With --json, a context sending the work's progress lines to stderr, so stdout holds only the JSON."""
+    return contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
+
+
 def add_skip_bad(parser: argparse.ArgumentParser) -> None:
     """`--skip-bad`: unreadable input clips are warnings and the exit status stays 0."""
     parser.add_argument("--skip-bad", action="store_true",

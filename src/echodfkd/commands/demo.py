@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from echodfkd.commands import _flags
+
 NAME = "demo"
 HELP = "run the whole EchoDFKD method on the embedded phantom (about 10 min on 2 CPU cores; --quick ~2 min)"
 DESCRIPTION = (
@@ -15,15 +17,16 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd demo`."""
-    p.add_argument("--out", required=True, help="output folder (created; a rerun resumes)")
+    _flags.add_out(p, "output (created; a rerun resumes)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a ~2 minute smoke run")
-    p.add_argument("--workers", type=int, default=None, help="processes for phantom generation (default: all cores)")
-    p.add_argument("--echoclip", metavar="MODEL", default=None,
-                   help="also run the EchoCLIP step with this open_clip model (e.g. hf-hub:mkaichristensen/echo-clip)")
-    p.add_argument("--teacher-arch", default=None, help="torchvision segmenter for the teacher "
-                   "(default lraspp_mobilenet_v3_large, light enough for a CPU)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the phantoms and training")
+    _flags.add_workers(p, default=None, help="processes for phantom generation (default: all cores)")
+    _flags.add_echoclip(p, help="also run the EchoCLIP step with this open_clip model (e.g. "
+                        "hf-hub:mkaichristensen/echo-clip)")
+    _flags.add_teacher_arch(p, help="torchvision segmenter for the teacher (default lraspp_mobilenet_v3_large, "
+                            "light enough for a CPU)")
+    p.add_argument("--seed", type=_flags.nonnegative_int, default=0, help="seed of the phantoms and training")
     p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
+    _flags.add_json(p, help="print the demo's metrics (OUT/metrics.json) as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,11 +34,17 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.demo import run_demo
     from echodfkd.io.lock import output_lock
 
-    with output_lock(args.out) as lock:
+    _flags.check_writable_dir(args.out, keep=False)  # every argument is checked by the parser before this
+    with output_lock(args.out) as lock, _flags.stdout_for_json(args):
         if args.fresh:
             lock.clear()  # the previous demo's outputs, not the lock
         m = run_demo(args.out, quick=args.quick, workers=args.workers, echoclip=args.echoclip,
                      teacher_arch=args.teacher_arch, seed=args.seed)
+    if args.json:
+        import json
+
+        print(json.dumps(m, indent=2, default=str))
+        return 0
     print(summary_text(m, args.out))
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from echodfkd.commands import _flags
+
 NAME = "report"
 HELP = "tables (Dice/meanIoU by B x l, params and aFD) and scaling-law fits over a sweep folder"
 DESCRIPTION = (
@@ -16,14 +18,21 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
     parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder of run folders")
-    parser.add_argument("--out", required=True, metavar="REPORT", help="report folder")
+    _flags.add_out(parser, "report")
+    _flags.add_json(parser, help="print the sweep's tables and fits (sweep.json) as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the sweep report and print the fitted slopes."""
     from echodfkd.report.sweep import write_sweep_report
 
+    _flags.check_writable_dir(args.out, keep=False)
     result = write_sweep_report(args.sweep_dir, args.out)
+    if args.json:
+        import json
+
+        print(json.dumps(result, indent=2, default=str))
+        return 0
     print(f"{len(result['runs'])} runs")
     for law in result["scaling_laws"].values():
         sat = law["saturation"]["params"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from echodfkd.commands import _flags
 from echodfkd.commands.distill import add_training_arguments, training_kwargs
 
 NAME = "search"
@@ -54,13 +56,16 @@ class _Searched(argparse.Action):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd search`."""
-    p.add_argument("--out", required=True, help="search folder (study.db, trials/, best.json)")
-    p.add_argument("--trials", type=int, default=20, help="complete + pruned trials the study should reach")
+    _flags.add_out(p, "search (study.db, trials/, best.json)")
+    p.add_argument("--trials", type=_flags.positive_int, default=20,
+                   help="complete + pruned trials the study should reach")
     p.add_argument("--study-name", default="echodfkd")
-    p.add_argument("--blocks", type=int, default=4, help="B of every trial's student")
-    p.add_argument("--layers", type=int, default=1, help="l of every trial's student")
-    p.add_argument("--startup-trials", type=int, default=5, help="trials before the pruner may prune")
-    p.add_argument("--warmup-epochs", type=int, default=3, help="epochs before a trial may be pruned")
+    p.add_argument("--blocks", type=_flags.positive_int, default=4, help="B of every trial's student")
+    p.add_argument("--layers", type=_flags.positive_int, default=1, help="l of every trial's student")
+    p.add_argument("--startup-trials", type=_flags.nonnegative_int, default=5,
+                   help="trials before the pruner may prune")
+    p.add_argument("--warmup-epochs", type=_flags.nonnegative_int, default=3, help="epochs before a trial may be pruned")
+    _flags.add_json(p, help="print the result (best.json) as JSON")
     add_training_arguments(p, architecture=False)
     group = p.add_argument_group("searched (chosen by each trial, refused as flags)")
     for name, (flag, values) in SEARCHED.items():
@@ -74,10 +79,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the study and print the best trial."""
     from echodfkd.distill.search import search
+    from echodfkd.errors import EchoDFKDError
 
+    if not Path(args.data).is_dir():  # before Optuna opens (or creates) the study
+        raise EchoDFKDError(f"{args.data}: dataset folder not found")
+    if not Path(args.targets).is_dir():
+        raise EchoDFKDError(f"{args.targets}: targets folder not found")
+    _flags.check_size(getattr(args, "frame_size", None), args.blocks, "--frame-size")
+    _flags.check_writable_dir(args.out)
     kw = training_kwargs(args, architecture=False)
     result = search(args.data, args.targets, args.out, trials=args.trials, study_name=args.study_name,
                     startup_trials=args.startup_trials, warmup_epochs=args.warmup_epochs,
                     blocks=args.blocks, layers=args.layers, **kw)
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    best = result.get("best")
+    if not best:
+        print(f"{result['trials']} trial(s), none complete yet; rerun to continue ({args.out}/best.json)")
+        return 0
+    params = ", ".join(f"{k} {v}" for k, v in best["params"].items())
+    print(f"{result['trials']} trials ({result['complete']} complete, {result['pruned']} pruned); best: trial "
+          f"{best['number']}, val BCE {best['value']:.4f} ({params}) -> {args.out}/best.json")
     return 0
