@@ -12,8 +12,9 @@ import torch
 import echodfkd.distill.label as label_mod
 from echodfkd.cli import main
 from echodfkd.data import open_dataset
-from echodfkd.errors import DatasetError
-from echodfkd.distill.label import label_dataset, parse_shard, resolve_shard, shard_names
+from echodfkd.errors import DatasetError, EchoDFKDError
+from echodfkd.distill.label import label_dataset, resolve_shard, shard_names
+from echodfkd.launch import parse_shard
 from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
 from tiny_echonet import make_folder
 from tiny_models import npz_arrays
@@ -111,7 +112,7 @@ def test_shards_partition_the_clips(data, teacher, reference, tmp_path, monkeypa
     monkeypatch.setenv("RANK", "2")
     assert resolve_shard(None) == (2, 4) and resolve_shard("1/2") == (1, 2)
     for bad in ("3/2", "a/b", "1", "-1/2"):
-        with pytest.raises(DatasetError, match="shard"):
+        with pytest.raises(EchoDFKDError, match="shard"):
             parse_shard(bad)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from distill_data import make_dataset
 from echodfkd.cli import main
-from echodfkd.distill.search import _retry_failed, parse_range, pruning_callback, search, sweep
+from echodfkd.distill.search import _retry_failed, pruning_callback, search
+from echodfkd.distill.sweep import parse_range, sweep
 from echodfkd.errors import EchoDFKDError
 
 FAST = dict(frame_size=32, seq_len=6, batch_size=2, epochs=1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from echodfkd.commands._flags import positive_int
 from echodfkd.commands.distill import add_training_arguments, training_kwargs
+from echodfkd.launch import shard_arg
 from echodfkd.errors import EchoDFKDError
 
 NAME = "sweep"
@@ -22,20 +23,12 @@ DESCRIPTION = (
     "run. A rerun with --evaluate also evaluates runs trained before and skips those already evaluated.")
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shard {text!r}: use i/n, e.g. 0/2") from None
-    return i, n
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd sweep`."""
     p.add_argument("--out", required=True, help="sweep folder")
     p.add_argument("--blocks", default="1-4", help="B values: a range (1-4) or a comma list")
     p.add_argument("--layers", default="1-4", help="l values: a range (1-4) or a comma list")
-    p.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: train only every n-th grid point from i")
+    p.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: train only every n-th grid point from i")
     add_training_arguments(p)
     g = p.add_argument_group("evaluation (what `echodfkd report SWEEP` needs)")
     g.add_argument("--evaluate", action="store_true",
@@ -50,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the sweep (evaluating each run with --evaluate) and print its summary table."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from echodfkd.distill.search import sweep
+    from echodfkd.distill.sweep import parse_range, sweep
 
     after = None
     if args.evaluate:

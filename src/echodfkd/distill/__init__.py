@@ -1,14 +1,16 @@
-"""Knowledge distillation: teacher labelling (`label`), student training (`train`), sweeps and search (`search`).
+"""Knowledge distillation: teacher labelling (`label`), student training (`train`), (B, l) sweeps (`sweep`)
+and the Optuna search (`search`).
 
-`from echodfkd.distill import distill, sweep` works (the heavy modules load on first use); the Optuna
-study is `echodfkd.distill.search.search` (the submodule has the same name, so it is not re-exported).
+`from echodfkd.distill import distill` works (the heavy module loads on first use); the sweep and the
+study are `echodfkd.distill.sweep.sweep` and `echodfkd.distill.search.search` (each submodule has its
+function's name, so neither is re-exported).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"distill": "echodfkd.distill.train", "sweep": "echodfkd.distill.search"}
+_LAZY = {"distill": "echodfkd.distill.train"}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ import torch
 
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import load_json, save_json, save_npz
+from echodfkd.launch import check_shard, launcher_rank_world, local_rank, parse_shard
 from echodfkd.teacher.model import Teacher, load_teacher, weights_hash
 
 META_NAME = "meta.json"
@@ -61,37 +62,13 @@ class LabelSummary:
 
 
 # ---------------------------------------------------------------------- sharding
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse 'i/N' (0-based i < N) into (i, N)."""
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise DatasetError(f"--shard {text!r}: expected i/N, e.g. 0/4 (i counts from 0)") from None
-    return check_shard((i, n))
-
-
-def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
-    """Validate a (i, N) shard."""
-    i, n = int(shard[0]), int(shard[1])
-    if n < 1 or not 0 <= i < n:
-        raise DatasetError(f"shard {i}/{n}: need 0 <= i < N (i counts from 0)")
-    return i, n
-
-
 def resolve_shard(shard: tuple[int, int] | str | None) -> tuple[int, int]:
-    """The shard to label: the given one, else torchrun's RANK/WORLD_SIZE, else the whole set (0/1)."""
+    """The shard to label: the given one, else the launcher's rank/world (torchrun, srun), else all (0/1)."""
     if isinstance(shard, str):
         return parse_shard(shard)
     if shard is not None:
         return check_shard(shard)
-    world = os.environ.get("WORLD_SIZE")
-    if world:
-        try:
-            return check_shard((int(os.environ.get("RANK", "0")), int(world)))
-        except ValueError:
-            raise DatasetError(f"RANK/WORLD_SIZE environment variables are not integers "
-                               f"({os.environ.get('RANK')!r}/{world!r})") from None
-    return 0, 1
+    return launcher_rank_world()
 
 
 def shard_names(names: Iterable[str], shard: tuple[int, int]) -> list[str]:
@@ -257,9 +234,9 @@ def label_dataset(data_root: str | os.PathLike, teacher: Teacher | str | os.Path
 
 def _device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
-    # Under torchrun each process takes the GPU of its local rank.
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    # Under torchrun or srun each process takes the GPU of its local rank.
+    if device.type == "cuda" and device.index is None and local_rank() is not None:
+        device = torch.device("cuda", local_rank())
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EchoDFKDError(f"device {device} requested but CUDA is not available (use --device cpu)")
     return device

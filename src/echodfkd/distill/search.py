@@ -1,28 +1,22 @@
-"""(B, l) sweeps for the scaling-law study and an Optuna search over the paper's training choices.
+"""An Optuna search over the paper's training choices (the (B, l) sweep is `echodfkd.distill.sweep`).
 
-Both resume: a sweep skips finished runs and continues unfinished ones from their last checkpoint; a search
-keeps its study in `OUT/study.db` (SQLite) and re-runs interrupted trials with the same settings, resuming
-their run folder. Several `echodfkd search` processes may share one study (e.g. one per GPU). For DDP
-inside a sweep or search, launch the processes externally (`torchrun ... -m echodfkd sweep ...`): Lightning's
-own process launcher supports a single `fit` per script only.
+A search resumes: it keeps its study in `OUT/study.db` (SQLite) and re-runs interrupted trials with the
+same settings, resuming their run folder. Several `echodfkd search` processes may share one study (e.g.
+one per GPU). For DDP inside a search, launch the processes externally (`torchrun ... -m echodfkd search
+...`): Lightning's own process launcher supports a single `fit` per script only.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable
-
-import pandas as pd
+from typing import Any
 
 from echodfkd.distill.config import HARDWARE_KEYS, LOSSES
-from echodfkd.distill.train import distill, is_finished
-from echodfkd.errors import EchoDFKDError
+from echodfkd.distill.train import distill
 from echodfkd.io.atomic import save_json, save_text
-from echodfkd.progress import progress
+from echodfkd.io.records import StudentConfig
 
 #: The paper's search space (supp.): init, widths, loss, batch size, window length, lr schedule, skip/residual.
 SEARCH_SPACE: dict[str, list[Any]] = {
@@ -36,57 +30,6 @@ SEARCH_SPACE: dict[str, list[Any]] = {
     "residual": [False, True],
 }
 DICE_WEIGHT = LOSSES["bce+dice"]  # weight of the Dice term when a trial picks "bce+dice"
-
-
-def parse_range(text: str | int, what: str = "value") -> list[int]:
-    """'1-4' -> [1, 2, 3, 4]; '1,3' -> [1, 3]; '2' -> [2]."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise EchoDFKDError(f"{what} {text!r}: use a number, a range like 1-4, or a comma list")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo < 1 or hi < lo:
-            raise EchoDFKDError(f"{what} {text!r}: ranges go from 1 upwards (lo-hi with lo <= hi)")
-        out.extend(v for v in range(lo, hi + 1) if v not in out)
-    return out
-
-
-def run_summary(run: Path) -> dict[str, Any]:
-    """One row describing a finished run (architecture, size, training outcome, thresholds)."""
-    cfg = json.loads((run / "config.json").read_text())
-    training, cal, thr = cfg.get("training", {}), cfg.get("calibration", {}), cfg.get("thresholds", {})
-    return {"run": run.name, "blocks": cfg["blocks"], "layers": cfg["layers"], "params": cfg.get("params"),
-            "best_val_loss": training.get("best_val_loss"), "epochs_trained": training.get("epochs_trained"),
-            "threshold_dice": thr.get("dice"), "threshold_afd": thr.get("afd"),
-            "val_dice": cal.get("val_dice"), "afd_consistency": cal.get("afd_consistency")}
-
-
-def sweep(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
-          blocks: list[int] | str = "1-4", layers: list[int] | str = "1-4", shard: tuple[int, int] = (0, 1),
-          after: Callable[[Path], Any] | None = None, **kw: Any) -> pd.DataFrame:
-    """Train every (B, l) of the grid into `out/b{B}_l{l}/`; finished runs are skipped. Returns the summary.
-
-    `after(run)` is called for each finished run of this shard, trained now or before (e.g. to evaluate it).
-    """
-    out = Path(out)
-    bs = parse_range(blocks, "blocks") if isinstance(blocks, str) else list(blocks)
-    ls = parse_range(layers, "layers") if isinstance(layers, str) else list(layers)
-    index, count = shard
-    if not 0 <= index < count:
-        raise EchoDFKDError(f"shard {index}/{count}: use i/n with 0 <= i < n")
-    grid = [(b, l) for b in bs for l in ls][index::count]
-    for b, l in progress(grid, desc="sweep", unit="run"):
-        run = out / f"b{b}_l{l}"
-        if not is_finished(run):
-            distill(data_root, targets_dir, run, blocks=b, layers=l, resume=True, **kw)
-        if after is not None and is_finished(run):
-            after(run)
-    rows = [run_summary(p) for p in sorted(out.glob("b*_l*")) if is_finished(p)]
-    summary = pd.DataFrame(rows).sort_values(["params", "run"]) if rows else pd.DataFrame()
-    save_text(out / "summary.csv", summary.to_csv(index=False))
-    return summary
 
 
 def pruning_callback(trial: Any, monitor: str = "val_bce") -> Any:
@@ -161,7 +104,7 @@ def search(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: st
         trial.set_user_attr("run", str(run))
         cb = pruning_callback(trial)
         distill(data_root, targets_dir, run, resume=True, callbacks=[cb], **settings)
-        cfg = json.loads((run / "config.json").read_text())
+        cfg = StudentConfig.read(run).to_dict()
         trial.set_user_attr("params_count", cfg.get("params"))
         trial.set_user_attr("thresholds", cfg.get("thresholds"))
         best = cfg["training"].get("best_val_bce")  # every epoch, including those before a resume

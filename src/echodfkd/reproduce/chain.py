@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import save_json, save_text
+from echodfkd.launch import launcher_rank_world
 from echodfkd.pipeline import StepRunner
-from echodfkd.reproduce.inputs import (UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs, launcher,
+from echodfkd.reproduce.inputs import (UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs,
                                        resolve_device)
 from echodfkd.reproduce.layout import Layout, step_list
 
@@ -37,7 +38,7 @@ def _stderr(msg: str) -> None:
 
 def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
     """Run (or resume) the whole chain into `st.out`; returns the top-level metrics."""
-    rank, world = launcher()
+    rank, world = launcher_rank_world()
     if st.num_nodes > 1 and world == 1:
         raise EchoDFKDError(f"--num-nodes {st.num_nodes}: start `echodfkd reproduce` on every node with the cluster's "
                             f"launcher (torchrun --nnodes {st.num_nodes} --nproc-per-node N -m echodfkd reproduce "
@@ -188,7 +189,7 @@ class _Context:
     # ------------------------------------------------------------------ distil
     def distill(self, blocks: int, layers: int) -> dict[str, Any]:
         """Train one student (in this process, or in a child process when it spans several devices)."""
-        from echodfkd.distill.search import run_summary
+        from echodfkd.distill.sweep import run_summary
         from echodfkd.distill.train import distill, is_finished
 
         run = self.lay.run(self.st.config_name(blocks, layers))
@@ -249,7 +250,7 @@ class _Context:
         from echodfkd.evaluate.echoclip.runner import Settings as ClipSettings
         from echodfkd.evaluate.echoclip.runner import run_echoclip
 
-        from echodfkd.distill.search import run_summary
+        from echodfkd.distill.sweep import run_summary
         from echodfkd.reproduce.summary import main_student
 
         cache = self.lay.echoclip / "cache"

@@ -8,7 +8,6 @@ not the paper's data-free setting). The teacher checkpoint must load into the na
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from echodfkd import launch
 from echodfkd.errors import DatasetError, EchoDFKDError, ModelError
 
 #: The paper's scaling-law grid: B and l from 1 to 4.
@@ -94,7 +94,7 @@ class Settings:
 
 def parse_grid(text: str) -> list[tuple[int, int]]:
     """'1-4x1-4' -> the 16 (B, l) pairs; '4x1' -> [(4, 1)]; '1,2x1' -> [(1, 1), (2, 1)]."""
-    from echodfkd.distill.search import parse_range
+    from echodfkd.distill.sweep import parse_range
 
     m = re.fullmatch(r"\s*([\d,\s-]+)\s*[xX]\s*([\d,\s-]+)\s*", str(text))
     if not m:
@@ -106,12 +106,8 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'i/N' -> (i, N), 0-based; None stays None."""
-    if text is None:
-        return None
-    from echodfkd.distill.label import parse_shard as parse
-
-    return parse(text)
+    """'i/N' -> (i, N), 0-based (`echodfkd.launch.parse_shard`); None stays None."""
+    return None if text is None else launch.parse_shard(text)
 
 
 @dataclass
@@ -257,24 +253,14 @@ def check_echoclip(st: Settings, dry_run: bool, notes: list[str]) -> None:
     resolve(st.echoclip, offline=st.echoclip_offline)
 
 
-def launcher() -> tuple[int, int]:
-    """(global rank, world size) when started by torchrun or srun with several processes, else (0, 1)."""
-    for rank_var, world_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        world = os.environ.get(world_var)
-        if world and world.isdigit() and int(world) > 1:
-            rank = os.environ.get(rank_var, "0")
-            return (int(rank) if rank.isdigit() else 0), int(world)
-    return 0, 1
-
-
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; under a launcher, this process's GPU."""
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and "LOCAL_RANK" in os.environ and os.environ["LOCAL_RANK"].isdigit():
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    if device == "cuda" and launch.local_rank() is not None:
+        device = f"cuda:{launch.local_rank()}"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EchoDFKDError(f"--device {device}: no CUDA device is visible (use --device cpu)")
     return device
