@@ -169,7 +169,7 @@ def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
     data, pred = _dataset(tmp_path, clips=1, frames=4)
     for model in ("hf-hub:mkaichristensen/echo-clip", str(tmp_path / "missing.safetensors"),
                   f"local-dir:{tmp_path / 'nodir'}"):
-        rc = main(["echoclip", "--data", str(data), "--predictions", str(pred), "--model", model,
+        rc = main(["echoclip", "--data", str(data), "--predictions", str(pred), "--echoclip", model,
                    "--offline", "--out", str(tmp_path / "r")])
         err = capsys.readouterr().err
         assert rc == 2
@@ -178,7 +178,7 @@ def test_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
     # A file that is not a checkpoint is also one line.
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    rc = main(["echoclip", "--data", str(data), "--predictions", str(pred), "--model", str(bad),
+    rc = main(["echoclip", "--data", str(data), "--predictions", str(pred), "--echoclip", str(bad),
                "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "bad.pt" in err
@@ -252,7 +252,7 @@ def test_cli_end_to_end_with_tiny_model(tiny_ckpt, tmp_path, capsys):
             np.savez(sweep / name / f"{clip}.npz", masks=(m * 255).astype(np.uint8))
         (sweep / name / "meta.json").write_text(json.dumps({"threshold_afd": 0.5, "params": params}))
     out = tmp_path / "report"
-    argv = ["echoclip", "--data", str(data), "--predictions", str(pred), str(sweep), "--model", str(tiny_ckpt),
+    argv = ["echoclip", "--data", str(data), "--predictions", str(pred), str(sweep), "--echoclip", str(tiny_ckpt),
             "--cache", str(tmp_path / "cache"), "--out", str(out), "--batch-size", "8", "--max-clips", "2",
             "--prompt", "nothing=EMPTY"]
     assert main(argv) == 0

@@ -58,7 +58,7 @@ def data(tmp_path) -> tuple[Path, Path]:
 
 
 def _screen(data_dir: Path, ckpt: Path, cache: Path, out: Path, *extra: str) -> list[str]:
-    return ["echoclip", "--screen", "--data", str(data_dir), "--model", str(ckpt), "--cache", str(cache),
+    return ["echoclip", "--screen", "--data", str(data_dir), "--echoclip", str(ckpt), "--cache", str(cache),
             "--out", str(out), "--batch-size", "4", *extra]
 
 
@@ -66,7 +66,7 @@ def test_screen_ranks_clips_from_the_evaluation_cache(tiny_ckpt, data, tmp_path,
     root, pred = data
     cache = tmp_path / "cache"
     # The EchoCLIP evaluation of the first two TEST clips fills the raw-frame cache for them.
-    assert main(["echoclip", "--data", str(root), "--predictions", str(pred), "--model", str(tiny_ckpt),
+    assert main(["echoclip", "--data", str(root), "--predictions", str(pred), "--echoclip", str(tiny_ckpt),
                  "--cache", str(cache), "--out", str(tmp_path / "eval"), "--max-clips", "2", "--figures", "0"]) == 0
     out = tmp_path / "screen"
     argv = _screen(root, tiny_ckpt, cache, out, "--split", "TEST", "--prompt", "A BRIGHT HEART",
@@ -160,5 +160,5 @@ def test_screen_errors_are_one_line(tiny_ckpt, data, tmp_path, capsys, extra, wo
 
 def test_evaluation_still_needs_predictions(tiny_ckpt, data, tmp_path, capsys):
     root, _ = data
-    assert main(["echoclip", "--data", str(root), "--model", str(tiny_ckpt), "--out", str(tmp_path / "o")]) == 2
+    assert main(["echoclip", "--data", str(root), "--echoclip", str(tiny_ckpt), "--out", str(tmp_path / "o")]) == 2
     assert "--predictions PRED is required (or --screen" in capsys.readouterr().err

@@ -120,7 +120,7 @@ def test_wrong_arch_is_refused_with_a_hint(tmp_path, light_model):
     with pytest.raises(ModelError) as err:
         load_teacher(path, arch="deeplabv3_mobilenet_v3_large")
     msg = str(err.value)
-    assert str(path) in msg and "deeplabv3_mobilenet_v3_large" in msg and f"--arch {LIGHT}" in msg
+    assert str(path) in msg and "deeplabv3_mobilenet_v3_large" in msg and f"--teacher-arch {LIGHT}" in msg
     assert "\n" not in msg
     ours = save_echonet_checkpoint(Teacher(light_model, arch=LIGHT), tmp_path / "ours.pt")
     with pytest.raises(ModelError, match="records arch lraspp"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from echodfkd.commands import _flags
 
@@ -28,39 +29,43 @@ PROMPT_KEYS = ("wall", "lv", "nothing", "closed", "open")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    parser.add_argument("--data", required=True, metavar="DATA", help="dataset folder (EchoNet layout)")
-    parser.add_argument("--predictions", nargs="+", metavar="PRED",
+    _flags.add_data(parser, help="dataset folder (EchoNet layout)", type=_flags.dir_path)
+    parser.add_argument("--predictions", nargs="+", metavar="PRED", type=_flags.dir_path,
                         help="predictions folder(s) of <FileName>.npz (key masks); a folder of such "
                              "folders is a sweep (scores by model size); required unless --screen")
-    parser.add_argument("--out", required=True, metavar="REPORT", help="report folder")
-    parser.add_argument("--model", default="hf-hub:mkaichristensen/echo-clip", metavar="MODEL",
-                        help="open_clip model: hf-hub:ORG/NAME, local-dir:DIR, or a checkpoint file")
-    parser.add_argument("--arch", default=None, metavar="NAME",
+    _flags.add_out(parser, "report")
+    _flags.add_echoclip(parser, default="hf-hub:mkaichristensen/echo-clip")
+    _flags.add_deprecated(parser, "--model", "--echoclip", "echoclip", metavar="MODEL")
+    parser.add_argument("--echoclip-arch", default=None, metavar="NAME",
                         help="open_clip architecture of a checkpoint file (default: its folder's "
                              "open_clip_config.json, else inferred from the weights' shapes)")
+    _flags.add_deprecated(parser, "--arch", "--echoclip-arch", "echoclip_arch", metavar="NAME")
     parser.add_argument("--offline", action="store_true",
                         help="never contact the Hugging Face hub (also: HF_HUB_OFFLINE=1)")
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="embedding cache (default: $ECHODFKD_CACHE/echoclip or ~/.cache/echodfkd/echoclip)")
     parser.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the model runs")
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16"),
-                        help="bf16 = autocast (default: bf16 on cuda, fp32 on cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="frames per forward pass")
+    _flags.add_device(parser, help="where the model runs: cpu, cuda, cuda:N, mps, auto")
+    _flags.add_precision(parser, default="auto", help="bf16 = autocast; auto: bf16 on cuda, fp32 elsewhere")
+    parser.add_argument("--batch-size", type=_flags.positive_int, default=32, metavar="N", help="frames per forward pass")
     parser.add_argument("--split", default=None,
                         help="TRAIN, VAL, TEST, a comma list, or all (default: TEST; all with --screen)")
-    parser.add_argument("--max-clips", type=int, default=None, metavar="N", help="evaluate the first N clips only")
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="T",
+    parser.add_argument("--max-clips", type=_flags.positive_int, default=None, metavar="N",
+                        help="evaluate the first N clips only")
+    parser.add_argument("--threshold", type=_flags.unit_float, default=0.5, metavar="T",
                         help="mask = soft >= T*255 (the reference used 127/255)")
-    parser.add_argument("--dilation", type=int, default=5, metavar="PX", help="dilation radius of variant (b)")
+    parser.add_argument("--dilation", type=_flags.nonnegative_int, default=5, metavar="PX",
+                        help="dilation radius of variant (b)")
     parser.add_argument("--phase-sign", type=float, default=1.0, choices=(1.0, -1.0),
                         help="orientation of the integrated signal (ED = its maximum)")
     parser.add_argument("--prompt", action="append", default=[], metavar="KEY=TEXT",
                         help=f"override a prompt; keys: {', '.join(PROMPT_KEYS)}. With --screen: TEXT adds a "
                              "prompt, NAME=TEXT adds or replaces one (foreshortened, poor_quality)")
-    parser.add_argument("--figures", type=int, default=3, metavar="N", help="Fig. 5-like plots for the first N clips")
-    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+    parser.add_argument("--figures", type=_flags.nonnegative_int, default=3, metavar="N",
+                        help="Fig. 5-like plots for the first N clips")
+    parser.add_argument("--fps", type=_flags.positive_float, default=None, metavar="FPS",
                         help="true frame rate of a folder without tracings whose AVI headers are wrong")
+    _flags.add_json(parser, help="print the summary (and the report's paths) as JSON")
     screen = parser.add_argument_group("screening (--screen)")
     screen.add_argument("--screen", action="store_true",
                         help="rank the dataset's clips by prompts on their raw frames instead of scoring masks")
@@ -91,31 +96,28 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, evaluate, write the report and print a short summary."""
     from echodfkd.errors import EchoDFKDError
     from echodfkd.evaluate.echoclip.embed import default_cache_dir
-    from echodfkd.evaluate.echoclip.model import load_clip_model
     from echodfkd.evaluate.echoclip.report import write_report
     from echodfkd.evaluate.echoclip.runner import Settings, run_echoclip
 
-    if args.batch_size < 1:
-        raise EchoDFKDError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.screen:
         return _screen(args)
     if not args.predictions:
         raise EchoDFKDError("--predictions PRED is required (or --screen to rank the clips themselves)")
     if args.curate or args.curated:
         raise EchoDFKDError("--curate/--curated go with --screen")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise EchoDFKDError(f"--threshold must be in [0, 1] (fraction of 255), got {args.threshold}")
-    if args.dilation < 0:
-        raise EchoDFKDError(f"--dilation must be >= 0, got {args.dilation}")
+    out = _flags.check_writable_dir(args.out)  # before the model loads
     settings = Settings(threshold=args.threshold, dilation=args.dilation, prompts=_prompts(args.prompt),
                         phase_sign=args.phase_sign, split=args.split or "TEST", max_clips=args.max_clips,
                         figure_clips=max(0, args.figures))
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    model = load_clip_model(args.model, arch=args.arch, device=args.device, precision=args.precision,
-                            offline=args.offline, hash_dir=cache)
+    model = _load(args, cache)
     results, figures = run_echoclip(args.data, args.predictions, model, cache, settings,
                                     batch_size=args.batch_size, fps_override=args.fps)
-    paths = write_report(results, figures, args.out)
+    paths = write_report(results, figures, out)
+    if args.json:
+        print(json.dumps({"summary": results["summary"], "report": {k: str(v) for k, v in paths.items()}},
+                         indent=2, default=str))
+        return 0
     s = results["summary"]
     eh = s["echoclip_vs_human"]
     print(f"EchoCLIP on {s['clips']} clip(s); {results['embeddings']['computed_frames']} frame(s) embedded "
@@ -126,6 +128,20 @@ def run(args: argparse.Namespace) -> int:
               f"NOTHING {_f(m['nothing'], 4)}); aFD vs EchoCLIP ED {_f(a['ED'])} ES {_f(a['ES'])}")
     print(f"wrote {paths['json']} and {paths['md']}")
     return 0
+
+
+def _load(args: argparse.Namespace, cache) -> object:
+    """The open_clip model of --echoclip on --device ('auto': CUDA when visible) at --precision."""
+    from echodfkd.evaluate.echoclip.model import load_clip_model
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_clip_model(args.echoclip, arch=args.echoclip_arch, device=device,
+                           precision=None if args.precision == "auto" else args.precision,
+                           offline=args.offline, hash_dir=cache)
 
 
 def _f(x: float | None, nd: int = 2) -> str:
@@ -139,7 +155,6 @@ def _screen(args: argparse.Namespace) -> int:
     from echodfkd.data import open_dataset
     from echodfkd.errors import EchoDFKDError
     from echodfkd.evaluate.echoclip.embed import default_cache_dir
-    from echodfkd.evaluate.echoclip.model import load_clip_model
     from echodfkd.evaluate.echoclip.screen import curated_rows, parse_curate, screen_dataset, screen_prompts
     from echodfkd.evaluate.echoclip.screen_report import merge_curated, write_screen
 
@@ -152,8 +167,7 @@ def _screen(args: argparse.Namespace) -> int:
     split = None if (args.split or "all").lower() == "all" else args.split
     out = _flags.check_writable_dir(args.out)
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    model = load_clip_model(args.model, arch=args.arch, device=args.device, precision=args.precision,
-                            offline=args.offline, hash_dir=cache)
+    model = _load(args, cache)
     result = screen_dataset(args.data, model, cache, prompts, split=split, max_clips=args.max_clips,
                             batch_size=args.batch_size, fps_override=args.fps)
     counts = parse_curate(args.curate, prompts, len(result.table))
@@ -166,6 +180,10 @@ def _screen(args: argparse.Namespace) -> int:
         meta["curate_counts"] = [f"{k}: {v}" for k, v in counts.items()]
     ds = open_dataset(args.data, fps_override=args.fps)
     paths = write_screen(ds, result, out, meta, args.top)
+    if args.json:
+        print(json.dumps({**meta, "clips": len(result.table), "unreadable": len(result.failed),
+                          "report": {k: str(v) for k, v in paths.items()}}, indent=2, default=str))
+        return 0
     print(f"EchoCLIP screen of {len(result.table)} clip(s) ({len(result.failed)} unreadable); "
           f"{result.computed_frames} frame(s) embedded this run")
     for name in prompts:

@@ -231,10 +231,7 @@ def check_teacher(st: Settings) -> Any:
     if not st.teacher.is_file():
         raise ModelError(f"--teacher {st.teacher}: checkpoint not found (EchoNet's is "
                          f"deeplabv3_resnet50_random.pt from the EchoNet-Dynamic GitHub releases)")
-    try:
-        return load_teacher(st.teacher, arch=st.teacher_arch)
-    except ModelError as exc:  # the loader's hints name its own --arch flag
-        raise ModelError(str(exc).replace("--arch", "--teacher-arch")) from None
+    return load_teacher(st.teacher, arch=st.teacher_arch)  # its hints name --teacher-arch
 
 
 def check_echoclip(st: Settings, dry_run: bool, notes: list[str]) -> None:

@@ -257,14 +257,14 @@ def load_teacher(path: str | os.PathLike, arch: str | None = None, mean: Sequenc
     recorded = obj.get("arch") if isinstance(obj, dict) and isinstance(obj.get("arch"), str) else None
     if arch is not None and recorded is not None and arch != recorded:
         raise ModelError(f"{path}: the checkpoint records arch {recorded}, but {arch} was asked for "
-                         f"(drop --arch or pass --arch {recorded})")
+                         f"(drop --teacher-arch or pass --teacher-arch {recorded})")
     arch = arch or recorded or DEFAULT_ARCH
     model = build_segmenter(arch)
     problem = _mismatch_message(model, state)
     if problem:
         guess = _guess_arch(state)
-        hint = (f"it looks like a {guess} checkpoint: pass --arch {guess}" if guess else
-                f"pass --arch with the architecture it was trained with ({', '.join(ARCHS)})")
+        hint = (f"it looks like a {guess} checkpoint: pass --teacher-arch {guess}" if guess else
+                f"pass --teacher-arch with the architecture it was trained with ({', '.join(ARCHS)})")
         raise ModelError(f"{path}: weights do not fit a 1-channel {arch} ({problem}); {hint}")
     model.load_state_dict(state)
     if isinstance(obj, dict):

@@ -4,7 +4,7 @@ Shapes fix almost everything: tower widths and depths, the embedding size, the t
 vocabulary, a ViT's patch and image size, a timm ConvNeXt's variant. Two things cannot be read from
 weights and follow open_clip's own conventions instead: attention heads = width / 64 (true of every
 bundled CLIP config), and a ConvNeXt tower's input size is 224 px (EchoCLIP's). GELU is assumed, not
-QuickGELU. When a checkpoint breaks these conventions, name the architecture with `--arch` or use a
+QuickGELU. When a checkpoint breaks these conventions, name the architecture with `--echoclip-arch` or use a
 `local-dir:` folder holding its `open_clip_config.json`.
 """
 
@@ -65,7 +65,7 @@ def _vit_cfg(sd: Mapping[str, Any], keys: list[str]) -> dict:
     tokens = int(sd["visual.positional_embedding"].shape[0]) - 1
     grid = int(round(tokens ** 0.5))
     if grid * grid != tokens:
-        raise ModelError(f"cannot infer the ViT image size from {tokens} position tokens; pass --arch")
+        raise ModelError(f"cannot infer the ViT image size from {tokens} position tokens; pass --echoclip-arch")
     hidden = int(sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0])
     return {
         "image_size": grid * patch,
@@ -83,13 +83,13 @@ def _convnext_cfg(sd: Mapping[str, Any], keys: list[str]) -> dict:
     stem = int(sd["visual.trunk.stem.0.weight"].shape[0])
     name = _CONVNEXT.get((stem, depths))
     if name is None:
-        raise ModelError(f"unknown ConvNeXt variant (stem width {stem}, depths {depths}); pass --arch")
+        raise ModelError(f"unknown ConvNeXt variant (stem width {stem}, depths {depths}); pass --echoclip-arch")
     if "visual.head.proj.weight" in sd:
         proj, bias = "linear", "visual.head.proj.bias" in sd
     elif "visual.head.mlp.fc1.weight" in sd:
         proj, bias = "mlp", "visual.head.mlp.fc1.bias" in sd
     else:
-        raise ModelError("ConvNeXt image tower without a recognised projection head; pass --arch")
+        raise ModelError("ConvNeXt image tower without a recognised projection head; pass --echoclip-arch")
     return {
         "timm_model_name": name,
         "timm_model_pretrained": False,
@@ -105,13 +105,13 @@ def infer_open_clip_config(state_dict: Mapping[str, Any]) -> dict:
     sd = strip_prefix(state_dict)
     keys = list(sd)
     if "token_embedding.weight" not in sd or "text_projection" not in sd:
-        raise ModelError("not an open_clip CLIP state dict (no token_embedding/text_projection); pass --arch")
+        raise ModelError("not an open_clip CLIP state dict (no token_embedding/text_projection); pass --echoclip-arch")
     if "visual.conv1.weight" in sd:
         vision = _vit_cfg(sd, keys)
     elif "visual.trunk.stem.0.weight" in sd:
         vision = _convnext_cfg(sd, keys)
     else:
-        raise ModelError("unrecognised image tower (neither ViT nor timm ConvNeXt); pass --arch")
+        raise ModelError("unrecognised image tower (neither ViT nor timm ConvNeXt); pass --echoclip-arch")
     return {
         "embed_dim": int(sd["text_projection"].shape[1]),
         "vision_cfg": vision,

@@ -44,8 +44,8 @@ def where_to_put(spec: str) -> str:
     """The hint appended to every 'weights not found' error."""
     repo = spec[len("hf-hub:"):] if spec.startswith("hf-hub:") else DEFAULT_MODEL[len("hf-hub:"):]
     return (f"on a connected machine run `huggingface-cli download {repo}` (fills the Hugging Face cache, "
-            f"~/.cache/huggingface/hub or $HF_HUB_CACHE), or pass --model local-dir:DIR "
-            f"(open_clip_config.json + weights) or --model CHECKPOINT_FILE")
+            f"~/.cache/huggingface/hub or $HF_HUB_CACHE), or pass --echoclip local-dir:DIR "
+            f"(open_clip_config.json + weights) or --echoclip CHECKPOINT_FILE")
 
 
 def _hf_cache_dir() -> str:
@@ -162,7 +162,7 @@ def resolve(spec: str, arch: str | None = None, offline: bool = False) -> tuple[
     if not path.is_file():
         raise ModelError(f"{spec}: model not found (no such file or folder); " + where_to_put(spec))
     if arch:
-        return arch, {}, path, f"--arch {arch}"
+        return arch, {}, path, f"--echoclip-arch {arch}"
     if (path.parent / CONFIG_NAME).is_file():
         model_cfg, pp = _read_config(path.parent / CONFIG_NAME)
         return model_cfg, pp, path, f"{path.parent / CONFIG_NAME}"
@@ -293,7 +293,7 @@ def load_clip_model(spec: str = DEFAULT_MODEL, arch: str | None = None, device: 
         raise ModelError("open_clip is not installed: pip install 'echodfkd[echoclip]'") from None
     name = register_config(target) if isinstance(target, dict) else target
     if name not in open_clip.list_models():
-        raise ModelError(f"--arch {name}: not an open_clip architecture (see open_clip.list_models())")
+        raise ModelError(f"--echoclip-arch {name}: not an open_clip architecture (see open_clip.list_models())")
     kwargs = {_PREPROCESS_KW[k]: (tuple(v) if isinstance(v, list) else v) for k, v in pp.items() if k in _PREPROCESS_KW}
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(
