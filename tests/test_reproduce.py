@@ -19,6 +19,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from echodfkd.cli import main  # noqa: E402
 from echodfkd.reproduce import Settings, parse_grid, step_list  # noqa: E402
+from echodfkd.io.records import StepsJournal, StudentConfig  # noqa: E402
 from echodfkd.reproduce.chain import distill_command  # noqa: E402
 
 TINY_CLIP = {
@@ -29,13 +30,7 @@ TINY_CLIP = {
 ARCH = "lraspp_mobilenet_v3_large"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine, 2 threads run several times slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest's: 1 torch thread for the module
 
 
 def _set_splits(root: Path, splits: list[str]) -> None:
@@ -132,11 +127,15 @@ def test_run_writes_the_report_with_every_part(finished):
     report = (finished / "report.md").read_text()
     for heading in ("Table 1", "Table 2", "Dataset checks", "Scaling laws", "EchoCLIP", "Figures", "Sub-reports"):
         assert heading in report
-    steps = json.loads((finished / "steps.json").read_text())
+    journal = StepsJournal.read(finished)
     settings = Settings(dynamic="d", synthetic="s", teacher="t", out=finished, grid=[(1, 1), (2, 1)], echoclip="x")
-    assert set(steps) == {name for name, _ in step_list(settings)}
+    assert set(journal.steps) == {name for name, _ in step_list(settings)} and journal.stale == []
+    # The journal records the declared graph: a student's evaluation reads its predictions and the check.
+    assert set(journal.steps["evaluate-b2_l1"].depends_on) == {"check-dynamic", "label-test", "predict-b2_l1"}
+    predict = journal.steps["predict-b2_l1"].summary
+    assert predict["clips"] == 5 and predict["streamed_frames"] > 0 and predict["stream_fps"] > 0
     # Predictions carry the student's config (EchoCLIP's scores-by-size table reads the parameter count).
-    assert json.loads((finished / "predictions" / "b2_l1" / "config.json").read_text())["blocks"] == 2
+    assert StudentConfig.read(finished / "predictions" / "b2_l1").blocks == 2
 
 
 def test_rerun_skips_every_step(inputs, finished, capsys):
@@ -144,8 +143,7 @@ def test_rerun_skips_every_step(inputs, finished, capsys):
     capsys.readouterr()
     assert main(_args(inputs, finished, "--echoclip", str(inputs["clip"]))) == 0
     err = capsys.readouterr().err
-    steps = json.loads((finished / "steps.json").read_text())
-    for name in steps:
+    for name in StepsJournal.read(finished).steps:
         assert _status(err, name) == "reused", name
     assert {p: p.stat().st_mtime_ns for p in before} == before
 

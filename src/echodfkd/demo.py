@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from echodfkd.pipeline import StepRunner
+from echodfkd.io.records import PredictionsMeta, StudentConfig
+from echodfkd.pipeline import Step, StepRunner
 
 
 ALERT_CALIBRATION_CLIPS = 16  # clean VAL clips used to set the alert threshold
@@ -64,43 +65,45 @@ def run_demo(out: str | os.PathLike, quick: bool = False, workers: int | None = 
     out = Path(out)
     settings = QUICK if quick else FULL
     settings = replace(settings, seed=seed, teacher_arch=teacher_arch or settings.teacher_arch)
-    runner = StepRunner(out, echo=echo, cascade=True)
+    runner = StepRunner(out, echo=echo)
     paths = _paths(out)
     steps = _Steps(settings, paths, workers)
-
-    p = paths
-    plan = [  # (name, title, step, outputs that prove it finished, folders to clear when inputs changed)
-        ("phantom_dynamic", f"dynamic phantom: {settings.dynamic_videos} clips with tracings",
-         steps.phantom_dynamic, [p["dynamic"] / "FileList.csv"], []),
-        ("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings",
-         steps.phantom_synthetic, [p["synthetic"] / "FileList.csv"], []),
-        ("check", "check the dynamic set (corrupted.csv)", steps.check, [p["corrupted"]], []),
-        ("teacher", f"train a {settings.teacher_arch} teacher on the "
-         + (f"exact masks of every {settings.teacher_truth_every}th TRAIN frame" if settings.teacher_truth_every
-            else "traced TRAIN frames"), steps.teacher,
-         [p["teacher"]], [p["teacher"].parent]),
-        ("label", "label the synthetic TRAIN/VAL clips with the teacher", steps.label,
-         [p["targets"] / "meta.json"], [p["targets"]]),
-        ("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}", steps.distill,
-         [p["student"] / "model.safetensors"], [p["student"]]),
-        ("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", steps.alert,
-         [p["student"] / "alert.json"], []),
-        ("predict", "student: stream the dynamic TEST clips frame by frame", steps.predict,
-         [p["pred_student"] / "meta.json"], [p["pred_student"]]),
-        ("teacher_predict", "teacher: label the dynamic TEST clips", steps.teacher_predict,
-         [p["pred_teacher"] / "meta.json"], [p["pred_teacher"]]),
-        ("evaluate", "evaluate student and teacher on the dynamic TEST split", steps.evaluate,
-         [p["eval_student"] / "metrics.json", p["eval_teacher"] / "metrics.json"],
-         [p["eval_student"], p["eval_teacher"]]),
-    ]
-    for name, title, step, outputs, folders in plan:
-        runner.run(name, title, step, outputs, folders)
-    if echoclip:
-        runner.run("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases", lambda: steps.echoclip(echoclip),
-                   [paths["echoclip"] / "echoclip.json"], [paths["echoclip"]])
-    else:
+    runner.run_all(declare_steps(settings, paths, steps, echoclip))
+    if not echoclip:
         runner.skip("echoclip", "no --echoclip MODEL given")
     return write_demo_report(out, asdict(settings), runner, paths, echoclip)
+
+
+def declare_steps(settings: DemoSettings, p: dict[str, Path], steps: "_Steps", echoclip: str | None) -> list[Step]:
+    """The demo's steps in order: what each reads, the outputs that prove it finished, the folders it rewrites."""
+    teacher_on = (f"exact masks of every {settings.teacher_truth_every}th TRAIN frame" if settings.teacher_truth_every
+                  else "traced TRAIN frames")
+    declared = [
+        Step("phantom_dynamic", f"dynamic phantom: {settings.dynamic_videos} clips with tracings", (),
+             (p["dynamic"] / "FileList.csv",), fn=steps.phantom_dynamic),
+        Step("phantom_synthetic", f"synthetic phantom: {settings.synthetic_videos} clips, no tracings", (),
+             (p["synthetic"] / "FileList.csv",), fn=steps.phantom_synthetic),
+        Step("check", "check the dynamic set (corrupted.csv)", ("phantom_dynamic",), (p["corrupted"],), fn=steps.check),
+        Step("teacher", f"train a {settings.teacher_arch} teacher on the {teacher_on}", ("phantom_dynamic",),
+             (p["teacher"],), (p["teacher"].parent,), fn=steps.teacher),
+        Step("label", "label the synthetic TRAIN/VAL clips with the teacher", ("phantom_synthetic", "teacher"),
+             (p["targets"] / "meta.json",), (p["targets"],), fn=steps.label),
+        Step("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}",
+             ("phantom_synthetic", "label"), (p["student"] / "model.safetensors",), (p["student"],), fn=steps.distill),
+        Step("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", ("phantom_dynamic", "distill"),
+             (p["student"] / "alert.json",), fn=steps.alert),
+        Step("predict", "student: stream the dynamic TEST clips frame by frame", ("phantom_dynamic", "alert"),
+             (p["pred_student"] / "meta.json",), (p["pred_student"],), fn=steps.predict),
+        Step("teacher_predict", "teacher: label the dynamic TEST clips", ("phantom_dynamic", "teacher"),
+             (p["pred_teacher"] / "meta.json",), (p["pred_teacher"],), fn=steps.teacher_predict),
+        Step("evaluate", "evaluate student and teacher on the dynamic TEST split", ("check", "predict", "teacher_predict"),
+             (p["eval_student"] / "metrics.json", p["eval_teacher"] / "metrics.json"),
+             (p["eval_student"], p["eval_teacher"]), fn=steps.evaluate),
+    ]
+    if echoclip:
+        declared.append(Step("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases", ("predict", "teacher_predict"),
+                             (p["echoclip"] / "echoclip.json",), (p["echoclip"],), fn=lambda: steps.echoclip(echoclip)))
+    return declared
 
 
 def _paths(out: Path) -> dict[str, Path]:
@@ -156,8 +159,6 @@ class _Steps:
         return r.as_dict()
 
     def distill(self) -> dict[str, Any]:
-        import json
-
         from echodfkd.distill.train import distill
 
         run = distill(self.p["synthetic"], self.p["targets"], self.p["student"], blocks=4, layers=1,
@@ -165,15 +166,13 @@ class _Steps:
                       batch_size=self.s.batch_size, max_time=self.s.distill_seconds, seed=self.s.seed,
                       infer_size=self.s.frame_size, clips_per_epoch=self.s.clips_per_epoch,
                       patience=self.s.patience)
-        cfg = json.loads((Path(run) / "config.json").read_text())
-        keep = ("params", "thresholds", "epochs_trained", "best_val_loss", "frame_size", "infer_size")
-        return {k: cfg[k] for k in keep if k in cfg}
+        return StudentConfig.read(run).run_summary()
 
     def alert(self) -> dict[str, Any]:
         from echodfkd.stream import Predictor
         from echodfkd.stream.batch import clean_clips
 
-        predictor = Predictor(self.p["student"])
+        predictor = Predictor.from_run(self.p["student"])
         clips = itertools.islice(clean_clips(self.p["dynamic"], "VAL"), ALERT_CALIBRATION_CLIPS)
         cfg = predictor.calibrate_alert(clips, false_alarm_rate=0.05, augment=1.0)
         return {"threshold": cfg.threshold, "false_alarm_rate_target": 0.05, "augmented_copies": True}
@@ -182,9 +181,9 @@ class _Steps:
         from echodfkd.stream import Predictor
         from echodfkd.stream.batch import find_clips, predict_to_folder
 
-        meta = predict_to_folder(Predictor(self.p["student"]), find_clips(self.p["dynamic"], "TEST"),
+        meta = predict_to_folder(Predictor.from_run(self.p["student"]), find_clips(self.p["dynamic"], "TEST"),
                                  self.p["pred_student"], echo=lambda m: None)
-        return {k: meta[k] for k in ("clips", "frames", "fps_stream", "alerts") if k in meta}
+        return PredictionsMeta.parse(meta, self.p["pred_student"] / PredictionsMeta.FILE).summary()
 
     def teacher_predict(self) -> dict[str, Any]:
         from echodfkd.distill.label import label_dataset
@@ -201,15 +200,17 @@ class _Steps:
         return {}
 
     def echoclip(self, model: str) -> dict[str, Any]:
-        from echodfkd.cli import main
-        from echodfkd.errors import EchoDFKDError
+        from echodfkd.evaluate.echoclip.model import load_clip_model
+        from echodfkd.evaluate.echoclip.report import write_report
+        from echodfkd.evaluate.echoclip.runner import Settings as ClipSettings
+        from echodfkd.evaluate.echoclip.runner import run_echoclip
 
-        code = main(["echoclip", "--data", str(self.p["dynamic"]), "--predictions", str(self.p["pred_student"]),
-                     str(self.p["pred_teacher"]), "--model", model, "--split", "TEST",
-                     "--cache", str(self.p["echoclip"] / "cache"), "--out", str(self.p["echoclip"])])
-        if code != 0:
-            raise EchoDFKDError(f"EchoCLIP step failed (exit {code}); see the message above")
-        return {"model": model}
+        cache = self.p["echoclip"] / "cache"
+        clip = load_clip_model(model, device="cpu", hash_dir=cache)
+        results, figures = run_echoclip(self.p["dynamic"], [self.p["pred_student"], self.p["pred_teacher"]], clip,
+                                        cache, ClipSettings(split="TEST"))
+        write_report(results, figures, self.p["echoclip"])
+        return {"model": model, "clips": results["summary"]["clips"], "models": sorted(results["summary"]["models"])}
 
 
 def _dataset_summary(root: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.errors import DatasetError
     from echodfkd.report.evaluation import evaluate_predictions
     from echodfkd.io.lock import output_lock
+    from echodfkd.io.records import overall
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise DatasetError(f"--threshold must be in [0, 1] (a fraction of 255), got {args.threshold}")
@@ -62,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
     for key, label in (("vs_tracings", "vs human tracings"), ("vs_ground_truth", "vs ground truth"),
                        ("vs_teacher", "vs teacher"), ("rv_vs_ground_truth", "RV vs ground truth"),
                        ("rv_vs_teacher", "RV vs RV teacher")):
-        s = m["segmentation"].get(key)
-        if s and "dice_pooled" in s.get("overall", s):
-            s = s.get("overall", s)
+        s = overall(m["segmentation"].get(key))
+        if "dice_pooled" in s:
             print(f"  Dice {label}: {100 * s['dice_per_video_mean']:.2f} % per-video mean, "
                   f"{100 * s['dice_pooled']:.2f} % pooled")
     if "afd" in m:

@@ -8,7 +8,6 @@ Everything a run needs is validated first (`check_targets`), so bad inputs stop 
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from echodfkd.errors import DatasetError
+from echodfkd.io.records import RecordError, TargetsMeta
 from echodfkd.io.video import resize_frames, resize_masks
 from echodfkd.progress import progress
 
@@ -56,12 +56,9 @@ class TargetsFolder:
         if not path.exists():
             return None
         try:
-            meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-            raise DatasetError(f"{path}: unreadable targets meta ({exc})") from None
-        if not isinstance(meta, dict):
-            raise DatasetError(f"{path}: targets meta must be a JSON object")
-        return meta
+            return TargetsMeta.read(path).to_dict()
+        except RecordError as exc:
+            raise DatasetError(f"{path}: unreadable targets meta ({str(exc).removeprefix(f'{path}: ')})") from None
 
     def path(self, name: str) -> Path:
         """Path of a clip's target file (it may not exist)."""

@@ -21,13 +21,14 @@ import numpy as np
 import torch
 
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.io.atomic import load_json, save_json, save_npz
+from echodfkd.io.atomic import save_npz
+from echodfkd.io.records import RecordError, TargetsMeta
 from echodfkd.launch import check_shard, launcher_rank_world, local_rank, parse_shard
 from echodfkd.teacher.model import Teacher, load_teacher, weights_hash
 
 META_NAME = "meta.json"
 CHANNELS = ("masks", "rv")
-TARGETS_FORMAT = "echodfkd-teacher-targets"
+TARGETS_FORMAT = TargetsMeta.FORMAT
 
 
 @dataclass
@@ -96,10 +97,10 @@ def read_meta(out: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(out) / META_NAME
     if not path.is_file():
         return None
-    meta = load_json(path, DatasetError, "; delete it or use --overwrite")
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: not a targets meta.json (expected a JSON object)")
-    return meta
+    try:
+        return TargetsMeta.read(path).to_dict()
+    except RecordError as exc:
+        raise DatasetError(f"{exc}; delete it or use --overwrite") from None
 
 
 def _update_meta(out: Path, channel: str, record: dict[str, Any], overwrite: bool) -> dict[str, Any]:
@@ -119,11 +120,11 @@ def _update_meta(out: Path, channel: str, record: dict[str, Any], overwrite: boo
             f"({previous.get('arch')} {str(previous.get('weights_hash'))[:12]} vs {record['arch']} "
             f"{record['weights_hash'][:12]}); use another --out, or --overwrite to relabel")
     channels[channel] = record
-    meta.update({"format": TARGETS_FORMAT, "version": 1, "channels": channels,
+    meta.update({"channels": channels,
                  "encoding": "uint8 = round(255 * sigmoid(teacher logit)); foreground where >= 128"})
     if "masks" in channels:
         meta["teacher"] = channels["masks"]
-    save_json(out / META_NAME, meta)
+    TargetsMeta.parse(meta, out / META_NAME).write(out / META_NAME)
     return meta
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from echodfkd.errors import DatasetError
+from echodfkd.io.records import read_folder_meta
 from echodfkd.io.video import resize_masks
 
 #: The teacher's own rule, logit > 0, on round(255·sigmoid) targets.
@@ -36,20 +36,8 @@ def load_masks(path: Path, key: str = "masks") -> np.ndarray:
 
 def read_meta(pred_dir: Path) -> dict:
     """PRED/meta.json as a dict ({} when absent)."""
-    path = Path(pred_dir) / "meta.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: unreadable JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    for key in ("threshold_dice", "threshold_afd"):
-        value = meta.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-            raise DatasetError(f"{path}: {key} must be a number in [0, 1] (fraction of 255), got {value!r}")
-    return meta
+    record = read_folder_meta(pred_dir)  # thresholds checked: numbers in [0, 1] (fractions of 255)
+    return record.to_dict() if record is not None else {}
 
 
 def fit_masks(soft: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

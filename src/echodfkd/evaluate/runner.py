@@ -266,14 +266,15 @@ def _segmentation_metrics(ctx: Context, acc: Collected) -> dict:
 
 def rv_threshold(meta: dict) -> float:
     """The RV channel's Dice threshold: PRED/meta.json's `thresholds_rv`, else the run's config.json, else 0.5."""
-    import json
+    from echodfkd.io.records import RecordError, StudentConfig
 
     found = meta.get("thresholds_rv")
     run = Path(meta["model"]) / "config.json" if meta.get("model") else None
     if not isinstance(found, dict) and run is not None and run.is_file():  # predictions made before meta had it
         try:
-            found = json.loads(run.read_text()).get("thresholds_rv")
-        except (OSError, ValueError):
+            rv = StudentConfig.read(run).thresholds_rv
+            found = rv.to_dict() if rv is not None else None
+        except RecordError:
             found = None
     value = found.get("dice") if isinstance(found, dict) else None
     return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else 0.5

@@ -19,7 +19,6 @@ back to the residual standard deviation of the full fit as the noise.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -29,19 +28,13 @@ import pandas as pd
 from scipy import stats
 
 from echodfkd.errors import DatasetError
+from echodfkd.io.records import EvaluationMetrics, StudentConfig, overall
 
 METRICS = {
     "afd": ("-ln(aFD_ED + aFD_ES)", "higher"),
     "iou": ("ln(1 - meanIoU)", "lower"),
     "dice": ("ln(1 - Dice)", "lower"),
 }
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: unreadable JSON ({exc})") from None
 
 
 def headline(metrics: dict) -> dict:
@@ -54,8 +47,7 @@ def headline(metrics: dict) -> dict:
         out[f"clean_{key}"] = clean.get(key)
     seg = metrics.get("segmentation") or {}
     for source in ("vs_tracings", "vs_ground_truth", "vs_teacher"):
-        block = seg.get(source) or {}
-        block = block.get("overall", block)
+        block = overall(seg.get(source))
         if block.get("dice_per_video_mean") is not None:
             out["dice"] = block["dice_per_video_mean"]
             out["dice_ci90"] = block.get("dice_per_video_mean_ci90")
@@ -89,13 +81,13 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
         found = sorted(run.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p)))
         if not cfg_path.is_file() or not found:
             continue
-        config = _read_json(cfg_path)
+        config = StudentConfig.read(cfg_path).to_dict()  # one line naming a mistyped field
         missing = [k for k in ("blocks", "layers") if k not in config]
         if missing:
             raise DatasetError(f"{cfg_path}: missing {', '.join(missing)}")
         row = {"run": run.name, "blocks": int(config["blocks"]), "layers": int(config["layers"]),
                "params": _params_from_config(config, cfg_path), "metrics_path": str(found[0])}
-        row.update(headline(_read_json(found[0])))
+        row.update(headline(EvaluationMetrics.read(found[0]).to_dict()))
         rows.append(row)
     if not rows:
         raise DatasetError(f"{root}: no run folder with both config.json and metrics.json")

@@ -46,6 +46,8 @@ def _fail(path: Path | None, key: str, want: str, value: Any) -> RecordError:
 
 def _scalar(value: Any, kind: type, key: str, path: Path | None) -> Any:
     """`value` as `kind`, or a RecordError (bool is not an int; an int is a valid float; NaN is refused)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        value = value.item()  # numpy scalars from the writers
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise _fail(path, key, "a finite number", value)
@@ -272,9 +274,9 @@ ARCH_FIELDS = ("blocks", "layers", "filters", "skip", "residual", "out_channels"
 class StudentConfig(Record):
     """RUN/config.json: the student's architecture, training summary, calibrated thresholds and defaults."""
 
-    architecture: str = "echodfkd-student"
-    blocks: int = 0
-    layers: int = 0
+    architecture: str | None = None
+    blocks: int | None = None
+    layers: int | None = None
     filters: int | None = None
     skip: bool | None = None
     residual: bool | None = None
@@ -296,7 +298,6 @@ class StudentConfig(Record):
 
     FORMAT: ClassVar[str] = "echodfkd.student-config"
     FILE: ClassVar[str] = "config.json"
-    REQUIRED: ClassVar[tuple[str, ...]] = ("architecture", "blocks", "layers")
     RANGES: ClassVar[dict] = {"blocks": (1, None), "layers": (1, None), "filters": (1, None),
                               "out_channels": (1, 2), "in_channels": (1, None), "params": (1, None),
                               "infer_size": (1, None), "frame_size": (1, None), "input_std": (0.0, None)}
@@ -304,10 +305,18 @@ class StudentConfig(Record):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path | None = None, prefix: str = "") -> "StudentConfig":
-        """Validate, and refuse a config.json of something other than an echodfkd student."""
-        if data.get("architecture") != "echodfkd-student":
+        """Validate, and refuse a config.json of another model (version 0 configs may lack `architecture`)."""
+        if data.get("architecture", "echodfkd-student") != "echodfkd-student":
             raise RecordError(f"{_where(path)}not an echodfkd student config (architecture != 'echodfkd-student')")
         return super().from_dict(data, path, prefix)
+
+    def require_model(self, path: str | os.PathLike) -> None:
+        """Refuse a config that cannot rebuild a student (no architecture, blocks or layers)."""
+        if self.architecture != "echodfkd-student":
+            raise RecordError(f"{path}: not an echodfkd student config (architecture != 'echodfkd-student')")
+        for name in ("blocks", "layers"):
+            if getattr(self, name) is None:
+                raise RecordError(f"{path}: {name} is missing")
 
     def arch_kwargs(self) -> dict[str, Any]:
         """The `Student(...)` arguments this config records (absent ones take the model's defaults)."""
@@ -450,6 +459,51 @@ class EvaluationMetrics(Record):
         return (self.afd or {}).get(subset) or {}
 
 
+@dataclass
+class DemoMetrics(Record):
+    """OUT/metrics.json of `echodfkd demo`: settings, step times and summaries, both models' evaluations."""
+
+    settings: dict[str, Any] | None = None
+    step_seconds: dict[str, float] | None = None
+    total_seconds: float | None = None
+    steps: dict[str, dict[str, Any]] | None = None
+    student: EvaluationMetrics | None = None
+    teacher: EvaluationMetrics | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd.demo"
+    FILE: ClassVar[str] = "metrics.json"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("steps",)
+
+
+@dataclass
+class ReproduceMetrics(Record):
+    """OUT/metrics.json of `echodfkd reproduce`: inputs, checks, tables, students, links (docs/formats.md)."""
+
+    inputs: dict[str, Any] | None = None
+    students: dict[str, dict[str, Any]] | None = None
+    main_student: str | None = None
+    reports: dict[str, str] | None = None
+    figures: list[str] | None = None
+    steps_seconds: dict[str, float] | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd-reproduce"
+    FILE: ClassVar[str] = "metrics.json"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("students",)
+
+
+def metrics_record(path: str | os.PathLike) -> type[Record]:
+    """Which record a metrics.json holds (by its format; files without one by their keys)."""
+    path = Path(path)
+    raw = _load(path)
+    fmt = raw.get("format") if isinstance(raw, dict) else None
+    for cls in (EvaluationMetrics, DemoMetrics, ReproduceMetrics):
+        if fmt == cls.FORMAT:
+            return cls
+    if isinstance(raw, dict) and fmt is None:
+        return DemoMetrics if "step_seconds" in raw else ReproduceMetrics if "students" in raw else EvaluationMetrics
+    raise RecordError(f"{path}: format {fmt!r} is not a metrics record this release knows")
+
+
 # ---------------------------------------------------------------------- steps.json (StepRunner)
 @dataclass
 class StepEntry(Fields):
@@ -480,4 +534,5 @@ class StepsJournal(Record):
         return {"steps": data} if version == 0 else data
 
 
-RECORDS: tuple[type[Record], ...] = (StudentConfig, TargetsMeta, PredictionsMeta, EvaluationMetrics, StepsJournal)
+RECORDS: tuple[type[Record], ...] = (StudentConfig, TargetsMeta, PredictionsMeta, EvaluationMetrics, DemoMetrics,
+                                     ReproduceMetrics, StepsJournal)

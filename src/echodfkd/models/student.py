@@ -211,6 +211,7 @@ class Student(nn.Module):
         from echodfkd.io.records import StudentConfig
 
         record = StudentConfig.read(cfg_path)  # one-line error naming the field of a wrong type
+        record.require_model(cfg_path)
         model = cls(**record.arch_kwargs())
         try:
             state = load_file(str(w_path), device=str(map_location))

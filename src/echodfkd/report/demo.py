@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.errors import EchoDFKDError
+from echodfkd.io.atomic import load_json, save_text
+from echodfkd.io.records import DemoMetrics, EvaluationMetrics
 from echodfkd.pipeline import StepRunner
 
 
@@ -20,7 +21,13 @@ def _get(d: Any, path: str, default: Any = None) -> Any:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return load_json(path, EchoDFKDError) if path.is_file() else {}
+
+
+def _evaluation(folder: Path) -> dict[str, Any]:
+    """An evaluation's metrics.json as a dict ({} when the step has not written it)."""
+    record = EvaluationMetrics.read_or_none(folder / EvaluationMetrics.FILE)
+    return record.to_dict() if record is not None else {}
 
 
 def _pct(x: Any) -> str:
@@ -38,8 +45,8 @@ def _ci_pct(ci: Any) -> str:
 def write_demo_report(out: Path, settings: dict[str, Any], runner: StepRunner, paths: dict[str, Path],
                       echoclip: str | None) -> dict[str, Any]:
     """Write out/report.md, out/metrics.json and out/figures/; print nothing, return the metrics."""
-    student = _load(paths["eval_student"] / "metrics.json")
-    teacher = _load(paths["eval_teacher"] / "metrics.json")
+    student = _evaluation(paths["eval_student"])
+    teacher = _evaluation(paths["eval_teacher"])
     steps = {k: r.summary for k, r in runner.records.items()}
     alerts = _alert_figures(paths)
     metrics = {
@@ -56,7 +63,7 @@ def write_demo_report(out: Path, settings: dict[str, Any], runner: StepRunner, p
             dst = figures / f"{who}_{png.name}"
             shutil.copyfile(png, dst)
             copied.append(dst.name)
-    save_json(out / "metrics.json", metrics)
+    DemoMetrics.parse(metrics, out / DemoMetrics.FILE).write(out / DemoMetrics.FILE)
     save_text(out / "report.md", _markdown(metrics, copied, paths, out))
     return metrics
 

@@ -11,7 +11,8 @@ import pandas as pd
 
 from echodfkd.errors import EchoDFKDError
 from echodfkd.evaluate.runner import score_predictions
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.atomic import save_text
+from echodfkd.io.records import EvaluationMetrics
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import echonet_es_frames, find_phase_frame
 from echodfkd.report import figures
@@ -200,7 +201,7 @@ def write_report(out: Path, metrics: dict, extra: dict, ds, pred: Path, teacher_
             gifs.append(_overlay(ds, name, npz, teacher_path, t_dice, out / "overlays" / f"{name}.gif"))
     gifs = [g for g in gifs if g is not None]
     metrics["figures"] = [p.relative_to(out).as_posix() for p in figs + gifs]
-    save_json(out / "metrics.json", metrics)
+    EvaluationMetrics.parse(metrics, out / EvaluationMetrics.FILE).write(out / EvaluationMetrics.FILE)
     save_text(out / "report.md", _markdown(metrics, figs, gifs, out))
 
 

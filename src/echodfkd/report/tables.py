@@ -7,6 +7,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from echodfkd.io.records import overall
+
 
 def fmt(value: Any, digits: int = 2, pct: bool = False) -> str:
     """A number for a table cell ('—' when missing)."""
@@ -68,7 +70,7 @@ def segmentation_table(block: dict) -> str:
     """Dice and IoU (%) at ED, ES and overall: per-video mean and EchoNet pooled, with 90 % intervals."""
     rows = []
     for key in ("ED", "ES", "overall"):
-        s = block.get(key, block if key == "overall" else None)
+        s = overall(block) if key == "overall" else block.get(key)
         if not s or not s.get("n_frames"):
             continue
         rows.append([key, s["n_videos"], s["n_frames"],

@@ -13,7 +13,6 @@ distillation, then stop.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.atomic import load_json, save_json, save_text
+from echodfkd.io.records import PredictionsMeta, StudentConfig
 from echodfkd.launch import launcher_rank_world
-from echodfkd.pipeline import StepRunner
-from echodfkd.reproduce.inputs import (UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs,
-                                       resolve_device)
-from echodfkd.reproduce.layout import Layout, step_list
+from echodfkd.pipeline import STEPS_FILE, StepRunner, bind, read_journal
+from echodfkd.reproduce.inputs import UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs, resolve_device
+from echodfkd.reproduce.layout import Layout, declare_steps
 
 Echo = Callable[[str], None]
 POLL_SECONDS = 10.0
@@ -55,62 +54,28 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
         echo(f"note: {note}")
     check_same_settings(st, inputs)
     runner = StepRunner(st.out, echo)
-    titles = dict(step_list(st))
     ctx = _Context(st, inputs, lay, device, echo, world)
-    ran: list[str] = []
-    names = [st.config_name(b, l) for b, l in st.grid]
-    evaluations = ["evaluate-teacher"] + [f"evaluate-{n}" for n in names]
-    # What must be redone when a step runs again (its outputs changed): a stale result is never reused.
-    dependents = {"check-dynamic": evaluations, "label-test": evaluations + ["echoclip"],
-                  **{f"predict-{n}": [f"evaluate-{n}", "echoclip"] for n in names},
-                  **{e: ["scaling"] for e in evaluations}}
-
-    def step(name: str, fn: Callable[[], dict | None], outputs: list[Path]) -> dict[str, Any]:
-        if not (name in runner.records and all(p.exists() for p in outputs)):
-            ran.append(name)
-            for later in dependents.get(name, []) + ["report"]:
-                runner.records.pop(later, None)
-        return runner.run(name, titles[name], fn, outputs)
-
-    step("check-dynamic", lambda: ctx.check(inputs.dynamic.root, None, lay.check / "dynamic.csv"),
-         [lay.check / "dynamic.csv"])
-    training = step("check-training", ctx.check_training, [lay.check / "training.csv"])
-    ctx.training_root = Path(training.get("training_root") or inputs.synthetic.root)
-    step("label-training", ctx.label_training, [lay.targets / "meta.json"])
-    step("label-test", ctx.label_test, [lay.teacher_test / "meta.json"])
-    from echodfkd.reproduce.sanity import warn_low_teacher_dice  # a wrong teacher shows here, before training
-
-    warn_low_teacher_dice(inputs.dynamic, lay.teacher_test, "TEST", echo)
-    if getattr(inputs.synthetic, "has_tracings", False):
-        warn_low_teacher_dice(inputs.synthetic, lay.targets, "TRAIN", echo)
-    ctx.release_teacher()
-    for b, l in st.grid:
-        name = st.config_name(b, l)
-        summary = step(f"distill-{name}", lambda b=b, l=l: ctx.distill(b, l), [lay.run(name) / "model.safetensors"])
-        if summary.get("trained") and f"distill-{name}" in ran:  # a new model: its old predictions are stale
-            runner.records.pop(f"predict-{name}", None)
-            if (lay.predictions / name).exists():
-                shutil.rmtree(lay.predictions / name)
-    for b, l in st.grid:
-        name = st.config_name(b, l)
-        step(f"predict-{name}", lambda name=name: ctx.predict(name), [lay.predictions / name / "areas.csv"])
-    step("evaluate-teacher", lambda: ctx.evaluate(lay.teacher_test, None, lay.evaluation / "teacher"),
-         [lay.evaluation / "teacher" / "metrics.json"])
-    for b, l in st.grid:
-        name = st.config_name(b, l)
-        step(f"evaluate-{name}", lambda name=name: ctx.evaluate(lay.predictions / name, lay.teacher_test,
-                                                                lay.run_eval(name)),
-             [lay.run_eval(name) / "metrics.json"])
-    if len(st.grid) > 1:
-        step("scaling", ctx.scaling, [lay.evaluation / "sweep" / "sweep.json"])
-    if st.echoclip:
-        step("echoclip", ctx.echoclip, [lay.echoclip / "echoclip.json"])
     from echodfkd.reproduce.summary import write_summary
 
-    step("report", lambda: write_summary(st, inputs, lay, runner.timings()), [lay.report, lay.metrics])
-    import json
-
-    return json.loads(lay.metrics.read_text())
+    names = [st.config_name(b, l) for b, l in st.grid]
+    functions: dict[str, Callable[[], dict | None]] = {
+        "check-dynamic": lambda: ctx.check(inputs.dynamic.root, None, lay.check / "dynamic.csv"),
+        "check-training": ctx.check_training, "label-training": ctx.label_training, "label-test": ctx.label_test,
+        "evaluate-teacher": lambda: ctx.evaluate(lay.teacher_test, None, lay.evaluation / "teacher"),
+        "scaling": ctx.scaling, "echoclip": ctx.echoclip,
+        "report": lambda: write_summary(st, inputs, lay, runner.timings())}
+    for b, l in st.grid:
+        n = st.config_name(b, l)
+        functions[f"distill-{n}"] = lambda b=b, l=l: ctx.distill(b, l)
+        functions[f"predict-{n}"] = lambda n=n: ctx.predict(n)
+        functions[f"evaluate-{n}"] = lambda n=n: ctx.evaluate(lay.predictions / n, lay.teacher_test, lay.run_eval(n))
+    declared = {s.name for s in declare_steps(st, lay)}
+    steps = bind(declare_steps(st, lay), {k: v for k, v in functions.items() if k in declared},
+                 # an already finished model leaves its predictions valid
+                 changed={f"distill-{n}": lambda s: bool(s.get("trained", True)) for n in names},
+                 then={"check-training": ctx.use_training_root, "label-test": ctx.after_labels})
+    runner.run_all(steps)
+    return load_json(lay.metrics, EchoDFKDError)
 
 
 class _Context:
@@ -119,6 +84,19 @@ class _Context:
     def __init__(self, st: Settings, inputs: Inputs, lay: Layout, device: str, echo: Echo, world: int) -> None:
         self.st, self.inputs, self.lay, self.device, self.echo, self.world = st, inputs, lay, device, echo, world
         self.training_root = Path(inputs.synthetic.root)
+
+    def use_training_root(self, summary: dict[str, Any]) -> None:
+        """Train on the check's view of the training folder when it left clips out."""
+        self.training_root = Path(summary.get("training_root") or self.inputs.synthetic.root)
+
+    def after_labels(self, summary: dict[str, Any]) -> None:
+        """A wrong teacher shows here, before training; then free its memory."""
+        from echodfkd.reproduce.sanity import warn_low_teacher_dice
+
+        warn_low_teacher_dice(self.inputs.dynamic, self.lay.teacher_test, "TEST", self.echo)
+        if getattr(self.inputs.synthetic, "has_tracings", False):
+            warn_low_teacher_dice(self.inputs.synthetic, self.lay.targets, "TRAIN", self.echo)
+        self.release_teacher()
 
     # ------------------------------------------------------------------ check
     def check(self, root: Path, fps: float | None, csv: Path) -> dict[str, Any]:
@@ -216,13 +194,13 @@ class _Context:
         def echo(msg: str) -> None:
             (alerts.append if msg.startswith("ALERT") else self.echo)(msg)
 
-        meta = predict_to_folder(Predictor(self.lay.run(name), device=self.device),
-                                 find_clips(self.inputs.dynamic.root, split="TEST"), out, echo=echo)
-        save_text(out / "config.json", (self.lay.run(name) / "config.json").read_text())
+        predictor = Predictor.from_run(self.lay.run(name), device=self.device)
+        meta = PredictionsMeta.parse(predict_to_folder(predictor, find_clips(self.inputs.dynamic.root, split="TEST"),
+                                                       out, echo=echo), out / PredictionsMeta.FILE)
+        predictor.record.write(out / StudentConfig.FILE)
         if alerts:
             self.echo(f"{len(alerts)} clip(s) flagged by the unusual-input alert (see {out / 'alerts.csv'})")
-        return {"clips": meta.get("clips"), "failed": meta.get("failed"), "flagged": len(meta.get("flagged", [])),
-                "stream_fps": meta.get("stream_fps")}
+        return meta.summary()
 
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, pred: Path, teacher: Path | None, out: Path) -> dict[str, Any]:
@@ -362,21 +340,15 @@ def label_shard(st: Settings, inputs: Inputs, lay: Layout, device: str, echo: Ec
 
 def follow(st: Settings, inputs: Inputs, lay: Layout, echo: Echo, rank: int) -> dict[str, Any]:
     """A rank > 0 under torchrun/srun: wait for rank 0's labels, join every distillation, stop."""
-    import json
-
     from echodfkd.distill.train import distill, is_finished
-    from echodfkd.pipeline import STEPS_FILE
 
     inputs.teacher = None
-    steps = lay.out / STEPS_FILE
-    echo(f"rank {rank}: waiting for rank 0 to check and label the data ({steps})")
+    echo(f"rank {rank}: waiting for rank 0 to check and label the data ({lay.out / STEPS_FILE})")
     while True:
-        try:
-            done = json.loads(steps.read_text()) if steps.is_file() else {}
-        except (OSError, ValueError):
-            done = {}
-        if "label-test" in done:
-            training = done.get("check-training", {}).get("summary", {}).get("training_root")
+        journal = read_journal(lay.out)
+        if journal is not None and "label-test" in journal.steps:
+            check = journal.steps.get("check-training")
+            training = check.summary.get("training_root") if check is not None else None
             break
         time.sleep(POLL_SECONDS)
     root = Path(training or inputs.synthetic.root)

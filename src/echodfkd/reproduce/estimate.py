@@ -9,13 +9,13 @@ Several devices divide the distillation time as if data-parallel scaling were pe
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from echodfkd.reproduce.inputs import Inputs, Settings
-from echodfkd.reproduce.layout import step_list
+from echodfkd.pipeline import read_journal
+from echodfkd.reproduce.layout import declare_steps
 from echodfkd.reproduce.throughput import REFERENCE, Throughput, lookup
 
 #: Bytes a finished run's logs take per epoch (CSV + TensorBoard scalars), measured on phantom runs.
@@ -117,11 +117,8 @@ def _per_s(frames: float, fps: float | None) -> float | None:
 
 def done_steps(out: Path) -> set[str]:
     """Names of the steps OUT/steps.json records as finished (read only; nothing is created)."""
-    path = Path(out) / "steps.json"
-    try:
-        return set(json.loads(path.read_text())) if path.is_file() else set()
-    except (OSError, ValueError):
-        return set()
+    journal = read_journal(out)
+    return set() if journal is None else {n for n in journal.steps if n not in journal.stale}
 
 
 def _devices(st: Settings) -> int:
@@ -211,9 +208,9 @@ def plan(st: Settings, inputs: Inputs, throughput: Throughput | None = None) -> 
     add("report", resource="CPU", clips=0, frames=0, work="collect the sub-reports", seconds=1.0, tmac=None,
         disk_bytes=100_000, basis="seconds")
     ordered = []
-    for name, title in step_list(st):
-        step = steps[name]
-        step.title = title
+    for declared in declare_steps(st):
+        step = steps[declared.name]
+        step.title = declared.title
         ordered.append(step)
     return Plan(ordered, tp, inputs.frames_source, list(inputs.notes))
 

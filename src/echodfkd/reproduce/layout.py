@@ -1,10 +1,11 @@
-"""Where each step of `echodfkd reproduce` writes, and the ordered list of steps (shared by plan and run)."""
+"""Where each step of `echodfkd reproduce` writes, and its declared steps (shared by the plan and the run)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from echodfkd.pipeline import Step
 from echodfkd.reproduce.inputs import Settings
 
 
@@ -73,20 +74,38 @@ class Layout:
         return self.runs / name / "evaluation"
 
 
+def declare_steps(st: Settings, lay: Layout | None = None) -> list[Step]:
+    """Every step of a reproduce run, in order, with what it reads and the outputs that prove it finished.
+
+    The one list of steps: `chain` attaches a function to each, the dry-run plan estimates each.
+    """
+    lay = lay or Layout(st.out)
+    names = [(st.config_name(b, l), b, l) for b, l in st.grid]
+    steps = [Step("check-dynamic", "check the EchoNet-Dynamic folder", (), (lay.check / "dynamic.csv",)),
+             Step("check-training", "check the training folder", (), (lay.check / "training.csv",)),
+             Step("label-training", "teacher labels the training folder's TRAIN/VAL clips", ("check-training",),
+                  (lay.targets / "meta.json",)),
+             Step("label-test", "teacher labels the EchoNet-Dynamic TEST clips", (), (lay.teacher_test / "meta.json",))]
+    steps += [Step(f"distill-{n}", f"distil student ({b},{l})", ("check-training", "label-training"),
+                   (lay.run(n) / "model.safetensors",)) for n, b, l in names]
+    steps += [Step(f"predict-{n}", f"student ({b},{l}) predicts the TEST clips", (f"distill-{n}",),
+                   (lay.predictions / n / "areas.csv",), (lay.predictions / n,)) for n, b, l in names]
+    steps.append(Step("evaluate-teacher", "evaluate the teacher on TEST (DeepLabv3 baseline)",
+                      ("check-dynamic", "label-test"), (lay.evaluation / "teacher" / "metrics.json",)))
+    steps += [Step(f"evaluate-{n}", f"evaluate student ({b},{l}) on TEST", ("check-dynamic", "label-test", f"predict-{n}"),
+                   (lay.run_eval(n) / "metrics.json",)) for n, b, l in names]
+    if len(st.grid) > 1:
+        steps.append(Step("scaling", "Tables 1-2 and scaling laws over the grid",
+                          tuple(s.name for s in steps if s.name.startswith("evaluate-")),
+                          (lay.evaluation / "sweep" / "sweep.json",)))
+    if st.echoclip:
+        steps.append(Step("echoclip", "EchoCLIP mask quality and phase",
+                          ("label-test", *[f"predict-{n}" for n, _, _ in names]), (lay.echoclip / "echoclip.json",)))
+    steps.append(Step("report", "write report.md and metrics.json", tuple(s.name for s in steps),
+                      (lay.report, lay.metrics)))
+    return steps
+
+
 def step_list(st: Settings) -> list[tuple[str, str]]:
     """(name, title) of every step, in order."""
-    steps = [("check-dynamic", "check the EchoNet-Dynamic folder"),
-             ("check-training", "check the training folder"),
-             ("label-training", "teacher labels the training folder's TRAIN/VAL clips"),
-             ("label-test", "teacher labels the EchoNet-Dynamic TEST clips")]
-    names = [(st.config_name(b, l), b, l) for b, l in st.grid]
-    steps += [(f"distill-{n}", f"distil student ({b},{l})") for n, b, l in names]
-    steps += [(f"predict-{n}", f"student ({b},{l}) predicts the TEST clips") for n, b, l in names]
-    steps.append(("evaluate-teacher", "evaluate the teacher on TEST (DeepLabv3 baseline)"))
-    steps += [(f"evaluate-{n}", f"evaluate student ({b},{l}) on TEST") for n, b, l in names]
-    if len(st.grid) > 1:
-        steps.append(("scaling", "Tables 1-2 and scaling laws over the grid"))
-    if st.echoclip:
-        steps.append(("echoclip", "EchoCLIP mask quality and phase"))
-    steps.append(("report", "write report.md and metrics.json"))
-    return steps
+    return [(s.name, s.title) for s in declare_steps(st)]

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.atomic import save_text
+from echodfkd.io.records import EvaluationMetrics, ReproduceMetrics, StudentConfig, TargetsMeta, overall
 from echodfkd.report.tables import fmt, fmt_ci, fmt_params, markdown
 from echodfkd.reproduce.inputs import Inputs, Settings
 from echodfkd.reproduce.layout import Layout
@@ -31,9 +32,14 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _metrics(folder: Path) -> dict[str, Any]:
+    """An evaluation's metrics.json as a dict ({} when that step has not written it)."""
+    record = EvaluationMetrics.read_or_none(folder / EvaluationMetrics.FILE)
+    return record.to_dict() if record is not None else {}
+
+
 def _seg(metrics: dict) -> dict[str, Any]:
-    block = (metrics.get("segmentation") or {}).get("vs_tracings") or {}
-    s = block.get("overall") or {}
+    s = overall((metrics.get("segmentation") or {}).get("vs_tracings"))
     keys = ("dice_per_video_mean", "dice_per_video_mean_ci90", "dice_pooled", "iou_per_video_mean",
             "iou_per_video_mean_ci90", "iou_pooled", "n_videos")
     return {k: s.get(k) for k in keys}
@@ -47,8 +53,8 @@ def _afd(metrics: dict, key: str) -> dict[str, Any]:
 
 
 def _teacher_record(lay: Layout) -> dict[str, Any]:
-    meta = _read(lay.targets / "meta.json")
-    rec = dict(meta.get("teacher") or {})
+    meta = TargetsMeta.read_or_none(lay.targets)
+    rec = dict((meta.teacher if meta is not None else None) or {})
     if rec.get("arch"):
         try:
             from echodfkd.teacher.model import build_segmenter
@@ -61,23 +67,23 @@ def _teacher_record(lay: Layout) -> dict[str, Any]:
 
 def collect(st: Settings, inputs: Inputs, lay: Layout, timings: dict[str, float]) -> dict[str, Any]:
     """Gather every step's results into the top-level metrics dict."""
-    teacher_m = _read(lay.evaluation / "teacher" / "metrics.json")
+    teacher_m = _metrics(lay.evaluation / "teacher")
     teacher = _teacher_record(lay)
     students: dict[str, Any] = {}
     for b, l in st.grid:
         name = st.config_name(b, l)
-        cfg, m = _read(lay.run(name) / "config.json"), _read(lay.run_eval(name) / "metrics.json")
+        cfg, m = StudentConfig.read_or_none(lay.run(name)) or StudentConfig(), _metrics(lay.run_eval(name))
+        run = cfg.run_summary()
         students[name] = {
-            "blocks": b, "layers": l, "params": cfg.get("params"), "thresholds": cfg.get("thresholds"),
-            "best_val_loss": (cfg.get("training") or {}).get("best_val_loss"),
-            "epochs_trained": (cfg.get("training") or {}).get("epochs_trained"),
+            "blocks": b, "layers": l, "params": run["params"], "thresholds": run["thresholds"],
+            "best_val_loss": run["best_val_loss"], "epochs_trained": run["epochs_trained"],
             "segmentation_vs_tracings": _seg(m), "afd": _afd(m, "afd"), "es_baseline": _afd(m, "es_baseline"),
             "agreement_with_teacher": ((m.get("segmentation") or {}).get("vs_teacher") or {}).get(
                 "dice_per_video_mean"),
             "n_missing_predictions": m.get("n_missing_predictions"),
         }
     main = main_student(st, students)
-    main_m = _read(lay.run_eval(main) / "metrics.json") if main else {}
+    main_m = _metrics(lay.run_eval(main)) if main else {}
     sweep = _read(lay.evaluation / "sweep" / "sweep.json")
     clip = _read(lay.echoclip / "echoclip.json")
     arch = teacher.get("arch", "?")
@@ -202,6 +208,6 @@ def render(m: dict[str, Any]) -> str:
 def write_summary(st: Settings, inputs: Inputs, lay: Layout, timings: dict[str, float]) -> dict[str, Any]:
     """Write OUT/metrics.json and OUT/report.md; returns a short summary for steps.json."""
     m = collect(st, inputs, lay, timings)
-    save_json(lay.metrics, m)
+    ReproduceMetrics.parse(m, lay.metrics).write(lay.metrics)
     save_text(lay.report, render(m))
     return {"main_student": m["main_student"], "students": len(m["students"])}

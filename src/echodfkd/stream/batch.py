@@ -24,6 +24,7 @@ import numpy as np
 
 from echodfkd.errors import DatasetError, EchoDFKDError, VideoError
 from echodfkd.io.atomic import save_json, save_npz, save_text
+from echodfkd.io.records import PredictionsMeta, RecordError
 from echodfkd.io.video import read_video, video_info, write_color_video
 from echodfkd.measures.masks import binarize
 from echodfkd.progress import progress
@@ -151,13 +152,13 @@ def _load_done(npz: Path) -> dict[str, Any] | None:
 
 
 def _check_identity(out: Path, settings: dict[str, Any]) -> None:
-    meta = out / "meta.json"
-    if not meta.is_file():
-        return
     try:
-        old = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = PredictionsMeta.read_or_none(out)
+    except RecordError:  # unreadable, or another kind of folder's meta: the new predictions replace it
         return
+    if record is None:
+        return
+    old = record.to_dict()
     diff = [k for k in IDENTITY if k in old and old[k] != settings.get(k)]
     if diff:
         k = diff[0]
@@ -179,7 +180,7 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
     out.mkdir(parents=True, exist_ok=True)
     settings = predictor.settings()
     _check_identity(out, settings)
-    save_json(out / "meta.json", dict(settings, status="running"))
+    PredictionsMeta.parse(dict(settings, status="running"), out / PredictionsMeta.FILE).write(out)
     todo = [s for s in sources if _load_done(out / f"{s.name}.npz") is None]
     failed: dict[str, str] = {}
     timing = {"frames": 0, "seconds": 0.0}
@@ -293,7 +294,7 @@ def _write_tables(out: Path, predictor: Predictor, names: list[str], settings: d
     meta = dict(settings, status="done", clips=len(phases), flagged=flagged, failed=failed,
                 streamed_frames=int(timing["frames"]),
                 stream_fps=round(timing["frames"] / timing["seconds"], 1) if timing["seconds"] else None)
-    save_json(out / "meta.json", meta)
+    PredictionsMeta.parse(meta, out / PredictionsMeta.FILE).write(out)
     return meta
 
 

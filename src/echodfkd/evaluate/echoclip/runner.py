@@ -9,7 +9,6 @@ subfolders that do is a *sweep*: each subfolder is one model and its size comes 
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.evaluate.echoclip import scores as sc
 from echodfkd.evaluate.echoclip.embed import EmbedJob, FrameEmbedder, file_digest
+from echodfkd.io.records import StudentConfig, read_folder_meta
 from echodfkd.io.video import resize_masks
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import PHASES
@@ -63,18 +63,11 @@ class Predictions:
         return float(t) if isinstance(t, (int, float)) else None
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
 def model_params(folder: Path, meta: dict) -> int | None:
     """Parameter count from meta.json (params, or model.params) or a student config.json beside it."""
+    config = StudentConfig.read_or_none(folder / StudentConfig.FILE)
     for src in (meta, meta.get("model") if isinstance(meta.get("model"), dict) else {},
-                _read_json(folder / "config.json")):
+                config.to_dict() if config is not None else {}):
         for k in PARAM_KEYS:
             if isinstance(src.get(k), (int, float)):
                 return int(src[k])
@@ -82,7 +75,8 @@ def model_params(folder: Path, meta: dict) -> int | None:
 
 
 def _load(folder: Path, name: str, group: str | None) -> Predictions:
-    meta = _read_json(folder / "meta.json")
+    record = read_folder_meta(folder)
+    meta = record.to_dict() if record is not None else {}
     return Predictions(name=name, root=folder, group=group, params=model_params(folder, meta), meta=meta)
 
 
