@@ -262,7 +262,7 @@ def _copy(camus_dir, tmp_path):
     ("bad_view", "unknown view 3CH"),
     ("empty_run", "not a student run"),
     ("no_weights", "model.safetensors: missing"),
-    ("no_run", "student run directory not found"),
+    ("no_run", "absent: folder not found"),
 ])
 def test_bad_input_is_one_line(case, expected, camus_dir, tiny_run, tmp_path, capsys):
     data, student, views = _copy(camus_dir, tmp_path), tiny_run, "4CH,2CH"

@@ -62,14 +62,6 @@ def bad_inputs(tmp_path_factory):
     return _bad_inputs(tmp_path_factory.mktemp("bad"))
 
 
-def _main(argv: list[str]) -> int:
-    """`echodfkd.cli.main`'s exit status, also when the parser refuses the arguments (SystemExit)."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
-
-
 def _assert_one_clear_line(rc: int, err: str, words: list[str]) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc != 0
@@ -81,9 +73,9 @@ def _assert_one_clear_line(rc: int, err: str, words: list[str]) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_through_cli_main(bad_inputs, capsys, case):
+def test_bad_input_through_climain(bad_inputs, capsys, case):
     argv, words = bad_inputs[case]
-    rc = _main(argv)
+    rc = main(argv)
     _assert_one_clear_line(rc, capsys.readouterr().err, words)
 
 
@@ -114,7 +106,7 @@ def test_usable_folder_with_problem_clips_exits_zero(tmp_path, capsys):
 
 def test_bad_option_values(tmp_path, capsys):
     ds = make_folder(tmp_path / "ds", {"a": beating_clip(20, 32)})
-    assert _main(["check", str(ds), "--workers", "0"]) == 2
+    assert main(["check", str(ds), "--workers", "0"]) == 2
     _assert_one_clear_line(2, capsys.readouterr().err, ["--workers"])
 
 

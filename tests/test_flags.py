@@ -19,37 +19,45 @@ def _parser(*adders) -> argparse.ArgumentParser:
 
 
 def test_data_positional_or_option(tmp_path):
+    d = str(tmp_path)
     p = _parser(flags.add_data)
-    assert p.parse_args(["D"]).data == "D"
-    assert p.parse_args(["--data", "D"]).data == "D"
+    assert p.parse_args([d]).data == d
+    assert p.parse_args(["--data", d]).data == d
     p2 = _parser(flags.add_data, flags.add_json)
-    assert p2.parse_args(["--json", "--data", "D"]).data == "D"
-    assert p2.parse_args(["--data", "D", "--json"]).data == "D"
+    assert p2.parse_args(["--json", "--data", d]).data == d
+    assert p2.parse_args(["--data", d, "--json"]).data == d
 
 
-def test_data_required_and_exclusive(capsys):
+def test_data_required_exclusive_and_existing(tmp_path, capsys):
     p = _parser(flags.add_data)
     with pytest.raises(SystemExit):
         p.parse_args([])
     assert "required" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        p.parse_args(["A", "--data", "B"])
+        p.parse_args([str(tmp_path), "--data", str(tmp_path)])
     assert "not allowed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        p.parse_args([str(tmp_path / "missing")])
+    assert "missing: not found" in capsys.readouterr().err
     optional = argparse.ArgumentParser()
     flags.add_data(optional, required=False)
     assert optional.parse_args([]).data is None
 
 
-def test_student_and_deprecated_model_alias(capsys):
+def test_student_and_deprecated_model_alias(tmp_path, capsys):
+    r = str(tmp_path)
     p = _parser(flags.add_student)
-    assert p.parse_args(["--student", "R"]).student == "R"
+    assert p.parse_args(["--student", r]).student == r
     assert capsys.readouterr().err == ""
-    assert p.parse_args(["--model", "R"]).student == "R"
+    assert p.parse_args(["--model", r]).student == r
     err = capsys.readouterr().err
     assert "--model is deprecated; use --student" in err and err.count("\n") == 1
     assert "--model" not in p.format_help()
     with pytest.raises(SystemExit):
         p.parse_args([])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--student", str(tmp_path / "none")])
+    assert "none: folder not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("good", ["cpu", "cuda", "cuda:1", "mps", "auto"])

@@ -87,14 +87,11 @@ def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, message):
 
 def test_search_help_lists_the_searched_parameters_and_refuses_them(capsys):
     assert {k: v for k, (_, v) in SEARCHED.items()} == SEARCH_SPACE  # the help's copy of the space
-    with pytest.raises(SystemExit):
-        main(["search", "--help"])
+    assert main(["search", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for name, (flag, values) in SEARCHED.items():
         assert f"searched: {name} " in text and flag in text
     assert "seq_len 15/25/35" in text and "batch_size 8/16/32" in text and "--config OUT/best.json" in text
     for flag in ("--seq-len", "--batch-size"):
-        with pytest.raises(SystemExit) as exc:
-            main(["search", "--data", "d", "--targets", "t", "--out", "o", flag, "8"])
-        assert exc.value.code == 2
+        assert main(["search", "--data", "d", "--targets", "t", "--out", "o", flag, "8"]) == 2
         assert f"{flag} is searched" in capsys.readouterr().err

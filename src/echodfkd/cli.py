@@ -70,9 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `echodfkd` console script."""
+    """Entry point of the `echodfkd` console script: returns the exit status (never raises SystemExit)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a refused argument (one line already printed)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from echodfkd.commands._flags import (add_data, add_device, add_out, add_precision, add_student,
-                                      nonnegative_int, positive_int, unit_float)
+from echodfkd.commands._flags import (add_data, add_device, add_json, add_out, add_precision, add_student,
+                                      dir_path, nonnegative_int, positive_int, stdout_for_json, unit_float)
 
 NAME = "camus"
 HELP = "score a student (or a sweep of students) on CAMUS half-sequences: Dice/IoU at ED/ES, EF, Table 3"
@@ -22,7 +22,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    add_data(parser, help="CAMUS folder: the release root, database_nifti/, or training/")
+    add_data(parser, help="CAMUS folder: the release root, database_nifti/, or training/", type=dir_path)
     add_student(parser)
     add_out(parser, "report")
     parser.add_argument("--views", default="4CH,2CH", help="views to score, comma-separated (4CH, 2CH)")
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples for the 90 %% intervals")
     add_device(parser)
     add_precision(parser)
+    add_json(parser, help="print each run's Table 3 row as JSON")
 
 
 def _resolve(device: str, precision: str) -> tuple[str, str]:
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from echodfkd.io.lock import output_lock
 
-    with output_lock(out):  # one live run per report folder
+    with output_lock(out), stdout_for_json(args):  # one live run per report folder
         import torch
 
         torch.set_flush_denormal(True)  # as the CLI does for its other network commands
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
             from echodfkd.report.camus import write_table3
 
             write_table3(out, rows, Path(args.student), str(ds.root))
+    if args.json:
+        import json
+
+        print(json.dumps({"report": str(out / "report.md"), "runs": rows}, indent=2, default=str))
+        return 0
     print(f"report: {out / 'report.md'}")
     return 0
 

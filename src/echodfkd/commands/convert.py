@@ -27,28 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Split written in FileList.csv for every clip")
     parser.add_argument("--keep-names", action="store_true",
                         help="name clips after their files instead of a hash of their contents")
-    parser.add_argument("--fps", type=float, default=None, metavar="FPS",
+    parser.add_argument("--fps", type=_flags.positive_float, default=None, metavar="FPS",
                         help="frame rate for files that give none (DICOM tags or video header)")
     parser.add_argument("--codec", choices=("ffv1", "mjpeg"), default="ffv1",
                         help="AVI codec: lossless FFV1 (predict then sees exactly the frames a direct predict on "
                              "the source would) or MJPEG like EchoNet-Dynamic's files (smaller, lossy)")
     parser.add_argument("--previews", action="store_true",
                         help="also write DIR/sectors/<FileName>.png: the sector found and the crop box")
+    _flags.add_skip_bad(parser)
     _flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert, print one line per clip and a summary."""
     import json
-    import math
     from pathlib import Path
 
     from echodfkd.data.convert_folder import convert_sources, find_sources
     from echodfkd.errors import EchoDFKDError
     from echodfkd.io.lock import output_lock
 
-    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        raise EchoDFKDError(f"--fps must be a positive number, got {args.fps}")
     sources = find_sources(args.inputs)
     existed = Path(args.out).exists()
     out = _flags.check_writable_dir(args.out)
@@ -71,4 +69,4 @@ def run(args: argparse.Namespace) -> int:
             done += f", {len(summary.skipped)} already done"
         rate = summary.to_dict()["frames_per_s"]
         print(f"{done}, {len(summary.failed)} failed, into {out}" + (f" ({rate} frames/s)" if rate else ""))
-    return 1 if summary.failed else 0
+    return 1 if summary.failed and not args.skip_bad else 0  # each failed file was warned about as it failed

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.evaluate.rounds import compare_rounds, differences, read_round
     from echodfkd.io.atomic import save_json, save_text
 
+    if args.out:
+        _flags.check_writable_dir(args.out, keep=False)  # before any work
     r1, r2 = read_round(args.round1), read_round(args.round2)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     result = compare_rounds(r1, r2, columns, names=(args.round1, args.round2))
