@@ -201,7 +201,7 @@ class _Steps:
 
     def echoclip(self, model: str) -> dict[str, Any]:
         from echodfkd.evaluate.echoclip.model import load_clip_model
-        from echodfkd.evaluate.echoclip.report import write_report
+        from echodfkd.report.echoclip import write_report
         from echodfkd.evaluate.echoclip.runner import Settings as ClipSettings
         from echodfkd.evaluate.echoclip.runner import run_echoclip
 

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, evaluate, write the report and print a short summary."""
     from echodfkd.errors import EchoDFKDError
     from echodfkd.evaluate.echoclip.embed import default_cache_dir
-    from echodfkd.evaluate.echoclip.report import write_report
+    from echodfkd.report.echoclip import write_report
     from echodfkd.evaluate.echoclip.runner import Settings, run_echoclip
 
     if args.screen:
@@ -156,7 +156,7 @@ def _screen(args: argparse.Namespace) -> int:
     from echodfkd.errors import EchoDFKDError
     from echodfkd.evaluate.echoclip.embed import default_cache_dir
     from echodfkd.evaluate.echoclip.screen import curated_rows, parse_curate, screen_dataset, screen_prompts
-    from echodfkd.evaluate.echoclip.screen_report import merge_curated, write_screen
+    from echodfkd.report.screen import merge_curated, write_screen
 
     if args.predictions:
         raise EchoDFKDError("--screen ranks the clips themselves; drop --predictions (or drop --screen)")

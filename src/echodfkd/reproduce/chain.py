@@ -224,7 +224,7 @@ class _Context:
     def echoclip(self) -> dict[str, Any]:
         """EchoCLIP over the teacher's and every student's TEST predictions (embeddings cached in OUT)."""
         from echodfkd.evaluate.echoclip.model import load_clip_model
-        from echodfkd.evaluate.echoclip.report import write_report
+        from echodfkd.report.echoclip import write_report
         from echodfkd.evaluate.echoclip.runner import Settings as ClipSettings
         from echodfkd.evaluate.echoclip.runner import run_echoclip
 
