@@ -7,7 +7,8 @@ import errno
 import ipaddress
 import socket
 import sys
-from pathlib import Path
+
+from echodfkd.commands import _flags
 
 NAME = "serve"
 HELP = "open the browser viewer on a student run (local web page)"
@@ -23,19 +24,17 @@ DEFAULT_PORT = 7860
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `echodfkd serve`."""
-    parser.add_argument("--model", required=True, metavar="RUN", help="student run directory (config.json + model.safetensors)")
-    parser.add_argument("--teacher", metavar="PATH", default=None, help="optional teacher checkpoint shown side by side")
-    parser.add_argument("--teacher-arch", metavar="A", default=None,
-                        help="teacher architecture (default: the one the checkpoint records, else deeplabv3_resnet50)")
+    _flags.add_student(parser)
+    _flags.add_teacher(parser, help="optional teacher checkpoint shown side by side")
+    _flags.add_teacher_arch(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (loopback keeps the page private to this computer)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
-    parser.add_argument("--max-upload-mb", type=float, default=200.0, help="largest accepted upload, in MB")
-    parser.add_argument("--device", default="cpu", help="torch device for the models (cpu, cuda, cuda:1, ...)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="student engine precision (bf16: faster on CPUs with AMX/AVX512-BF16)")
-    parser.add_argument("--compile", action="store_true",
-                        help="CPU: run the student's ahead-of-time compiled engine (built once and cached; "
-                             "needs a C++ compiler; see `predict --help`)")
+    parser.add_argument("--port", type=_flags.int_in(1, 65535), default=DEFAULT_PORT, help="TCP port")
+    parser.add_argument("--max-upload-mb", type=_flags.positive_float, default=200.0,
+                        help="largest accepted upload, in MB")
+    _flags.add_device(parser, help="torch device for the models: cpu, cuda, cuda:N, mps, auto")
+    _flags.add_precision(parser, help="student engine precision (bf16: faster on CPUs with AMX/AVX512-BF16)")
+    _flags.add_compile(parser, help="CPU: run the student's ahead-of-time compiled engine (built once and cached; "
+                       "needs a C++ compiler; see `predict --help`)")
 
 
 def is_loopback(host: str) -> bool:
@@ -67,12 +66,6 @@ def run(args: argparse.Namespace) -> int:
     """Load the models, then serve until interrupted."""
     from echodfkd.errors import EchoDFKDError
 
-    if not 0 < args.port < 65536:
-        raise EchoDFKDError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.max_upload_mb <= 0:
-        raise EchoDFKDError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
-    if not Path(args.model).is_dir():
-        raise EchoDFKDError(f"{args.model}: not a student run directory")
     try:
         import uvicorn
     except ImportError:
@@ -92,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 1
     with sock:
-        app = create_app(args.model, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
+        app = create_app(args.student, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
                          teacher_arch=args.teacher_arch, device=args.device, compile=args.compile,
                          precision=args.precision)
         shown = f"[{args.host}]" if ":" in args.host else args.host
