@@ -39,6 +39,14 @@ class _Parser(argparse.ArgumentParser):
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows '(default: X)' only where there is a default worth reading (not None, False or already said)."""
 
+    def _metavar_formatter(self, action: argparse.Action, default_metavar: str):  # noqa: ANN202 (argparse's)
+        """Choices that hold commas (e.g. lv and lv,rv) are shown as {lv|lv,rv}, not the ambiguous {lv,lv,rv}."""
+        choices = action.choices
+        if action.metavar is None and choices is not None and any("," in str(c) for c in choices):
+            shown = "{" + "|".join(map(str, choices)) + "}"
+            return lambda size: (shown,) * size if isinstance(size, int) else shown
+        return super()._metavar_formatter(action, default_metavar)
+
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
