@@ -20,7 +20,8 @@ from echodfkd.errors import EchoDFKDError
 # Pipeline order for `--help`; commands not listed come after, alphabetically.
 ORDER = [
     "demo", "phantom", "convert", "check", "info", "teacher", "label", "distill", "sweep", "search",
-    "predict", "export", "evaluate", "camus", "report", "echoclip", "noise", "reproduce", "bench", "serve",
+    "predict", "export", "evaluate", "camus", "report", "echoclip", "noise", "reproduce", "check-run", "bench",
+    "serve",
 ]
 
 # Steps that train or run networks on the CPU (where denormal arithmetic is slow).
