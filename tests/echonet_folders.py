@@ -13,9 +13,27 @@ from echodfkd.io.video import write_video
 FILELIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
 
 
-def beating_clip(frames: int = 40, size: int = 64, seed: int = 0, period: float = 20.0) -> np.ndarray:
-    """A smooth echo-like clip: dark sector background, bright wall ring whose radius beats in time."""
+def beating_clip(frames: int = 40, size: int = 64, seed: int = 0, period: float = 20.0,
+                 look: str = "ring") -> np.ndarray:
+    """A beating LV clip (uint8 (T, H, W)) whose radius is largest at t = 0, period, 2·period, ... (ED).
+
+    look "ring": echo-like, a dark sector with a bright textured wall ring around the cavity;
+    look "cavity": a dark speckled ellipse on a bright speckled background (what the viewer tests'
+    hand-set "darker than 70" student outlines).
+    """
     rng = np.random.default_rng(seed)
+    if look == "cavity":
+        yy, xx = np.mgrid[:size, :size]
+        out = np.empty((frames, size, size), np.uint8)
+        for t in range(frames):
+            r = size * (0.17 + 0.06 * np.cos(2 * np.pi * t / period))
+            inside = ((xx - size * 0.5) / r) ** 2 + ((yy - size * 0.48) / (1.5 * r)) ** 2 < 1
+            img = rng.normal(150, 25, (size, size))
+            img[inside] = rng.normal(15, 6, int(inside.sum()))
+            out[t] = np.clip(img, 0, 255)
+        return out
+    if look != "ring":
+        raise ValueError(f"unknown look {look!r}")
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cy, cx = size * 0.5, size * 0.5
     sector = (yy > size * 0.05) & (np.abs(xx - cx) < (yy + 2) * 0.9)

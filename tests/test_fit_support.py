@@ -114,13 +114,13 @@ def test_one_fps_bin_is_a_note_not_a_plot():
 
 
 def test_reproduce_warns_on_a_teacher_that_misses_the_traces(tmp_path):
-    from tiny_echonet import make_folder
+    from tiny_echonet import pulsing_folder
 
     from echodfkd.data import open_dataset
     from echodfkd.io.atomic import save_npz
     from echodfkd.reproduce.sanity import DICE_FLOOR, warn_low_teacher_dice
 
-    ds = open_dataset(make_folder(tmp_path / "dyn", {"TEST": 3}, frames=10))
+    ds = open_dataset(pulsing_folder(tmp_path / "dyn", {"TEST": 3}, frames=10))
     good, bad = tmp_path / "good", tmp_path / "bad"
     for name in ds.names("TEST"):
         masks = np.zeros((10, 32, 32), np.uint8)

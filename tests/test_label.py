@@ -16,7 +16,7 @@ from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.distill.label import label_dataset, resolve_shard, shard_names
 from echodfkd.launch import parse_shard
 from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
-from tiny_echonet import make_folder
+from tiny_echonet import pulsing_folder
 from tiny_models import npz_arrays
 
 ARCH = "lraspp_mobilenet_v3_large"
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return make_folder(tmp_path_factory.mktemp("echo"), {"TRAIN": 5, "VAL": 2, "TEST": 1}, size=32, frames=9)
+    return pulsing_folder(tmp_path_factory.mktemp("echo"), {"TRAIN": 5, "VAL": 2, "TEST": 1}, size=32, frames=9)
 
 
 def _teacher(seed: int) -> Teacher:
@@ -145,7 +145,7 @@ def test_other_teacher_is_refused_unless_overwrite(data, teacher, tmp_path):
 
 
 def test_unreadable_clip_is_reported_and_skipped(tmp_path, teacher):
-    data = make_folder(tmp_path / "d", {"TRAIN": 3}, size=32, frames=6, broken=("clip_train_1",))
+    data = pulsing_folder(tmp_path / "d", {"TRAIN": 3}, size=32, frames=6, broken=("clip_train_1",))
     summary = label_dataset(data, teacher, tmp_path / "out", splits="TRAIN")
     assert summary.labelled == 2 and [n for n, _ in summary.failed] == ["clip_train_1"]
     assert "clip_train_1.avi" in summary.failed[0][1]

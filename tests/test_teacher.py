@@ -15,7 +15,7 @@ from echodfkd.cli import main
 from echodfkd.errors import ModelError
 from echodfkd.teacher.model import (ECHONET_MEAN, ECHONET_STD, Teacher, build_segmenter, load_teacher,
                                      save_echonet_checkpoint, weights_hash)
-from tiny_echonet import make_folder
+from tiny_echonet import pulsing_folder
 
 LIGHT = "lraspp_mobilenet_v3_large"
 
@@ -178,7 +178,7 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     from echodfkd.teacher.train import load_traced_frames, train_teacher
     from echodfkd.data import open_dataset
 
-    data = make_folder(tmp_path / "data", {"TRAIN": 5, "VAL": 1}, size=32, frames=8, broken=("clip_train_4",))
+    data = pulsing_folder(tmp_path / "data", {"TRAIN": 5, "VAL": 1}, size=32, frames=8, broken=("clip_train_4",))
     traced = load_traced_frames(open_dataset(data), "TRAIN")
     assert traced.frames.shape == (8, 32, 32) and traced.masks.dtype == bool and traced.masks.any()
     assert [n for n, _ in traced.skipped] == ["clip_train_4"] and len(traced.origin) == 8

@@ -154,13 +154,13 @@ def test_oversize_upload_is_refused_both_by_header_and_while_streaming(run_dir, 
 
 def test_mp4_upload_is_accepted(run_dir, tmp_path):
     import cv2
-    from viewer_support import beating_clip
+    from echonet_folders import beating_clip
 
     path = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 64), True)
     if not writer.isOpened():
         pytest.skip("this OpenCV build cannot write MP4")
-    for frame in beating_clip(frames=12):
+    for frame in beating_clip(frames=12, look="cavity"):
         writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     writer.release()
     app = create_app(run_dir, examples_cache=tmp_path / "cache")
@@ -250,7 +250,7 @@ def test_bundled_example_is_generated_once_and_carries_truth(run_dir, tmp_path):
 def test_serve_binds_loopback_by_default_and_warns_otherwise(tmp_path, run_dir, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     serve.add_arguments(parser)
-    args = parser.parse_args(["--model", str(run_dir)])
+    args = parser.parse_args(["--student", str(run_dir)])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.max_upload_mb == 200
     assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1") and serve.is_loopback("localhost")
     assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("example.org")
@@ -266,7 +266,7 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(tmp_path, run_dir, 
     args.port = _free_port()
     assert serve.run(args) == 0 and calls[-1] == ("127.0.0.1", args.port)
     assert "warning" not in capsys.readouterr().err and engines[-1] == (False, "fp32")
-    assert serve.run(parser.parse_args(["--model", str(run_dir), "--host", "0.0.0.0", "--port", str(_free_port()),
+    assert serve.run(parser.parse_args(["--student", str(run_dir), "--host", "0.0.0.0", "--port", str(_free_port()),
                                         "--compile", "--precision", "bf16"])) == 0
     assert "warning: binding to 0.0.0.0" in capsys.readouterr().err and engines[-1] == (True, "bf16")
 
@@ -289,7 +289,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_any_url(run_dir, monkey
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert serve.run(parser.parse_args(["--model", str(run_dir), "--port", str(port)])) == 1
+        assert serve.run(parser.parse_args(["--student", str(run_dir), "--port", str(port)])) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"echodfkd serve: error: port {port} is in use"]
     assert "http://" not in err and loaded == []  # no URL shown, no model loaded

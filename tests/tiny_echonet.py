@@ -1,32 +1,21 @@
-"""Build tiny EchoNet-layout folders for tests: pulsing-ellipse videos, FileList.csv, VolumeTracings.csv."""
+"""Tiny traced EchoNet-layout datasets for tests: `pulsing_folder` makes the clips and writes them with
+`echonet_folders.make_folder` (the one folder writer), two traces per clip."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-from echodfkd.io.video import write_video
-
-
-def ellipse_trace(cx: float, cy: float, a: float, b: float) -> np.ndarray:
-    """A 21-row EchoNet trace of an ellipse: row 0 the long (vertical) axis, rows 1-20 horizontal chords."""
-    rows = [(cx, cy - b, cx, cy + b)]
-    for y in np.linspace(cy - 0.95 * b, cy + 0.95 * b, 20):
-        half = a * np.sqrt(max(0.0, 1 - ((y - cy) / b) ** 2))
-        rows.append((cx - half, y, cx + half, y))
-    return np.asarray(rows, dtype=float)
+from echonet_folders import filelist_row, make_folder, trace_rows
 
 
-def make_folder(root: Path, splits: dict[str, int], size: int = 32, frames: int = 12, seed: int = 0,
-                broken: tuple[str, ...] = ()) -> Path:
-    """Write clips named clip_<split>_<k>: a bright ring around a dark pulsing ellipse, with two traces each."""
+def pulsing_folder(root: Path, splits: dict[str, int], size: int = 32, frames: int = 12, seed: int = 0,
+                   broken: tuple[str, ...] = ()) -> Path:
+    """`splits` clips per split, named clip_<split>_<k>: a bright ring around a dark pulsing ellipse, each
+    traced at its smallest and largest frame; the clips named in `broken` are replaced by non-video bytes."""
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "Videos").mkdir(exist_ok=True)
-    filelist = ["FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split"]
-    tracings = ["FileName,X1,Y1,X2,Y2,Frame"]
     yy, xx = np.mgrid[0:size, 0:size]
+    clips, rows, tracings = {}, [], []
     for split, count in splits.items():
         for k in range(count):
             name = f"clip_{split.lower()}_{k}"
@@ -41,15 +30,13 @@ def make_folder(root: Path, splits: dict[str, int], size: int = 32, frames: int 
                 r = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2
                 img = np.where(r < 1, 15.0, np.where(r < 1.8, 170.0, 60.0))
                 video[t] = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
-            write_video(root / "Videos" / f"{name}.avi", video, 50.0)
-            if name in broken:
-                (root / "Videos" / f"{name}.avi").write_bytes(b"not a video")
+            clips[name] = video
+            rows.append(filelist_row(name, video, split, fps=50, EF=55.0, ESV=30.0, EDV=60.0))
             big = int(np.argmax([a * b for a, b in axes]))
             small = int(np.argmin([a * b for a, b in axes]))
             for f in (small, big):
-                for row in ellipse_trace(cx, cy, *axes[f]):
-                    tracings.append(f"{name}.avi," + ",".join(f"{v:.3f}" for v in row) + f",{f}")
-            filelist.append(f"{name},55.0,30.0,60.0,{size},{size},50,{frames},{split}")
-    (root / "FileList.csv").write_text("\n".join(filelist) + "\n")
-    (root / "VolumeTracings.csv").write_text("\n".join(tracings) + "\n")
+                tracings += trace_rows(name, f, cx, cy, *axes[f])
+    make_folder(root, clips, tracings=tracings, fps=50, rows=rows)
+    for name in broken:
+        (root / "Videos" / f"{name}.avi").write_bytes(b"not a video")
     return root

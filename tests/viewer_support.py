@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
+from echonet_folders import beating_clip
 
 from echodfkd.io.video import write_video
 from echodfkd.models import Student
@@ -41,22 +41,7 @@ def dark_cavity_student(directory: Path, level: float = 70.0, out_channels: int 
     return directory
 
 
-def beating_clip(frames: int = 48, size: int = 64, fps: float = 25.0, seed: int = 0,
-                 bpm: float = 75.0) -> np.ndarray:
-    """A bright speckled frame with a dark ellipse whose radius beats at `bpm` (uint8 (T, H, W))."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    out = np.empty((frames, size, size), np.uint8)
-    for t in range(frames):
-        r = size * (0.17 + 0.06 * np.cos(2 * np.pi * t * bpm / 60.0 / fps))
-        inside = ((xx - size * 0.5) / r) ** 2 + ((yy - size * 0.48) / (1.5 * r)) ** 2 < 1
-        img = rng.normal(150, 25, (size, size))
-        img[inside] = rng.normal(15, 6, int(inside.sum()))
-        out[t] = np.clip(img, 0, 255)
-    return out
-
-
-def write_beating_avi(path: Path, **kwargs) -> Path:
-    """Write `beating_clip(**kwargs)` as an MJPEG AVI."""
-    fps = kwargs.get("fps", 25.0)
-    return write_video(path, beating_clip(**kwargs), fps)
+def write_beating_avi(path: Path, frames: int = 48, size: int = 64, fps: float = 25.0, seed: int = 0,
+                      bpm: float = 75.0) -> Path:
+    """An MJPEG AVI of `echonet_folders.beating_clip(look="cavity")` beating at `bpm` (ED on frame 0)."""
+    return write_video(path, beating_clip(frames, size, seed, period=60.0 * fps / bpm, look="cavity"), fps)
