@@ -13,7 +13,7 @@ from echodfkd.data import open_dataset
 from echodfkd.data.phantom import generate_phantom
 from echodfkd.evaluate.runner import rv_threshold
 from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint
-from tiny_echonet import make_folder
+from tiny_echonet import pulsing_folder
 
 ARCH = "lraspp_mobilenet_v3_large"
 
@@ -91,7 +91,7 @@ def test_rv_threshold_from_meta_then_the_run(tmp_path):
 
 
 def test_rv_teacher_needs_a_phantom(tmp_path, capsys):
-    data = make_folder(tmp_path / "data", {"TRAIN": 2, "VAL": 1}, size=32, frames=8)
+    data = pulsing_folder(tmp_path / "data", {"TRAIN": 2, "VAL": 1}, size=32, frames=8)
     rc = main(["teacher", "train", str(data), "--channel", "rv", "--out", str(tmp_path / "rv"), "--epochs", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "RV ground truth" in err and "GroundTruth/" in err
