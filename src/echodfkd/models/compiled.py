@@ -27,13 +27,14 @@ import torch
 
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path, save_json
-from echodfkd.models.fast import StreamingStudent
+from echodfkd.models.fast import PRECISIONS, StreamingStudent, for_precision
 from echodfkd.models.student import Student
 
 #: Environment variable naming the cache folder (default ~/.cache/echodfkd/compiled).
 CACHE_ENV = "ECHODFKD_CACHE_DIR"
 INDUCTOR_OPTIONS: dict[str, Any] = {"freezing": True, "cpp.use_decompose_tanh": True}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: The precisions an engine can be compiled at (see `echodfkd.models.fast.PRECISIONS`).
+DTYPES = {name: kw["dtype"] for name, kw in PRECISIONS.items()}
 #: Bump when the engine's graph changes, so stale archives are rebuilt rather than loaded.
 ENGINE_VERSION = 1
 
@@ -55,8 +56,8 @@ def _cpu_signature() -> str:
     return " ".join(sorted(flags)) if flags else (platform.processor() or platform.machine())
 
 
-def engine_key(student: Student, size: tuple[int, int], precision: str) -> str:
-    """Content hash naming a compiled engine: weights, config, size, precision, torch and CPU."""
+def engine_key(student: Student, size: tuple[int, int], precision: str, batch: int = 1) -> str:
+    """Content hash naming a compiled engine: weights, config, size, precision, batch, torch and CPU."""
     digest = hashlib.sha256()
     for name, tensor in sorted(student.state_dict().items()):
         digest.update(name.encode())
@@ -65,6 +66,8 @@ def engine_key(student: Student, size: tuple[int, int], precision: str) -> str:
                                                "out_channels", "in_channels", "input_mean", "input_std")}
     meta = dict(arch=arch, size=list(size), precision=precision, torch=torch.__version__,
                 cpu=_cpu_signature(), options=INDUCTOR_OPTIONS, engine=ENGINE_VERSION)
+    if batch != 1:  # batch-1 keys stay as they were, so cached single-stream engines remain valid
+        meta["batch"] = batch
     digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
@@ -89,14 +92,14 @@ def _quiet_toolchain_logs():
         logger.setLevel(level)
 
 
-def compile_engine(engine: StreamingStudent, size: tuple[int, int], path: str | os.PathLike) -> Path:
-    """Build the compiled step of a (CPU) streaming engine for (H, W) frames into the archive `path` (atomic)."""
+def compile_engine(engine: StreamingStudent, size: tuple[int, int], path: str | os.PathLike, batch: int = 1) -> Path:
+    """Build the compiled step of a (CPU) streaming engine for `batch` streams of (H, W) frames into `path` (atomic)."""
     if find_compiler() is None:
         raise ModelError("compiling the streaming engine needs a C++ compiler (g++ or clang++) on PATH; "
                          "install one (e.g. `apt-get install g++`) or run without --compile")
     h, w = size
-    frame = torch.full((1, 1, h, w), 64.0)
-    example = (frame, *engine.init_state(1, h, w).flat())
+    frame = torch.full((batch, 1, h, w), 64.0)
+    example = (frame, *engine.init_state(batch, h, w).flat())
     path = Path(path)
     try:
         with torch.no_grad(), _quiet_toolchain_logs():
@@ -113,8 +116,8 @@ def compile_engine(engine: StreamingStudent, size: tuple[int, int], path: str | 
 class CompiledStreamer:
     """A loaded compiled engine: `init_state()` then `step(frame, state) -> (logits, state)` (flat lists)."""
 
-    def __init__(self, path: str | os.PathLike, engine: StreamingStudent, size: tuple[int, int]) -> None:
-        self.path, self.size, self._engine = Path(path), size, engine
+    def __init__(self, path: str | os.PathLike, engine: StreamingStudent, size: tuple[int, int], batch: int = 1) -> None:
+        self.path, self.size, self._engine, self.batch = Path(path), size, engine, batch
         try:
             with _quiet_toolchain_logs():
                 self._run: Callable = torch._inductor.aoti_load_package(str(self.path))
@@ -123,8 +126,8 @@ class CompiledStreamer:
             raise ModelError(f"{self.path}: not a loadable compiled engine ({first}); delete it to rebuild") from None
 
     def init_state(self) -> list[torch.Tensor]:
-        """Zero state for one stream, in the layout the archive was built for."""
-        return self._engine.init_state(1, *self.size).flat()
+        """Zero state for the archive's `batch` streams, in the layout it was built for."""
+        return self._engine.init_state(self.batch, *self.size).flat()
 
     def step(self, frame: torch.Tensor, state: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One float32 frame (1, 1, H, W) on the 0-255 scale -> logits (1, C, H, W) and the new flat state."""
@@ -134,8 +137,8 @@ class CompiledStreamer:
 
 def load_or_compile(student: Student, size: tuple[int, int], precision: str = "fp32",
                     directory: str | os.PathLike | None = None,
-                    log: Callable[[str], None] | None = None) -> CompiledStreamer:
-    """The compiled engine for this student, size and precision: loaded from the cache, else built there."""
+                    log: Callable[[str], None] | None = None, batch: int = 1) -> CompiledStreamer:
+    """The compiled engine for this student, size, precision and batch: loaded from the cache, else built there."""
     size = (int(size[0]), int(size[1]))
     k = 2 ** (student.blocks - 1)
     if size[0] % k or size[1] % k:
@@ -144,17 +147,18 @@ def load_or_compile(student: Student, size: tuple[int, int], precision: str = "f
         raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     student = student.cpu().eval()
     folder = Path(directory) if directory is not None else cache_dir()
-    key = engine_key(student, size, precision)
-    path = folder / f"student-{size[0]}x{size[1]}-{precision}-{key}.pt2"
-    engine = StreamingStudent(student, dtype=DTYPES[precision])
+    key = engine_key(student, size, precision, batch)
+    tag = f"-b{batch}" if batch != 1 else ""
+    path = folder / f"student-{size[0]}x{size[1]}{tag}-{precision}-{key}.pt2"
+    engine = for_precision(student, precision)
     if not path.is_file():
         if log:
-            log(f"compiling the {size[0]}x{size[1]} {precision} streaming engine once (cached in {folder}) ...")
+            log(f"compiling the {size[0]}x{size[1]}{tag} {precision} streaming engine once (cached in {folder}) ...")
         t0 = time.perf_counter()
-        compile_engine(engine, size, path)
+        compile_engine(engine, size, path, batch)
         save_json(path.with_suffix(".json"), {
-            "key": key, "size": list(size), "precision": precision, "torch": torch.__version__,
+            "key": key, "size": list(size), "batch": batch, "precision": precision, "torch": torch.__version__,
             "build_seconds": round(time.perf_counter() - t0, 1), "config": student.config})
         if log:
             log(f"compiled in {time.perf_counter() - t0:.0f} s: {path}")
-    return CompiledStreamer(path, engine, size)
+    return CompiledStreamer(path, engine, size, batch)

@@ -10,9 +10,9 @@ import numpy as np
 
 from echodfkd.errors import ModelError
 
-#: Engine precisions -> torch dtype names. bf16 pays off on CPUs with AMX/AVX512-BF16; on a phantom-trained
-#: (4,1) student its masks matched fp32 with Dice 0.9994 over 18 whole clips (streamed state in bf16).
-PRECISIONS = {"fp32": "float32", "bf16": "bfloat16"}
+#: Engine precisions (`echodfkd.models.fast.PRECISIONS`): fp32; bf16 (all bfloat16, state included: fastest,
+#: but its masks drifted to Dice 0.99 of fp32 on real clips); mixed (bf16 convolutions, fp32 state and gates).
+PRECISIONS = ("fp32", "bf16", "mixed")
 
 
 class TorchEngine:
@@ -28,13 +28,13 @@ class TorchEngine:
                  log: Callable[[str], None] | None = None) -> None:
         import torch
 
-        from echodfkd.models.fast import StreamingStudent
+        from echodfkd.models.fast import for_precision
 
         if precision not in PRECISIONS:
-            raise ModelError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+            raise ModelError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         try:
             self.device = torch.device(device)
-            self.net = StreamingStudent(student.eval(), dtype=getattr(torch, PRECISIONS[precision])).to(self.device)
+            self.net = for_precision(student.eval(), precision).to(self.device)
         except (RuntimeError, AssertionError) as exc:
             raise ModelError(f"cannot run the student on device {device!r} ({str(exc).splitlines()[0]})") from None
         self.student, self.precision, self.log = student, precision, log
