@@ -173,11 +173,14 @@ def _phantom_figures(demo: Path) -> dict:
     path = demo / "metrics.json"
     if not path.is_file():
         return {}
-    metrics = json.loads(path.read_text())
+    from echodfkd.io.records import DemoMetrics
+
+    record = DemoMetrics.read(path)
+    metrics = record.to_dict()
     out = {}
     for who in ("student", "teacher"):
-        seg = ((metrics.get(who) or {}).get("segmentation") or {}).get("vs_tracings") or {}
-        seg = seg.get("overall", seg)
+        evaluation = getattr(record, who)
+        seg = evaluation.overall("vs_tracings") if evaluation is not None else {}
         if seg.get("dice_per_video_mean") is not None:
             out[f"{who}_dice"] = round(float(seg["dice_per_video_mean"]), 4)
     alert = metrics.get("alert") or {}

@@ -74,7 +74,8 @@ def test_version_0_files_load_and_migrate_in_memory(tmp_path):
     targets.mkdir()
     (targets / "meta.json").write_text(json.dumps({"teacher": {"arch": "deeplabv3_resnet50", "weights_hash": "ab"}}))
     meta = read_folder_meta(targets)
-    assert isinstance(meta, TargetsMeta) and meta.version == 0 and meta.channels["masks"]["arch"] == "deeplabv3_resnet50"
+    assert isinstance(meta, TargetsMeta) and meta.version == 0
+    assert meta.channels["masks"]["arch"] == "deeplabv3_resnet50"
     pred = tmp_path / "pred"
     pred.mkdir()
     (pred / "meta.json").write_text(json.dumps({"threshold_dice": 0.5, "threshold_afd": 0.7}))
@@ -164,7 +165,8 @@ def test_a_rerun_step_leaves_its_dependents_stale_even_when_the_run_stops_there(
     summaries = StepRunner(tmp_path, echo=lambda m: None).run_all(declared())
     assert calls == ["a", "b", "a", "b", "b"] and summaries["b"] == {"saw_stale": False}
     journal = StepsJournal.read(tmp_path)
-    assert journal.stale == [] and journal.steps["b"].depends_on == ["a"] and journal.steps["b"].outputs == ["later/out.txt"]
+    assert journal.stale == [] and journal.steps["b"].depends_on == ["a"]
+    assert journal.steps["b"].outputs == ["later/out.txt"]
 
 
 def test_a_step_that_changed_nothing_does_not_force_its_dependents(tmp_path):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from echodfkd.io.records import PredictionsMeta, StudentConfig
+from echodfkd.io.records import EvaluationMetrics, PredictionsMeta, StudentConfig, TargetsMeta
 from echodfkd.pipeline import Step, StepRunner
 
 
@@ -87,21 +87,23 @@ def declare_steps(settings: DemoSettings, p: dict[str, Path], steps: "_Steps", e
         Step("teacher", f"train a {settings.teacher_arch} teacher on the {teacher_on}", ("phantom_dynamic",),
              (p["teacher"],), (p["teacher"].parent,), fn=steps.teacher),
         Step("label", "label the synthetic TRAIN/VAL clips with the teacher", ("phantom_synthetic", "teacher"),
-             (p["targets"] / "meta.json",), (p["targets"],), fn=steps.label),
+             (p["targets"] / TargetsMeta.FILE,), (p["targets"],), fn=steps.label),
         Step("distill", f"distil a (4,1) student at {settings.frame_size}x{settings.frame_size}",
              ("phantom_synthetic", "label"), (p["student"] / "model.safetensors",), (p["student"],), fn=steps.distill),
         Step("alert", "calibrate the unusual-input alert on clean dynamic VAL clips", ("phantom_dynamic", "distill"),
              (p["student"] / "alert.json",), fn=steps.alert),
         Step("predict", "student: stream the dynamic TEST clips frame by frame", ("phantom_dynamic", "alert"),
-             (p["pred_student"] / "meta.json",), (p["pred_student"],), fn=steps.predict),
+             (p["pred_student"] / PredictionsMeta.FILE,), (p["pred_student"],), fn=steps.predict),
         Step("teacher_predict", "teacher: label the dynamic TEST clips", ("phantom_dynamic", "teacher"),
-             (p["pred_teacher"] / "meta.json",), (p["pred_teacher"],), fn=steps.teacher_predict),
-        Step("evaluate", "evaluate student and teacher on the dynamic TEST split", ("check", "predict", "teacher_predict"),
-             (p["eval_student"] / "metrics.json", p["eval_teacher"] / "metrics.json"),
+             (p["pred_teacher"] / TargetsMeta.FILE,), (p["pred_teacher"],), fn=steps.teacher_predict),
+        Step("evaluate", "evaluate student and teacher on the dynamic TEST split",
+             ("check", "predict", "teacher_predict"),
+             (p["eval_student"] / EvaluationMetrics.FILE, p["eval_teacher"] / EvaluationMetrics.FILE),
              (p["eval_student"], p["eval_teacher"]), fn=steps.evaluate),
     ]
     if echoclip:
-        declared.append(Step("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases", ("predict", "teacher_predict"),
+        declared.append(Step("echoclip", f"EchoCLIP ({echoclip}) judges masks and phases",
+                             ("predict", "teacher_predict"),
                              (p["echoclip"] / "echoclip.json",), (p["echoclip"],), fn=lambda: steps.echoclip(echoclip)))
     return declared
 

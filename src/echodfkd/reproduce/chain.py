@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from echodfkd.distill.config import flag
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.io.atomic import load_json, save_json, save_text
-from echodfkd.io.records import PredictionsMeta, StudentConfig
+from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.records import PredictionsMeta, ReproduceMetrics, StudentConfig
 from echodfkd.launch import launcher_rank_world
 from echodfkd.pipeline import STEPS_FILE, StepRunner, bind, read_journal
 from echodfkd.reproduce.inputs import UNUSABLE, Inputs, Settings, check_echoclip, inspect_inputs, resolve_device
@@ -75,7 +76,7 @@ def reproduce(st: Settings, echo: Echo = _stderr) -> dict[str, Any]:
                  changed={f"distill-{n}": lambda s: bool(s.get("trained", True)) for n in names},
                  then={"check-training": ctx.use_training_root, "label-test": ctx.after_labels})
     runner.run_all(steps)
-    return load_json(lay.metrics, EchoDFKDError)
+    return ReproduceMetrics.read(lay.metrics).to_dict()
 
 
 class _Context:
@@ -118,14 +119,14 @@ class _Context:
 
     def check_training(self) -> dict[str, Any]:
         """Check the training folder; leave out of training the clips that cannot be decoded."""
-        import pandas as pd
+        from echodfkd.data.check import corrupted_reasons, read_corrupted
 
         st, syn = self.st, self.inputs.synthetic
         csv = self.lay.check / "training.csv"
         summary = self.check(syn.root, st.synthetic_fps, csv)
 
-        rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        bad = sorted(set(rows.loc[rows["reason"].isin(UNUSABLE), "FileName"]))
+        listed = corrupted_reasons(read_corrupted(csv))
+        bad = sorted(name for name, reasons in listed.items() if reasons & set(UNUSABLE))
         used = set(syn.names("TRAIN") + syn.names("VAL"))
         dropped = [n for n in bad if n in used]
         summary["dropped_from_training"] = dropped
@@ -315,10 +316,12 @@ def distill_in_child(data: Path, targets: Path, run: Path, blocks: int, layers: 
 def distill_command(data: Path, targets: Path, run: Path, blocks: int, layers: int, kw: dict[str, Any]) -> list[str]:
     """The `echodfkd distill` command line equivalent to distill(..., **kw)."""
     cmd = [sys.executable, "-m", "echodfkd", "distill", "--data", str(data), "--targets", str(targets),
-           "--out", str(run), "--blocks", str(blocks), "--layers", str(layers), "--resume"]
+           "--out", str(run), "--blocks", str(blocks), "--layers", str(layers)]
+    if (run / "checkpoints" / "last.ckpt").is_file():  # distill --resume refuses a run with nothing to resume
+        cmd.append("--resume")
     for name, value in kw.items():
         if value is not None:
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
+            cmd += [flag(name), str(value)]
     return cmd
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from echodfkd.io.records import EvaluationMetrics, ReproduceMetrics, TargetsMeta
 from echodfkd.pipeline import Step
 from echodfkd.reproduce.inputs import Settings
 
@@ -63,7 +64,7 @@ class Layout:
     @property
     def metrics(self) -> Path:
         """The top-level machine-readable summary."""
-        return self.out / "metrics.json"
+        return self.out / ReproduceMetrics.FILE
 
     def run(self, name: str) -> Path:
         """Run directory of one configuration."""
@@ -84,16 +85,18 @@ def declare_steps(st: Settings, lay: Layout | None = None) -> list[Step]:
     steps = [Step("check-dynamic", "check the EchoNet-Dynamic folder", (), (lay.check / "dynamic.csv",)),
              Step("check-training", "check the training folder", (), (lay.check / "training.csv",)),
              Step("label-training", "teacher labels the training folder's TRAIN/VAL clips", ("check-training",),
-                  (lay.targets / "meta.json",)),
-             Step("label-test", "teacher labels the EchoNet-Dynamic TEST clips", (), (lay.teacher_test / "meta.json",))]
+                  (lay.targets / TargetsMeta.FILE,)),
+             Step("label-test", "teacher labels the EchoNet-Dynamic TEST clips", (),
+                  (lay.teacher_test / TargetsMeta.FILE,))]
     steps += [Step(f"distill-{n}", f"distil student ({b},{l})", ("check-training", "label-training"),
                    (lay.run(n) / "model.safetensors",)) for n, b, l in names]
     steps += [Step(f"predict-{n}", f"student ({b},{l}) predicts the TEST clips", (f"distill-{n}",),
                    (lay.predictions / n / "areas.csv",), (lay.predictions / n,)) for n, b, l in names]
     steps.append(Step("evaluate-teacher", "evaluate the teacher on TEST (DeepLabv3 baseline)",
-                      ("check-dynamic", "label-test"), (lay.evaluation / "teacher" / "metrics.json",)))
-    steps += [Step(f"evaluate-{n}", f"evaluate student ({b},{l}) on TEST", ("check-dynamic", "label-test", f"predict-{n}"),
-                   (lay.run_eval(n) / "metrics.json",)) for n, b, l in names]
+                      ("check-dynamic", "label-test"), (lay.evaluation / "teacher" / EvaluationMetrics.FILE,)))
+    steps += [Step(f"evaluate-{n}", f"evaluate student ({b},{l}) on TEST",
+                   ("check-dynamic", "label-test", f"predict-{n}"),
+                   (lay.run_eval(n) / EvaluationMetrics.FILE,)) for n, b, l in names]
     if len(st.grid) > 1:
         steps.append(Step("scaling", "Tables 1-2 and scaling laws over the grid",
                           tuple(s.name for s in steps if s.name.startswith("evaluate-")),
