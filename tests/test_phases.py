@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from echodfkd.errors import EchoDFKDError, SignalError
-from echodfkd.evaluate.afd import (afd_metrics, clip_errors, es_baseline_table, phase_table, read_corrupted,
-                                   read_signal_csv)
+from echodfkd.data.check import read_corrupted
+from echodfkd.evaluate.afd import afd_metrics, clip_errors, es_baseline_table, phase_table, read_signal_csv
 from echodfkd.measures.phases import (afd, afd_seconds, echonet_es_frames, find_phase_frame, find_phase_frames,
                                       nearest_frame, phase_blocks)
 

@@ -17,7 +17,7 @@ open_clip = pytest.importorskip("open_clip")
 torch = pytest.importorskip("torch")
 
 from echodfkd.cli import main  # noqa: E402
-from echodfkd.evaluate.afd import read_corrupted  # noqa: E402
+from echodfkd.data.check import read_corrupted  # noqa: E402
 from echodfkd.evaluate.echoclip.model import load_clip_model  # noqa: E402
 from echodfkd.evaluate.echoclip.screen import SCREEN_PROMPTS, prompt_name, screen_prompts  # noqa: E402
 from echodfkd.io.video import write_video  # noqa: E402

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import csv
 
+    from echodfkd.data.check import phantom_corrupted_path, read_corrupted
     from echodfkd.data.phantom import generate_phantom, write_preview
 
     if args.layout == "camus":
@@ -75,8 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     with open(root / "FileList.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     frames = sum(int(r["NumberOfFrames"]) for r in rows)
-    with open(root / "GroundTruth" / "corrupted.csv", newline="") as fh:
-        corrupted = sum(1 for _ in csv.DictReader(fh))
+    corrupted = len(read_corrupted(phantom_corrupted_path(root)))
     preview = write_preview(root, args.preview) if args.preview else None
     if args.json:
         print(json.dumps({"out": str(root), "layout": "echonet", "style": args.style, "clips": len(rows),

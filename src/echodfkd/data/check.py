@@ -26,7 +26,7 @@ from echodfkd.data import open_dataset
 from echodfkd.data.echonet import (TRACE_ROWS, EchoNetDynamic, shoelace, trace_area, trace_polygon,
                                    trace_to_mask)
 from echodfkd.data.check_journal import FindingsJournal
-from echodfkd.data.folder import DatasetFolder
+from echodfkd.data.folder import DatasetFolder, strip_avi
 from echodfkd.data.video_checks import CheckConfig, VideoFindings, inspect_video
 from echodfkd.errors import DatasetError
 from echodfkd.io.atomic import save_text
@@ -257,3 +257,48 @@ def summarize(report: CheckReport) -> str:
 
 __all__ = ["CheckConfig", "CheckReport", "Problem", "REASONS", "check_dataset", "check_video", "summarize",
            "tracing_problems"]
+
+
+# ---------------------------------------------------------------------- the corrupted list (one reader)
+def phantom_corrupted_path(root: str | os.PathLike) -> Path:
+    """Where a phantom lists the clips it corrupted on purpose: ROOT/GroundTruth/corrupted.csv."""
+    return Path(root) / "GroundTruth" / "corrupted.csv"
+
+
+def read_corrupted_table(path: str | os.PathLike):
+    """A corrupted.csv as a DataFrame of strings (`FileName` + a reason column: check's `reason`,
+    the phantom's `kind`, the screen's `echoclip_<prompt>`); a missing or malformed file is one line."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: corrupted list not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise DatasetError(f"{path}: cannot parse corrupted list ({exc})") from None
+    if "FileName" not in df.columns:
+        raise DatasetError(f"{path}: corrupted list needs a FileName column, has {list(df.columns)}")
+    return df
+
+
+def read_corrupted(path: str | os.PathLike, missing_ok: bool = False) -> dict[str, str]:
+    """Clips of a corrupted.csv -> their reasons (second column; several rows of a clip joined by ';').
+
+    Names lose a `.avi` suffix. `missing_ok` reads an absent file as an empty list.
+    """
+    if missing_ok and not Path(path).is_file():
+        return {}
+    df = read_corrupted_table(path)
+    why = df.columns[1] if len(df.columns) > 1 else None
+    out: dict[str, str] = {}
+    for name, reason in zip(df["FileName"], df[why] if why else [""] * len(df)):
+        name = strip_avi(name)
+        if name:
+            out[name] = f"{out[name]};{reason}" if name in out and reason else (reason or out.get(name, ""))
+    return out
+
+
+def corrupted_reasons(listed: dict[str, str]) -> dict[str, set[str]]:
+    """`read_corrupted`'s joined reasons split back into a set per clip."""
+    return {name: {r for r in reasons.split(";") if r} for name, reasons in listed.items()}

@@ -15,7 +15,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from echodfkd.errors import DatasetError, SignalError
+from echodfkd.data.folder import strip_avi
+from echodfkd.errors import SignalError
 from echodfkd.evaluate.segmentation import bootstrap_ci, resampled_sums
 from echodfkd.measures.phases import check_signal, echonet_es_frames, find_phase_frames_batch, nearest_frame
 
@@ -138,32 +139,6 @@ def es_baseline_table(sizes: Mapping[str, np.ndarray], references: References,
     return t
 
 
-def read_corrupted(path: str | os.PathLike) -> dict[str, str]:
-    """Clips listed in a corrupted.csv (`FileName,reason` from check, or `FileName,kind` from phantom)."""
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: corrupted list not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot parse corrupted list ({exc})") from None
-    if "FileName" not in df.columns:
-        raise DatasetError(f"{path}: corrupted list needs a FileName column, has {list(df.columns)}")
-    why = df.columns[1] if len(df.columns) > 1 else None
-    out: dict[str, str] = {}
-    for _, row in df.iterrows():
-        name = _stem(row["FileName"])
-        if name:
-            reason = row[why] if why else ""
-            out[name] = f"{out[name]};{reason}" if name in out and reason else (reason or out.get(name, ""))
-    return out
-
-
-def _stem(name: str) -> str:
-    name = str(name).strip()
-    return name[:-4] if name.lower().endswith(".avi") else name
-
-
 def read_signal_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Per-frame signals from a CSV `FileName,Frame,Value` (an `Area` column is accepted as the value)."""
     path = Path(path)
@@ -184,7 +159,7 @@ def read_signal_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not np.isfinite(values.to_numpy(dtype=float)).all():
         row = int(np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))[0])
         raise SignalError(f"{path}: row {row + 2}: {value} is missing or not finite")
-    df = pd.DataFrame({"FileName": df["FileName"].astype(str).map(_stem), "Frame": frames.astype(np.int64),
+    df = pd.DataFrame({"FileName": df["FileName"].astype(str).map(strip_avi), "Frame": frames.astype(np.int64),
                        "Value": values.astype(np.float64)}).sort_values(["FileName", "Frame"], kind="stable")
     out: dict[str, np.ndarray] = {}
     for name, grp in df.groupby("FileName", sort=False):

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.data import open_dataset
+from echodfkd.data.check import phantom_corrupted_path, read_corrupted
 from echodfkd.errors import DatasetError
 from echodfkd.evaluate import afd as afd_mod
 from echodfkd.evaluate.analysis import (afd_by_fps, ef_agreement, ef_area_length, ef_area_ratio,
@@ -303,10 +304,10 @@ def _rv_metrics(ctx: Context, acc: Collected, t_rv: float) -> dict:
 
 def _corrupted(ctx: Context, corrupted: str | os.PathLike | None) -> tuple[dict, str | None]:
     if corrupted:
-        return afd_mod.read_corrupted(corrupted), str(corrupted)
-    truth = ctx.ds.root / "GroundTruth" / "corrupted.csv"  # a phantom's own list of what it corrupted
+        return read_corrupted(corrupted), str(corrupted)
+    truth = phantom_corrupted_path(ctx.ds.root)
     if truth.is_file():
-        return afd_mod.read_corrupted(truth), str(truth)
+        return read_corrupted(truth), str(truth)
     return {}, None
 
 

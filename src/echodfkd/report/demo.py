@@ -76,18 +76,16 @@ def _alert_figures(paths: dict[str, Path]) -> dict[str, Any]:
     """
     import csv
 
+    from echodfkd.data.check import phantom_corrupted_path, read_corrupted
     from echodfkd.data.phantom.corrupt import VIDEO_KINDS
 
     alerts_csv = paths["pred_student"] / "alerts.csv"
-    truth_csv = paths["dynamic"] / "GroundTruth" / "corrupted.csv"
+    truth_csv = phantom_corrupted_path(paths["dynamic"])
     if not alerts_csv.is_file():
         return {}
     with open(alerts_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    kinds: dict[str, str] = {}
-    if truth_csv.is_file():
-        with open(truth_csv, newline="") as fh:
-            kinds = {r["FileName"]: r["kind"] for r in csv.DictReader(fh)}
+    kinds = read_corrupted(truth_csv, missing_ok=True)  # the phantom's list: FileName,kind
     flag_key = next((k for k in (rows[0] if rows else {}) if k.lower() in ("alert", "flag", "flagged")), None)
     if flag_key is None:
         return {"clips": len(rows)}

@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from echodfkd.data.check import read_corrupted_table
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.evaluate.echoclip.screen import ScreenResult, extremes
 from echodfkd.io.atomic import atomic_path, save_json, save_text
@@ -83,11 +83,8 @@ def merge_curated(path: str | os.PathLike, rows: list[dict]) -> dict:
     columns = ["FileName", "reason", "detail"]
     replaced = 0
     if path.is_file():
-        try:
-            old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: cannot merge into it, not a readable CSV ({exc})") from None
-        if "FileName" not in old.columns or len(old.columns) < 2:
+        old = read_corrupted_table(path)
+        if len(old.columns) < 2:
             raise DatasetError(f"{path}: cannot merge into it: needs FileName and a reason column, "
                                f"has {list(old.columns)}")
         columns = list(old.columns) + (["detail"] if "detail" not in old.columns else [])

@@ -301,14 +301,11 @@ def _write_tables(out: Path, predictor: Predictor, names: list[str], settings: d
 def clean_clips(root: str | os.PathLike, split: str = "VAL") -> Iterator[tuple[np.ndarray, float]]:
     """(frames, fps) of a dataset split's clips that are not listed as corrupted and pass the video checks."""
     from echodfkd.data import open_dataset
+    from echodfkd.data.check import phantom_corrupted_path, read_corrupted
     from echodfkd.data.video_checks import frame_problems
 
     ds = open_dataset(root)
-    listed = set()
-    corrupted = Path(root) / "GroundTruth" / "corrupted.csv"
-    if corrupted.is_file():
-        with open(corrupted, newline="") as fh:
-            listed = {row["FileName"] for row in csv.DictReader(fh)}
+    listed = set(read_corrupted(phantom_corrupted_path(root), missing_ok=True))
     for name in ds.names(split):
         if name in listed:
             continue

@@ -29,11 +29,9 @@ def _names(root: Path, clips: int) -> list[str]:
         raise DatasetError(f"{path}: not found (is {root} a phantom folder?)")
     with open(path, newline="") as fh:
         names = [row["FileName"] for row in csv.DictReader(fh)]
-    bad_path = root / "GroundTruth" / "corrupted.csv"
-    bad = set()
-    if bad_path.exists():
-        with open(bad_path, newline="") as fh:
-            bad = {row["FileName"] for row in csv.DictReader(fh)}
+    from echodfkd.data.check import phantom_corrupted_path, read_corrupted
+
+    bad = set(read_corrupted(phantom_corrupted_path(root), missing_ok=True))
     return ([n for n in names if n not in bad] + [n for n in names if n in bad])[:clips]
 
 
