@@ -136,6 +136,8 @@ def test_run_writes_the_report_with_every_part(finished):
     assert predict["clips"] == 5 and predict["streamed_frames"] > 0 and predict["stream_fps"] > 0
     # Predictions carry the student's config (EchoCLIP's scores-by-size table reads the parameter count).
     assert StudentConfig.read(finished / "predictions" / "b2_l1").blocks == 2
+    # Every record of the folder reads back with its typed reader and the files it names exist.
+    assert main(["check-run", str(finished)]) == 0
 
 
 def test_rerun_skips_every_step(inputs, finished, capsys):
@@ -240,6 +242,9 @@ def test_grid_parsing_and_child_distill_command(tmp_path):
         parse_grid("4")
     cmd = distill_command(tmp_path / "d", tmp_path / "t", tmp_path / "r", 4, 1,
                           {"devices": 2, "strategy": "ddp", "infer_size": None, "frame_size": 56})
-    assert cmd[1:4] == ["-m", "echodfkd", "distill"] and "--resume" in cmd
+    assert cmd[1:4] == ["-m", "echodfkd", "distill"] and "--resume" not in cmd  # nothing to resume yet
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert "--resume" in distill_command(tmp_path / "d", tmp_path / "t", tmp_path / "r", 4, 1, {})
     assert cmd[cmd.index("--devices") + 1] == "2" and cmd[cmd.index("--frame-size") + 1] == "56"
     assert "--infer-size" not in cmd

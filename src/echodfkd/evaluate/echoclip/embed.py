@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from echodfkd.io.atomic import save_npz
+from echodfkd.io.records import file_sha256
 from echodfkd.progress import progress
 
 CACHE_VERSION = 1  # bump when the way inputs are built changes
@@ -31,11 +32,7 @@ def default_cache_dir() -> Path:
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a (small) input file such as a video or a mask .npz."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 @dataclass
