@@ -91,6 +91,7 @@ def _last_epoch(run: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow  # 21-24 s each on 2 shared cores (measured 13:15)
 @pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, "1"), (signal.SIGINT, "0")],
                          ids=["SIGKILL-one-loader-worker", "SIGINT"])
 def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs, tmp_path, sig, workers):
