@@ -215,6 +215,19 @@ def check_writable_dir(path: str | os.PathLike, keep: bool = True) -> Path:
     return path
 
 
+def check_out_target(path: str | os.PathLike) -> Path:
+    """Refuse an output folder that could not be created or written, creating nothing (for dry runs)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EchoDFKDError(f"{path}: exists and is a file; --out must be a folder")
+    ancestor = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not ancestor.is_dir():
+        raise EchoDFKDError(f"{path}: cannot write here ({ancestor} is a file)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise EchoDFKDError(f"{path}: cannot write here (Permission denied)")
+    return path
+
+
 def check_file_target(path: str | os.PathLike, flag: str) -> Path:
     """Refuse an output file that is a folder or sits where no file can be written (before any work)."""
     path = Path(path)

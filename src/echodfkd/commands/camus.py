@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.data.camus import Camus
     from echodfkd.evaluate.camus import check_folder, parse_views, student_runs
 
+    out = check_writable_dir(args.out)  # first: nothing is read before the report's place is known to work
     views = parse_views(args.views)
     ds = Camus(args.data)
     items = check_folder(ds, views)  # the data is checked before any model is loaded
     runs, sweep = student_runs(args.student)
-    out = check_writable_dir(args.out)
     print(f"camus: {len(items)} half-sequences ({', '.join(views)}) from {len(ds)} patients in {ds.root}; "
           f"{len(runs)} student run(s)", flush=True)
 

@@ -7,7 +7,9 @@ import json
 import sys
 
 from echodfkd.commands import _flags
+from echodfkd.distill.config import defaults
 
+_D = defaults()  # distill settings: DistillConfig is their one home
 NAME = "reproduce"
 HELP = "reproduce the paper on your EchoNet downloads: check, label, distil, predict, evaluate, report"
 DESCRIPTION = (
@@ -46,15 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="distil one configuration: B blocks ...")
     p.add_argument("--layers", type=_flags.positive_int, default=None, metavar="L",
                    help="... and L layers per block (with --blocks)")
-    p.add_argument("--epochs", type=_flags.positive_int, default=400,
-                   help="maximum epochs per student (early stopping, patience 10)")
+    p.add_argument("--epochs", type=_flags.positive_int, default=_D["epochs"],
+                   help=f"maximum epochs per student (early stopping, patience {_D['patience']})")
     p.add_argument("--frame-size", type=_flags.frame_size, default=56,
                    help="training frame size (the reference trained at 56)")
     p.add_argument("--infer-size", type=_flags.frame_size, default=None,
                    help="inference and calibration size; None: the EchoNet-Dynamic clips' own size (112)")
-    p.add_argument("--seq-len", type=_flags.positive_int, default=25, help="frames per training window")
-    p.add_argument("--batch-size", type=_flags.positive_int, default=32, help="training windows per batch")
-    p.add_argument("--patience", type=_flags.positive_int, default=10, help="early-stopping patience (epochs)")
+    p.add_argument("--seq-len", type=_flags.positive_int, default=_D["seq_len"], help="frames per training window")
+    p.add_argument("--batch-size", type=_flags.positive_int, default=_D["batch_size"], help="training windows per batch")
+    p.add_argument("--patience", type=_flags.positive_int, default=_D["patience"], help="early-stopping patience (epochs)")
     p.add_argument("--devices", type=_devices, default=1, help="devices per node for distillation (or 'auto')")
     p.add_argument("--num-nodes", type=_flags.positive_int, default=1,
                    help="nodes for distillation (start the command on every node with torchrun or srun)")
@@ -90,7 +92,7 @@ def settings_from_args(args: argparse.Namespace):
     grid = [(args.blocks, args.layers)] if args.blocks is not None else parse_grid(args.grid)
     if any(b < 1 or l < 1 for b, l in grid):
         raise EchoDFKDError("--blocks and --layers must be at least 1")
-    for blocks in sorted({b for b, _ in grid}):  # every student of the grid must stream at both sizes
+    for blocks in sorted({b for b, _ in grid}, reverse=True):  # the deepest student has the strictest rule
         _flags.check_size(args.frame_size, blocks, "--frame-size")
         _flags.check_size(args.infer_size, blocks, "--infer-size")
     return Settings(dynamic=args.dynamic, synthetic=args.synthetic, teacher=args.teacher, out=args.out,
