@@ -53,3 +53,37 @@ def test_exit_5_is_a_pass_and_real_failures_still_fail(tmp_path):
         rc, seen = _run_with_fake_pytest(tmp_path, codes)
         assert (rc == 0) is ok and len(seen) == calls, (codes, rc, seen)
         assert "not slow" in seen[0]
+
+
+def test_chromium_install_is_skipped_offline_or_when_forbidden(monkeypatch):
+    import browser_support
+
+    monkeypatch.setattr(browser_support.subprocess, "run",
+                        lambda *a, **k: pytest.fail(f"apt-get was run: {a}"))
+    monkeypatch.setenv("ECHODFKD_NO_APT", "1")
+    with pytest.raises(pytest.skip.Exception, match="ECHODFKD_NO_APT"):
+        browser_support.install_chromium()
+    monkeypatch.delenv("ECHODFKD_NO_APT")
+    monkeypatch.setattr(browser_support.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(browser_support.shutil, "which", lambda name: "/usr/bin/apt-get")
+    monkeypatch.setattr(browser_support, "apt_source_reachable", lambda timeout=3.0: False)
+    with pytest.raises(pytest.skip.Exception, match="offline"):
+        browser_support.install_chromium()
+
+
+def test_apt_source_probe_reads_both_source_formats(tmp_path, monkeypatch):
+    import browser_support
+
+    (tmp_path / "a.list").write_text("# comment\ndeb [arch=amd64] http://127.0.0.1:9/debian bookworm main\n")
+    (tmp_path / "b.sources").write_text("Types: deb\nURIs: http://127.0.0.1:9/debian\n")
+    tried = []
+
+    def connect(address, timeout):
+        tried.append(address)
+        raise OSError("refused")
+
+    monkeypatch.setattr(browser_support.socket, "create_connection", connect)
+    for name in ("a.list", "b.sources"):
+        tried.clear()
+        monkeypatch.setattr(browser_support, "APT_SOURCES", [tmp_path / name])
+        assert browser_support.apt_source_reachable() is False and tried == [("127.0.0.1", 9)]
