@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any, Callable
@@ -93,9 +94,11 @@ def run_teacher(teacher: Callable, frames: np.ndarray, fps: float, batch: int = 
 class Analyser:
     """Holds the loaded models; `analyse(frames, fps, name)` returns the page's JSON (thread-safe)."""
 
-    def __init__(self, predictor: Any, teacher: Callable | None = None) -> None:
-        self.predictor, self.teacher = predictor, teacher
-        self._lock = threading.Lock()  # one clip at a time: the models and CPU are shared
+    def __init__(self, predictor: Any, teacher: Callable | None = None, streams: Any = None) -> None:
+        # streams: a `stream.multistream.MultiStream` over the predictor's engine: concurrent clips then step
+        # together through one batched engine; without it the student runs one clip at a time.
+        self.predictor, self.teacher, self.streams = predictor, teacher, streams
+        self._lock = threading.Lock()  # one clip at a time where models are not shared safely
 
     def thresholds(self) -> dict[str, float]:
         """The student's binarisation thresholds: 'dice' (outline, EF) and 'afd' (area curve, phases)."""
@@ -104,7 +107,8 @@ class Analyser:
 
     def student(self, frames: np.ndarray, fps: float) -> dict[str, Any]:
         """Run the streaming predictor (`echodfkd.stream.Predictor.predict_clip`) and read its ClipResult."""
-        result = self.predictor.predict_clip(frames, fps)
+        result = (self.streams.predict_clip(self.predictor, frames, fps) if self.streams is not None
+                  else self.predictor.predict_clip(frames, fps))
         thresholds = self.thresholds()
         rv = None
         if getattr(result, "rv", None) is not None:  # an LV+RV student: its RV channel at its own threshold
@@ -121,10 +125,11 @@ class Analyser:
         if not fps or fps <= 0:
             warnings.append(f"The file gives no frame rate; {DEFAULT_FPS:g} frames/s is assumed.")
             fps = DEFAULT_FPS
-        with self._lock:
+        with self._lock if self.streams is None else contextlib.nullcontext():
             t0 = time.perf_counter()
             stu = self.student(frames, fps)
             wall = time.perf_counter() - t0
+        with self._lock:
             tea = run_teacher(self.teacher, frames, fps) if self.teacher is not None else None
         t, h, w = frames.shape
         size = display_size(t, h, w)

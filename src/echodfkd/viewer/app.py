@@ -43,6 +43,16 @@ def _load_predictor(run_dir: str | os.PathLike, device: str, compile: bool, prec
                      log=lambda line: print(line, flush=True))
 
 
+def _shared_streams(predictor: Any) -> Any:
+    """One batched engine that concurrent uploads step through together (a torch `Predictor`), else None."""
+    from echodfkd.stream import Predictor
+    from echodfkd.stream.multistream import MultiStream
+
+    if isinstance(predictor, Predictor) and predictor.backend == "torch":
+        return MultiStream.from_predictor(predictor)
+    return None
+
+
 def finite(value: Any) -> Any:
     """`value` with every NaN/inf float (also numpy scalars and arrays) replaced by None: strict JSON."""
     if isinstance(value, dict):
@@ -89,8 +99,8 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
     Uploads live only in a private 0700 temporary folder, emptied after each request and removed at shutdown.
     """
     run_dir = Path(run_dir)
-    analyser = Analyser(predictor if predictor is not None else _load_predictor(run_dir, device, compile, precision),
-                        _load_teacher(teacher, teacher_arch, device))
+    predictor = predictor if predictor is not None else _load_predictor(run_dir, device, compile, precision)
+    analyser = Analyser(predictor, _load_teacher(teacher, teacher_arch, device), streams=_shared_streams(predictor))
     private = PrivateFolder()
     atexit.register(private.cleanup)  # also when the server dies without a clean lifespan shutdown
     examples = ExampleStore(examples_cache)
@@ -100,6 +110,8 @@ def create_app(run_dir: str | os.PathLike, teacher: str | os.PathLike | Callable
     async def lifespan(_app: FastAPI):
         yield
         private.cleanup()
+        if analyser.streams is not None:
+            analyser.streams.shutdown()
 
     app = FastAPI(title="EchoDFKD viewer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                   default_response_class=StrictJSONResponse)

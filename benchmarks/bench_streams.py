@@ -1,0 +1,233 @@
+"""Many streams at once: aggregate frames/s and each stream's p50/p99 latency for N streams, beside one stream.
+
+`python benchmarks/bench_streams.py [--model RUN] [--streams 1,4,16,64] [--threads 2] [--json]`
+
+Every stream is its own 112x112 phantom clip. In one process, in interleaved rounds (every variant once per
+round, so a busy machine slows all alike), it measures:
+- `single`: the single-stream engine (`TorchEngine.step`, one clip after another), and the single-stream
+  `Predictor` (frames in, masks/areas/alert statistics out);
+- `engine N`: N streams through one `BatchedEngine` step per frame (the network only);
+- `predict N`: N streams, one thread each, through `MultiStream` and `stream_predictor` (what `serve` and
+  `predict --streams N` run: the per-frame work after the network included). Latency is each frame's
+  `FrameResult.latency_ms` (waiting for the batched step included).
+The figures are medians over rounds; ratios are to the single-stream figure of the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+GOAL_AGGREGATE = 1500.0  # issue 17: frames/s at N = 16
+GOAL_STREAM_FPS = 50.0  # every stream real time
+
+
+def _clips(n: int, frames: int, size: int) -> list[np.ndarray]:
+    from echodfkd.data.phantom import make_clip
+
+    base = [make_clip(seed=5, index=i, size=size, frames=frames).frames for i in range(min(n, 8))]
+    return [base[i % len(base)] for i in range(n)]  # phantom clips cost seconds each; streams stay independent
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def _single(predictor: Any, clips: list[np.ndarray]) -> dict[str, float]:
+    """The single-stream engine and predictor on the first clip."""
+    import cv2
+
+    clip = clips[0]
+    small = np.stack([cv2.resize(f, predictor.size[::-1], interpolation=cv2.INTER_AREA) for f in clip]) \
+        if clip.shape[1:] != predictor.size else clip
+    engine = predictor.engine  # the single-stream engine itself (compiled too with --compile)
+    engine.reset()
+    t0 = time.perf_counter()
+    lat = []
+    for f in small.astype(np.float32):
+        t = time.perf_counter()
+        engine.step(f)
+        lat.append((time.perf_counter() - t) * 1000)
+    engine_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = list(predictor.stream_clip(clip))
+    pred_s = time.perf_counter() - t0
+    plat = [r.latency_ms for r in res]
+    return {"engine_fps": len(small) / engine_s, "engine_p50_ms": _pct(lat, 50), "engine_p99_ms": _pct(lat, 99),
+            "predict_fps": len(res) / pred_s, "predict_p50_ms": _pct(plat, 50), "predict_p99_ms": _pct(plat, 99)}
+
+
+def _engine_n(predictor: Any, clips: list[np.ndarray], batched: Any) -> dict[str, float]:
+    """N streams stepping together through the batched engine, one step per frame."""
+    import cv2
+
+    n = len(clips)
+    small = np.stack([[cv2.resize(f, predictor.size[::-1], interpolation=cv2.INTER_AREA) for f in c]
+                      for c in clips]).astype(np.float32) if clips[0].shape[1:] != predictor.size else \
+        np.stack(clips).astype(np.float32)
+    slots = [batched.open() for _ in range(n)]
+    lat = []
+    t0 = time.perf_counter()
+    for j in range(small.shape[1]):
+        t = time.perf_counter()
+        batched.step(slots, small[:, j])
+        lat.append((time.perf_counter() - t) * 1000)
+    wall = time.perf_counter() - t0
+    for s in slots:
+        batched.close(s)
+    frames = n * small.shape[1]
+    return {"aggregate_fps": frames / wall, "stream_fps_min": small.shape[1] / wall,
+            "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
+
+
+def _predict_n(predictor: Any, clips: list[np.ndarray], multi: Any) -> dict[str, float]:
+    """N streams, one thread each, through the scheduler: the whole per-frame pipeline."""
+    from echodfkd.stream.multistream import stream_predictor
+
+    n = len(clips)
+    lat: dict[int, list[float]] = {}
+    span: dict[int, float] = {}
+    start = threading.Barrier(n + 1)
+
+    def one(i: int) -> None:
+        handle = multi.open()
+        p = stream_predictor(predictor, handle)
+        start.wait()
+        t = time.perf_counter()
+        lat[i] = [r.latency_ms for r in p.stream_clip(clips[i])]
+        span[i] = time.perf_counter() - t
+        handle.close()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    multi.batch_sizes.clear()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    frames = sum(len(v) for v in lat.values())
+    every = [x for v in lat.values() for x in v]
+    p99s = [_pct(v, 99) for v in lat.values()]
+    return {"aggregate_fps": frames / wall, "stream_fps_min": min(len(lat[i]) / span[i] for i in lat),
+            "p50_ms": _pct(every, 50), "p99_ms": _pct(every, 99), "worst_stream_p99_ms": max(p99s),
+            "mean_batch": float(np.mean(multi.batch_sizes)) if multi.batch_sizes else float("nan")}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant once per round, `args.rounds` rounds; medians and same-round ratios."""
+    import torch
+
+    from echodfkd.stream import Predictor
+    from echodfkd.stream.multistream import MultiStream
+
+    torch.set_num_threads(args.threads)
+    predictor = Predictor(args.model, size=args.size, precision=args.precision, compile=args.compile)
+    ns = [int(x) for x in args.streams.split(",")]
+    clips = _clips(max(ns), args.frames, args.input)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=args.max_wait_ms)
+    multi.engine.prepare(ns)
+    rounds: list[dict[str, Any]] = []
+    for k in range(args.rounds + 1):  # a short first round warms every variant up and is dropped
+        use = [c[:6] for c in clips] if k == 0 else clips
+        r: dict[str, Any] = {"single": _single(predictor, use)}
+        for n in ns:
+            r[f"engine {n}"] = _engine_n(predictor, use[:n], multi.engine)
+            r[f"predict {n}"] = _predict_n(predictor, use[:n], multi)
+        if k:
+            rounds.append(r)
+            print(f"round {k}/{args.rounds} done", file=sys.stderr, flush=True)
+    multi.shutdown()
+
+    def med(variant: str, key: str) -> float:
+        return statistics.median(r[variant][key] for r in rounds)
+
+    rows = []
+    for n in ns:
+        for kind, base in (("engine", "engine_fps"), ("predict", "predict_fps")):
+            v = f"{kind} {n}"
+            rows.append({"variant": kind, "streams": n, "aggregate_fps": round(med(v, "aggregate_fps"), 1),
+                         "stream_fps_min": round(med(v, "stream_fps_min"), 1),
+                         "p50_ms": round(med(v, "p50_ms"), 2), "p99_ms": round(med(v, "p99_ms"), 2),
+                         "ratio_to_single": round(statistics.median(
+                             r[v]["aggregate_fps"] / r["single"][base] for r in rounds), 2)})
+    single = {k: round(med("single", k), 2) for k in rounds[0]["single"]}
+    import os
+
+    return {"model": str(args.model), "model_size": list(predictor.size), "input_size": [args.input] * 2,
+            "precision": args.precision, "compiled": bool(args.compile), "threads": args.threads,
+            "frames_per_stream": args.frames, "rounds": args.rounds, "max_wait_ms": args.max_wait_ms,
+            "load_avg": os.getloadavg()[0], "single": single, "rows": rows,
+            "goal": {"aggregate_fps_at_16": GOAL_AGGREGATE, "stream_fps": GOAL_STREAM_FPS}}
+
+
+def _print(result: dict[str, Any]) -> None:
+    s = result["single"]
+    print(f"model {result['model']} at {result['model_size'][0]}x{result['model_size'][1]} "
+          f"(input {result['input_size'][0]}x{result['input_size'][1]}), {result['precision']}"
+          f"{' compiled' if result['compiled'] else ' eager'}, {result['threads']} threads, "
+          f"{result['frames_per_stream']} frames per stream, median of {result['rounds']} rounds "
+          f"(load average {result['load_avg']:.1f})")
+    print(f"single stream: engine {s['engine_fps']:.0f} fps (p50 {s['engine_p50_ms']:.2f} ms, p99 "
+          f"{s['engine_p99_ms']:.2f} ms); predictor {s['predict_fps']:.0f} fps (p50 {s['predict_p50_ms']:.2f} ms, "
+          f"p99 {s['predict_p99_ms']:.2f} ms)")
+    print(f"{'variant':<8} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in result["rows"]:
+        print(f"{r['variant']:<8} {r['streams']:>4} {r['aggregate_fps']:>10.0f} {r['ratio_to_single']:>9.2f} "
+              f"{r['stream_fps_min']:>15.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+    at16 = [r for r in result["rows"] if r["streams"] == 16 and r["variant"] == "predict"]
+    if at16:
+        r = at16[0]
+        ok = r["aggregate_fps"] >= GOAL_AGGREGATE and r["stream_fps_min"] >= GOAL_STREAM_FPS
+        print(f"goal (N=16, whole pipeline): >= {GOAL_AGGREGATE:.0f} frames/s and every stream >= "
+              f"{GOAL_STREAM_FPS:.0f} fps: {'met' if ok else 'NOT met'} ({r['aggregate_fps']:.0f} frames/s, "
+              f"slowest stream {r['stream_fps_min']:.0f} fps, p99 {r['p99_ms']:.1f} ms)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run the benchmark, print a table (or --json)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="/tmp/demo_final/student", help="student run (default: the demo's)")
+    p.add_argument("--streams", default="1,4,16,64", help="comma list of stream counts")
+    p.add_argument("--frames", type=int, default=48, help="frames per stream and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--input", type=int, default=112, help="input frame size (phantom clips)")
+    p.add_argument("--size", type=int, default=None, help="model frame size (default: the run's infer_size)")
+    p.add_argument("--precision", default="fp32", help="engine precision (stream.engines.PRECISIONS)")
+    p.add_argument("--compile", action="store_true", help="the ahead-of-time compiled engine, one per batch bucket")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="scheduler wait for stragglers")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args(argv)
+    if args.frames < 2 or args.rounds < 1 or args.threads < 1:
+        p.error("--frames must be >= 2, --rounds and --threads >= 1")
+    try:
+        ns = [int(x) for x in args.streams.split(",")]
+    except ValueError:
+        p.error(f"--streams must be a comma list of whole numbers, got {args.streams!r}")
+    if not ns or min(ns) < 1:
+        p.error(f"--streams must list numbers >= 1, got {args.streams!r}")
+    from echodfkd.errors import EchoDFKDError
+
+    try:
+        result = run(args)
+    except EchoDFKDError as exc:
+        print(f"bench_streams: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
