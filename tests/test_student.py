@@ -73,7 +73,7 @@ def test_independent_streams_do_not_mix():
 
 
 def test_indivisible_size_refused():
-    with pytest.raises(ValueError, match="divisible by 8"):
+    with pytest.raises(ValueError, match="multiple of 8"):
         Student(blocks=4)(torch.zeros(1, 2, 1, 60, 60))
 
 

@@ -25,7 +25,7 @@ import torch
 from echodfkd.errors import DatasetError
 from echodfkd.io.video import resize_frames, resize_masks
 from echodfkd.measures.phases import PHASES, find_phase_frame, find_phase_frames
-from echodfkd.models.student import Student
+from echodfkd.models.student import Student, check_frame_size
 from echodfkd.progress import progress
 
 LEVELS = np.arange(256)
@@ -42,10 +42,8 @@ def student_soft(student: Student, frames: np.ndarray, infer_size: int | None = 
     """Soft masks uint8 (T, C, H, W) at the clip's own size for a whole clip, streamed in time chunks."""
     t, h, w = frames.shape
     x = frames if infer_size is None else resize_frames(frames, infer_size)
-    k = 2 ** (student.blocks - 1)
-    if x.shape[1] % k or x.shape[2] % k:
-        raise DatasetError(f"inference size {x.shape[2]}x{x.shape[1]} is not divisible by {k} for a "
-                           f"{student.blocks}-block student; pass an infer size that is")
+    for side in x.shape[1:]:
+        check_frame_size(side, student.blocks, "inference size", DatasetError)
     state, outs = None, []
     for s in range(0, t, chunk):
         xb = torch.from_numpy(np.ascontiguousarray(x[s:s + chunk])).to(device, torch.float32)[None, :, None]

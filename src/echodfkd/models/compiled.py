@@ -28,7 +28,7 @@ import torch
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path, save_json
 from echodfkd.models.fast import PRECISIONS, StreamingStudent, for_precision
-from echodfkd.models.student import Student
+from echodfkd.models.student import Student, check_frame_size
 
 #: Environment variable naming the cache folder (default ~/.cache/echodfkd/compiled).
 CACHE_ENV = "ECHODFKD_CACHE_DIR"
@@ -140,9 +140,8 @@ def load_or_compile(student: Student, size: tuple[int, int], precision: str = "f
                     log: Callable[[str], None] | None = None, batch: int = 1) -> CompiledStreamer:
     """The compiled engine for this student, size, precision and batch: loaded from the cache, else built there."""
     size = (int(size[0]), int(size[1]))
-    k = 2 ** (student.blocks - 1)
-    if size[0] % k or size[1] % k:
-        raise ModelError(f"size {size[0]}x{size[1]} is not divisible by {k} for a {student.blocks}-block student")
+    for side in size:
+        check_frame_size(side, student.blocks, "size", ModelError)
     if precision not in DTYPES:
         raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     student = student.cpu().eval()

@@ -22,7 +22,7 @@ import torch
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path
 from echodfkd.models.fast import StreamingStudent
-from echodfkd.models.student import Student
+from echodfkd.models.student import Student, check_frame_size
 
 EXPORTERS = ("auto", "dynamo", "legacy")
 MIN_OPSET = 17
@@ -53,9 +53,8 @@ def export_onnx(student: Student, path: str | os.PathLike, size: int | tuple[int
     if opset < MIN_OPSET:
         raise ModelError(f"opset must be >= {MIN_OPSET}, got {opset}")
     h, w = (size, size) if isinstance(size, int) else size
-    k = 2 ** (student.blocks - 1)
-    if h % k or w % k:
-        raise ModelError(f"export size {h}x{w} is not divisible by {k} for a {student.blocks}-block student")
+    for side in (h, w):
+        check_frame_size(side, student.blocks, "export size", ModelError)
     path = Path(path)
     engine = StreamingStudent(student.cpu().eval(), channels_last=False)
     state = engine.init_state(1, h, w).flat()

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echodfkd.models.student import Student, StudentState
+from echodfkd.models.student import Student, StudentState, check_frame_size
 
 # Which 3x3 taps of a conv after a nearest x2 upsample land on each index of the 4-tap transposed kernel.
 _TAPS = ((2,), (1, 2), (0, 1), (0,))
@@ -192,9 +192,8 @@ class StreamingStudent(nn.Module):
     # ------------------------------------------------------------------ state
     def init_state(self, batch: int, height: int, width: int, device: torch.device | str | None = None) -> StudentState:
         """Zero state for `batch` streams of (height, width) frames, in this engine's dtype, layout and padding."""
-        k = 2 ** (self.blocks - 1)
-        if height % k or width % k:
-            raise ValueError(f"frame size {height}x{width} must be divisible by {k} for a {self.blocks}-block student")
+        for side in (height, width):
+            check_frame_size(side, self.blocks)
         device = device or self.enc_w[0].device
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         cells = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,16 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def check_frame_size(size: int, blocks: int) -> int:
-    """`size` if a `blocks`-block student can run at it (>= 1 and divisible by 2^(blocks-1)), else ValueError."""
+def check_frame_size(size: int, blocks: int, what: str = "frame size",
+                     error: type[Exception] = ValueError) -> int:
+    """`size` if a `blocks`-block student can run at it (>= 1 and divisible by 2^(blocks-1)), else `error`.
+
+    The one place of this rule; `what` names the size in the message (a flag, "export size", ...).
+    """
     k = 2 ** (int(blocks) - 1)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % k:
-        raise ValueError(f"frame size {size} must be a positive multiple of {k} for a {blocks}-block student")
-    return size
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1 or size % k:
+        raise error(f"{what} {size} must be a positive multiple of {k} for a {blocks}-block student")
+    return int(size)
 
 
 @dataclass
@@ -91,9 +96,8 @@ class Student(nn.Module):
         return (x - self.input_mean) / self.input_std
 
     def _check_size(self, h: int, w: int) -> None:
-        k = 2 ** (self.blocks - 1)
-        if h % k or w % k:
-            raise ValueError(f"frame size {h}x{w} must be divisible by {k} for a {self.blocks}-block student")
+        for side in (h, w):
+            check_frame_size(side, self.blocks)
 
     def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Decoder + head on per-frame tensors (M, C, H, W); feats[b] is block b's output."""

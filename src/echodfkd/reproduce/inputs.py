@@ -76,11 +76,11 @@ class Settings:
             raise EchoDFKDError(f"--echoclip-models must be all or main, got {self.echoclip_models!r}")
         if self.compat not in ("paper", "reference"):
             raise EchoDFKDError(f"compat must be paper or reference, got {self.compat!r}")
-        biggest = max(b for b, _ in self.grid)
-        k = 2 ** (biggest - 1)
+        from echodfkd.models.student import check_frame_size  # lazy: the model module imports torch
+
         for what, size in (("--frame-size", self.frame_size), ("--infer-size", self.infer_size)):
-            if size is not None and size % k:
-                raise EchoDFKDError(f"{what} {size} must be a multiple of {k} for a {biggest}-block student")
+            if size is not None:
+                check_frame_size(size, max(b for b, _ in self.grid), what, EchoDFKDError)
 
     def config_name(self, blocks: int, layers: int) -> str:
         """Folder name of one student configuration."""
@@ -216,9 +216,9 @@ def inspect_inputs(st: Settings, load_teacher_weights: bool = True) -> Inputs:
         val_frames = total - train_frames
         source += f"; training folder: {how}"
     infer = st.infer_size or native_size(dyn, test)
-    k = 2 ** (max(b for b, _ in st.grid) - 1)
-    if infer % k:
-        raise EchoDFKDError(f"the test clips are {infer}x{infer}, not a multiple of {k}: pass --infer-size")
+    from echodfkd.models.student import check_frame_size
+
+    check_frame_size(infer, max(b for b, _ in st.grid), "test clip size (set --infer-size)", EchoDFKDError)
     teacher = check_teacher(st) if load_teacher_weights else None
     return Inputs(dyn, syn, test, train, val, int(test_frames), int(train_frames), int(val_frames), source,
                   infer, notes, teacher)

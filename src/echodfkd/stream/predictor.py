@@ -23,6 +23,7 @@ from echodfkd.io.records import StudentConfig
 from echodfkd.io.video import resize_masks
 from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import find_beats
+from echodfkd.models.student import check_frame_size
 from echodfkd.stream.alert import (ALERT_FILE, AlertAccumulator, AlertConfig, AlertResult, calibration_clips,
                                   fit_alert, load_alert, save_alert, score_features)
 from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
@@ -151,7 +152,6 @@ class Predictor:
         if o.backend == "onnx" and o.compile:
             raise ModelError("--compile applies to the torch backend; ONNX Runtime optimises its graph itself")
         self.precision, self.compiled = o.precision, bool(o.compile and o.backend == "torch")
-        k = 2 ** (student.blocks - 1)
         if o.backend == "onnx":
             from echodfkd.stream.engines import OnnxEngine
 
@@ -170,9 +170,8 @@ class Predictor:
             s = o.size or self.record.model_size(DEFAULT_SIZE)
             self.size = (int(s), int(s))
             self.engine = TorchEngine(student, device=o.device, compile=o.compile, precision=o.precision, log=o.log)
-        if self.size[0] % k or self.size[1] % k:
-            raise ModelError(f"model size {self.size[0]}x{self.size[1]} is not divisible by {k} "
-                             f"for a {student.blocks}-block student")
+        for side in self.size:
+            check_frame_size(side, student.blocks, "model size", ModelError)
         if o.backend == "torch" and o.compile:
             self.engine.prepare(*self.size)  # build/load now, not inside the first frame's latency
         self.out_channels = int(self.record.out_channels or 1)
