@@ -273,4 +273,7 @@ def test_precision_default_follows_the_hardware(monkeypatch):
     assert hw.cpu_has_native_bf16() and _precision(DistillConfig(), "cpu") == "bf16-mixed"
     monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
     assert not hw.cpu_has_native_bf16() and _precision(DistillConfig(), "cpu") == "32-true"
-    assert _precision(DistillConfig(precision="32-true"), "cpu") == "32-true"  # an explicit choice wins
+    assert _precision(DistillConfig(precision="fp32"), "cpu") == "32-true"  # an explicit choice wins
+    assert _precision(DistillConfig(precision="bf16"), "cpu") == "bf16-mixed"
+    with pytest.warns(DeprecationWarning, match="'32-true' is deprecated"):  # Lightning's spelling: one release
+        assert DistillConfig(precision="32-true").precision == "fp32"

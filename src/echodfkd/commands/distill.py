@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
+from echodfkd.commands import _flags as flags
 from echodfkd.commands._flags import existing_path
+from echodfkd.distill.config import DEPRECATED_PRECISIONS, GROUPS, PRECISIONS, DistillConfig, defaults
 from echodfkd.errors import EchoDFKDError
 
 NAME = "distill"
@@ -23,97 +27,111 @@ def _devices(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True) -> None:
-    """Options shared by distill, sweep and search (data, optimisation, hardware)."""
+class _Precision(argparse.Action):
+    """`--precision {fp32,bf16,auto}`; Lightning's spellings (bf16-mixed, 32-true) are deprecated aliases."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values in DEPRECATED_PRECISIONS:
+            new = DEPRECATED_PRECISIONS[values]
+            print(f"{parser.prog}: warning: --precision {values} is deprecated; use --precision {new}",
+                  file=sys.stderr)
+            values = new
+        if values not in PRECISIONS:
+            parser.error(f"argument --precision: invalid choice: {values!r} (choose from {', '.join(PRECISIONS)})")
+        setattr(namespace, self.dest, values)
+
+
+#: Settings a search chooses per trial (left out of `search`'s flags); blocks/layers are each command's own.
+_ARCH_KEYS = ("filters", "skip", "residual", "init", "seq_len", "batch_size", "lr_schedule", "dice_weight")
+_OWN_FLAGS = ("blocks", "layers")
+
+
+def _flag_type(f: Field) -> Any:
+    """The argparse type of a DistillConfig field, from its annotation and metadata."""
+    meta, annotation = f.metadata, str(f.type)
+    kind, low, high = meta.get("kind"), meta.get("minimum"), meta.get("maximum")
+    if kind == "size":
+        return flags.frame_size
+    if kind == "duration":
+        return flags.duration
+    if kind == "devices":
+        return _devices
+    if annotation.startswith("int"):
+        return {0: flags.nonnegative_int, 1: flags.positive_int}.get(low, int)
+    if annotation.startswith("float"):
+        if kind == "positive":
+            return flags.positive_float
+        if low is not None and high is not None:
+            return flags.float_in(low, high)
+        return flags.nonnegative_float if low == 0 else float
+    return str
+
+
+def add_setting(p: Any, f: Field, defer: bool = False) -> None:
+    """One DistillConfig field as a flag (`defer`: unset unless given; the default is shown in the help)."""
+    meta = f.metadata
+    option = meta.get("flag") or "--" + f.name.replace("_", "-")
+    text = meta["help"]
+    if defer and f.default is not None and f.default is not False and "default" not in text:
+        text = f"{text} (default: {f.default})"
+    kw: dict[str, Any] = dict(dest=f.name, help=text.replace("%", "%%"),
+                              default=argparse.SUPPRESS if defer else f.default)
+    if f.name == "precision":
+        kw.update(action=_Precision, metavar="{" + ",".join(PRECISIONS) + "}")
+    elif str(f.type) == "bool":
+        kw.update(action=argparse.BooleanOptionalAction)
+    else:
+        kw.update(type=_flag_type(f), choices=meta.get("choices"), metavar=meta.get("metavar"))
+    p.add_argument(option, **kw)
+
+
+def add_training_arguments(p: argparse.ArgumentParser, architecture: bool = True, defer: bool = False) -> None:
+    """Options shared by distill, sweep and search, generated from DistillConfig's fields.
+
+    `architecture=False` leaves out what a search chooses per trial; `defer`: see `_defer_defaults`.
+    """
     p.add_argument("--data", required=True, help="dataset folder (EchoNet layout)")
     p.add_argument("--targets", required=True, help="teacher targets folder (targets/<FileName>.npz)")
-    if architecture:
-        p.add_argument("--filters", type=int, default=12, help="width F of the first block (F*2^b after)")
-        p.add_argument("--skip", action=argparse.BooleanOptionalAction, default=False,
-                       help="U-Net skip connections (not in the reference)")
-        p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False,
-                       help="residual connection per encoder block")
-        p.add_argument("--init", default="default", choices=["default", "xavier", "kaiming", "orthogonal"],
-                       help="weight initialisation of the convolutions")
-        p.add_argument("--seq-len", type=int, default=25, help="frames per training window")
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--lr-schedule", default="none", choices=["none", "cosine", "step"])
-        p.add_argument("--dice-weight", type=float, default=0.0, help="weight of a soft Dice term added to BCE")
-    p.add_argument("--frame-size", type=int, default=None,
-                   help="train at this square size (56 = the reference's half resolution); default: native")
-    p.add_argument("--infer-size", type=int, default=None,
-                   help="size the thresholds are calibrated at, recorded as the size predict runs at "
-                        "(default: --frame-size when given, else the clips' native size)")
-    p.add_argument("--augment", type=float, default=1.0, metavar="STRENGTH",
-                   help="echo augmentations during training (zoom/rotation/shift on frames and targets; gain, "
-                        "gamma, contrast, depth ramp, blur, noise, speckle, sector edge, erasing on frames), "
-                        "0 = off, up to 2")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--epochs", type=int, default=400, help="maximum epochs (early stopping usually ends sooner)")
-    p.add_argument("--max-time", default=None, help="stop training after this long (seconds or DD:HH:MM:SS)")
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience on val loss (epochs)")
-    p.add_argument("--train-split", default="TRAIN", help="split(s) to train on (comma list allowed)")
-    p.add_argument("--val-split", default="VAL", help="split for val loss and threshold calibration")
-    p.add_argument("--clips-per-epoch", type=int, default=None, help="training windows per epoch (default: one per clip)")
-    p.add_argument("--val-windows", type=int, default=1, help="fixed windows per validation clip (1 = centred)")
-    p.add_argument("--channels", default=None, choices=["lv", "lv,rv"],
-                   help="target channels (default: lv,rv when every target has 'rv', else lv)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--cache-gb", type=float, default=4.0, help="decode clips once into RAM up to this size")
-    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ...")
-    p.add_argument("--devices", type=_devices, default=1, help="devices (processes) per node, or 'auto'")
-    p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument("--strategy", default="auto", help="auto, ddp (gloo on CPU, nccl on GPU), ddp_spawn, ...")
-    p.add_argument("--precision", default=None,
-                   help="Lightning precision (default: bf16-mixed on GPUs that support it and on CPUs with "
-                        "native bf16 (AVX512-BF16/AMX), else 32-true)")
+    groups = {name: p.add_argument_group(f"{name} settings") for name in GROUPS}
+    for f in fields(DistillConfig):
+        if f.name in _OWN_FLAGS or (not architecture and f.name in _ARCH_KEYS):
+            continue
+        add_setting(groups[f.metadata["group"]], f, defer)
+    flags.add_deprecated(groups["data"], "--workers", "--loader-workers", dest="workers", type=flags.nonnegative_int)
 
 
-_KEYS = ["frame_size", "infer_size", "augment", "lr", "weight_decay", "epochs", "max_time", "patience", "train_split",
-         "val_split", "clips_per_epoch", "val_windows", "channels", "seed", "workers", "cache_gb",
-         "accelerator", "devices", "num_nodes", "strategy", "precision"]
-_ARCH_KEYS = ["filters", "skip", "residual", "init", "seq_len", "batch_size", "lr_schedule", "dice_weight"]
+def training_keys(architecture: bool = True) -> list[str]:
+    """The DistillConfig fields `add_training_arguments` adds."""
+    return [f.name for f in fields(DistillConfig)
+            if f.name not in _OWN_FLAGS and (architecture or f.name not in _ARCH_KEYS)]
 
 
 def training_kwargs(args: argparse.Namespace, architecture: bool = True) -> dict[str, Any]:
     """The distill() keyword arguments from parsed options."""
-    keys = _KEYS + (_ARCH_KEYS if architecture else [])
-    return {k: getattr(args, k) for k in keys}
+    return {k: getattr(args, k) for k in training_keys(architecture)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd distill`."""
-    p.add_argument("--out", required=True, help="run folder (config.json, model.safetensors, checkpoints/, logs/)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder (config.json, model.safetensors, checkpoints/, logs/)")
     p.add_argument("--config", type=existing_path, default=None, metavar="JSON",
                    help="start from the settings in this file: a search's best.json (its best trial), a run's "
                         "config.json (its training settings), or a JSON object of distill settings (flag names "
                         "with underscores, plus loss: bce or bce+dice); flags given on the command line win")
-    p.add_argument("--blocks", type=int, default=4, help="B: encoder blocks")
-    p.add_argument("--layers", type=int, default=1, help="l: ConvLSTM layers per block")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.ckpt")
-    add_training_arguments(p)
-    _defer_defaults(p, ("blocks", "layers", *_KEYS, *_ARCH_KEYS))
-
-
-def _defer_defaults(p: argparse.ArgumentParser, dests: tuple[str, ...]) -> None:
-    """Leave these options unset unless given (so --config can tell a given flag from a default); the
-    defaults go to `_defaults` and are still shown in --help."""
-    defaults = {}
-    for action in p._actions:
-        if action.dest in dests and action.default is not argparse.SUPPRESS:
-            defaults[action.dest] = action.default
-            text = action.help or ""
-            if action.help is not argparse.SUPPRESS and action.default not in (None, False) and "default" not in text:
-                shown = str(action.default).replace("%", "%%")
-                action.help = f"{text} (default: {shown})".strip()
-            action.default = argparse.SUPPRESS
-    p.set_defaults(_defaults=defaults)
+    by_name = {f.name: f for f in fields(DistillConfig)}
+    for name in _OWN_FLAGS:
+        add_setting(p, by_name[name], defer=True)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --out from RUN/checkpoints/last.ckpt (refused when "
+                        "there is none)")
+    add_training_arguments(p, defer=True)
+    p.set_defaults(_defaults=defaults(*_OWN_FLAGS, *training_keys()))
 
 
 def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the unset options: first from --config, then from the defaults; flags given always win."""
+    """Fill the unset options: first from --config, then from DistillConfig's defaults; flags given always win."""
     defaults = dict(getattr(args, "_defaults", {}))
     if getattr(args, "config", None) is not None:
         from echodfkd.distill.config import load_settings
@@ -129,23 +147,57 @@ def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def check_settings(args: argparse.Namespace, architecture: bool = True, **extra: Any) -> DistillConfig:
+    """Every setting checked before any work: one line naming the flag (e.g. --clips-per-epoch 0, --frame-size 7)."""
+    from echodfkd.distill.config import flag_message
+
+    try:
+        return DistillConfig.from_kwargs(**extra, **training_kwargs(args, architecture))
+    except (ValueError, TypeError) as exc:
+        raise EchoDFKDError(flag_message(str(exc))) from None
+
+
+def _check_resumable(out: Path) -> None:
+    """`--resume` needs something to resume: a finished run (nothing to do) or RUN/checkpoints/last.ckpt."""
+    from echodfkd.distill.train import CHECKPOINTS, is_finished
+
+    if not is_finished(out) and not (out / CHECKPOINTS / "last.ckpt").is_file():
+        raise EchoDFKDError(f"{out}: nothing to resume (no {CHECKPOINTS}/last.ckpt there); run without --resume "
+                            f"to start a new run")
+
+
+def summary_line(out: Any, cfg: dict[str, Any]) -> str:
+    """The run's one-line summary, floats rounded."""
+    tr, thr = cfg.get("training") or {}, cfg.get("thresholds") or {}
+
+    def num(value: Any, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    return (f"{out}: student ({cfg['blocks']},{cfg['layers']}) {cfg.get('params'):,} params, "
+            f"{tr.get('epochs_trained')} epochs, best val loss {num(tr.get('best_val_loss'), 4)}, "
+            f"thresholds dice {num(thr.get('dice'), 3)} afd {num(thr.get('afd'), 3)}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, export and calibrate; print the run's summary."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from echodfkd.distill.train import distill
+    from echodfkd.io.atomic import load_json
     from echodfkd.io.lock import output_lock
 
-    resolve_settings(args)
+    from echodfkd.distill.train import resolve_accelerator
 
+    resolve_settings(args)
+    cfg = check_settings(args, blocks=args.blocks, layers=args.layers)
+    resolve_accelerator(cfg)  # --accelerator gpu without a GPU: refused before any work
+    if args.resume:
+        _check_resumable(Path(args.out))
+    flags.check_writable_dir(args.out)
     with output_lock(args.out):  # a no-op in DDP worker processes: rank 0 holds it
         out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,
                       resume=args.resume, **training_kwargs(args))
     cfg_path = out / "config.json"
     if rank_zero_only.rank == 0 and cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        tr, thr = cfg.get("training", {}), cfg.get("thresholds", {})
-        print(f"{out}: student ({cfg['blocks']},{cfg['layers']}) {cfg.get('params')} params, "
-              f"{tr.get('epochs_trained')} epochs, best val loss {tr.get('best_val_loss')}, "
-              f"thresholds dice {thr.get('dice')} afd {thr.get('afd')}")
+        print(summary_line(out, load_json(cfg_path, EchoDFKDError)))
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -12,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from echodfkd.data.augment import AugmentSettings, EchoAugment
+from echodfkd.distill.config import INITS, SCHEDULES
 from echodfkd.models.student import Student
 
-INITS = ("default", "xavier", "kaiming", "orthogonal")
-SCHEDULES = ("none", "cosine", "step")
+log = logging.getLogger(__name__)
 
 
 def init_weights(student: nn.Module, scheme: str) -> None:
@@ -34,6 +35,15 @@ def init_weights(student: nn.Module, scheme: str) -> None:
                 nn.init.orthogonal_(m.weight)  # rows = output channels, trailing dims flattened
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def compile_forward(student: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`student.forward` under torch.compile: one graph per window shape (dynamic=False), fused gate math."""
+    import torch._dynamo
+
+    # train and val windows, a short last batch, bf16 autocast on or off: a few graphs, not the default 8
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+    return torch.compile(student.forward, dynamic=False)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -73,7 +83,8 @@ class DistillModule(pl.LightningModule):
 
     def __init__(self, student: dict[str, Any], lr: float = 1e-3, dice_weight: float = 0.0,
                  lr_schedule: str = "none", max_epochs: int = 400, init: str = "default",
-                 weight_decay: float = 0.0, augment: float = 0.0) -> None:
+                 weight_decay: float = 0.0, augment: float = 0.0, compile: bool = False,
+                 fused_gates: bool = False) -> None:
         super().__init__()
         if lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
@@ -82,14 +93,34 @@ class DistillModule(pl.LightningModule):
         self.student = Student(**student)
         init_weights(self.student, init)
         self.augment = EchoAugment(AugmentSettings(strength=augment)) if augment > 0 else None
+        if fused_gates:  # same values, one fused backward per gate update (distill/fused.py)
+            from echodfkd.distill.fused import use_fused_update
+
+            use_fused_update(self.student)
+        # The training forward compiled once per window shape (the ConvLSTM unrolled over seq_len); the
+        # weights stay the eager module's, so checkpoints and state dicts are unchanged.
+        self._compiled = compile_forward(self.student) if compile else None
+        self.compiled = compile
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Student logits (N, T, C, H, W) for frames (N, T, 1, H, W) on the 0-255 scale."""
         return self.student(x)
 
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The compiled forward while it works; any compile failure falls back to eager with one line."""
+        if self._compiled is None or not torch.is_grad_enabled():
+            return self.student(x)
+        try:
+            return self._compiled(x)
+        except Exception as exc:  # noqa: BLE001 - a compiler fault of any kind: train eagerly instead
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            log.warning("distill: torch.compile failed (%s: %s); training without it", type(exc).__name__, reason)
+            self._compiled, self.compiled = None, False
+            return self.student(x)
+
     def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         frames, targets = batch
-        logits = self.student(frames.float())
+        logits = self._train_forward(frames.float())
         prob = targets.float() / 255.0
         # BCE in float32 even under bf16 autocast: the soft targets need the precision.
         bce = F.binary_cross_entropy_with_logits(logits.float(), prob)

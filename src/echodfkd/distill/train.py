@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,11 +27,11 @@ import numpy as np
 
 from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsFolder, TrainWindows,
                                  WindowSampler, check_targets)
-from echodfkd.distill.config import ARCH_KEYS, DistillConfig, parse_duration
+from echodfkd.distill.config import ARCH_KEYS, LIGHTNING_PRECISION, DistillConfig, flag
 from echodfkd.errors import DatasetError, ModelError
 from echodfkd.io.atomic import DISK_FULL
 from echodfkd.io.records import RecordError, StudentConfig
-from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student
+from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student, check_frame_size
 
 log = logging.getLogger(__name__)
 CHECKPOINTS, LOGS = "checkpoints", "logs"
@@ -84,15 +85,40 @@ def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None
 
 def _check_sizes(cfg: DistillConfig, dataset: Any, checks: dict[str, TargetsCheck]) -> None:
     """Native sizes the student will see (training without --frame-size, calibration without --infer-size)."""
-    k = 2 ** (cfg.blocks - 1)
     for split, check in checks.items():
         if (cfg.frame_size is None and split != "calibration") or (cfg.infer_size is None and split == "calibration"):
-            bad = [(n, hw) for n, hw in check.sizes.items() if hw[0] % k or hw[1] % k]
-            if bad:
-                name, (h, w) = bad[0]
-                flag = "--infer-size" if split == "calibration" else "--frame-size"
-                raise DatasetError(f"{dataset.video_path(name)}: {w}x{h} frames are not divisible by {k} for a "
-                                   f"{cfg.blocks}-block student; pass {flag} (e.g. 112)")
+            for name, (h, w) in check.sizes.items():
+                try:
+                    check_frame_size(h, cfg.blocks)
+                    check_frame_size(w, cfg.blocks)
+                except ValueError:
+                    option = flag("infer_size" if split == "calibration" else "frame_size")
+                    raise DatasetError(f"{dataset.video_path(name)}: {w}x{h} frames are not divisible by "
+                                       f"{2 ** (cfg.blocks - 1)} for a {cfg.blocks}-block student; pass {option} "
+                                       f"(e.g. 112)") from None
+
+
+def _check_seq_len(cfg: DistillConfig, check: TargetsCheck) -> None:
+    """Windows longer than every training clip would be mostly padding: refused."""
+    longest = max(check.frames.values(), default=0)
+    if longest and cfg.seq_len > longest:
+        raise DatasetError(f"{flag('seq_len')} {cfg.seq_len}: longer than every {cfg.train_split} clip (the longest "
+                           f"has {longest} frames); use at most {longest}")
+
+
+def _check_checkpoint(path: Path) -> None:
+    """A checkpoint to resume from must load (a truncated file is one line, not Lightning's traceback)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means the same thing: unreadable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ModelError(f"{path}: unreadable checkpoint ({reason}); delete {path.parent} to start the run "
+                         f"afresh") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); delete {path.parent} to start the "
+                         f"run afresh")
 
 
 def _native_size(sizes: list[list[int]]) -> int | None:
@@ -100,27 +126,36 @@ def _native_size(sizes: list[list[int]]) -> int | None:
     return sizes[0][0] if len(sizes) == 1 and sizes[0][0] == sizes[0][1] else None
 
 
-def _accelerator(cfg: DistillConfig) -> str:
+def resolve_accelerator(cfg: DistillConfig) -> str:
+    """cuda or cpu for auto; gpu/cuda refused where torch sees no GPU (not a silent CPU run)."""
     import torch
 
-    if cfg.accelerator in ("auto", "gpu", "cuda"):
+    if cfg.accelerator == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError(f"{flag('accelerator')} {cfg.accelerator}: torch sees no CUDA GPU here; use "
+                             f"{flag('accelerator')} cpu (or auto)")
+        return "cuda"
     return cfg.accelerator
 
 
 def _precision(cfg: DistillConfig, accelerator: str) -> str:
+    """Lightning's precision for the setting: fp32 -> 32-true, bf16 -> bf16-mixed, auto by the hardware."""
     import torch
 
     from echodfkd.hardware import cpu_has_native_bf16
 
-    if cfg.precision:
-        return cfg.precision
-    # bf16 autocast only where the hardware has it (the loss stays fp32). On a 2-core AMD EPYC with
-    # AVX512-BF16 a (4,1) training step at 56x56 took 0.55 s in bf16 against 1.0 s in fp32; CPUs without
-    # native bf16 are slower in bf16, so full precision there.
-    if accelerator == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if accelerator == "cpu" and cpu_has_native_bf16() else "32-true"
+    choice = cfg.precision
+    if choice == "auto":
+        # bf16 autocast only where the hardware has it (the loss stays fp32). On a 2-core AMD EPYC with
+        # AVX512-BF16 a (4,1) training step at 56x56 took 0.55 s in bf16 against 1.0 s in fp32; CPUs without
+        # native bf16 are slower in bf16, so full precision there.
+        if accelerator == "cuda":
+            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            choice = "bf16" if accelerator == "cpu" and cpu_has_native_bf16() else "fp32"
+    return LIGHTNING_PRECISION[choice]
 
 
 def _strategy(cfg: DistillConfig, accelerator: str) -> Any:
@@ -219,71 +254,84 @@ def _sampler_epoch(sampler: WindowSampler) -> Any:
     return SamplerEpoch()
 
 
-def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
-            blocks: int = 4, layers: int = 1, epochs: int = 400, frame_size: int | None = None,
-            seq_len: int = 25, batch_size: int = 32, max_time: Any = None, resume: bool = False,
-            callbacks: list[Any] | None = None, **kw: Any) -> Path:
-    """Train a (blocks, layers) student on the teacher targets; returns the run directory.
+@dataclass
+class _Inputs:
+    """What validation learned about the data before any training: clips, targets, channels."""
 
-    Other settings are the fields of `DistillConfig` (lr, dice_weight, lr_schedule, init, skip, residual,
-    train_split, val_split, devices, strategy, ...). `callbacks` are extra Lightning callbacks.
-    """
-    import lightning.pytorch as pl
-    import torch
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-    from lightning.pytorch.utilities.exceptions import MisconfigurationException
-    from torch.utils.data import DataLoader
+    dataset: Any
+    targets: TargetsFolder
+    train_names: list[str]
+    val_names: list[str]
+    train_check: TargetsCheck
+    val_check: TargetsCheck
+    info: dict[str, Any]
 
-    from echodfkd.data import open_dataset
-    from echodfkd.distill.calibrate import calibrate
-    from echodfkd.distill.module import DistillModule
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.train_check.channels
 
-    if max_time is not None and not isinstance(max_time, str):
-        max_time = str(parse_duration(max_time).total_seconds())
+
+def _config(settings: dict[str, Any]) -> DistillConfig:
+    """The run's settings (DistillConfig fields; its defaults for the rest), one line when one is wrong."""
     try:
-        cfg = DistillConfig.from_kwargs(blocks=blocks, layers=layers, epochs=epochs, frame_size=frame_size,
-                                        seq_len=seq_len, batch_size=batch_size, max_time=max_time, **kw)
-    except ValueError as exc:
+        return DistillConfig.from_kwargs(**settings)
+    except (ValueError, TypeError) as exc:
         raise ModelError(f"distill: {exc}") from None
-    run = Path(out)
+
+
+def _finished_or_refused(run: Path, last: Path, resume: bool) -> bool:
+    """True when the run is already finished and `resume` asks for nothing more; refuses to overwrite a run."""
     if is_finished(run):
         if resume:
             log.info("%s: already finished; nothing to resume", run)
-            return run
+            return True
         raise ModelError(f"{run}: already holds a finished run (model.safetensors); choose another output folder")
-    last = run / CHECKPOINTS / "last.ckpt"
     if last.is_file() and not resume:
         raise ModelError(f"{last}: an unfinished run is there; pass --resume to continue it or choose another output folder")
+    return False
 
-    # ---------------------------------------------------------------- validate everything before training
+
+def _validate(data_root: str | os.PathLike, targets_dir: str | os.PathLike, run: Path, cfg: DistillConfig,
+              resume: bool) -> _Inputs:
+    """Every check on the data, the targets and a resumed run, before anything is written."""
+    from echodfkd.data import open_dataset
+
     dataset = open_dataset(data_root)
     targets = TargetsFolder(targets_dir)
     train_names, val_names = dataset.names(cfg.train_split), dataset.names(cfg.val_split)
     want = None if cfg.channels is None else tuple(cfg.channels.split(","))
     train_check = check_targets(dataset, train_names, targets, cfg.train_split, want)
     val_check = check_targets(dataset, val_names, targets, cfg.val_split, train_check.channels)
-    channels = train_check.channels
     _check_sizes(cfg, dataset, {"train": train_check, "val": val_check, "calibration": val_check})
+    _check_seq_len(cfg, train_check)
     if resume:
         _check_resume(run, cfg, targets)
-    student_cfg = cfg.student(out_channels=len(channels))
-    data_info = {"data_root": str(Path(data_root).resolve()), "targets_dir": str(targets.root.resolve()),
-                 "train_split": cfg.train_split, "val_split": cfg.val_split, "train_clips": len(train_names),
-                 "val_clips": len(val_names), "channels": list(channels), "targets_meta": targets.meta}
-    if rank_zero_only.rank == 0:
-        arch = Student(**student_cfg)
-        StudentConfig.parse(dict(arch.config, params=arch.num_parameters(), status="training",
-                                 training=cfg.as_dict(), data=data_info), run / CONFIG_NAME).write(run / CONFIG_NAME)
+    info = {"data_root": str(Path(data_root).resolve()), "targets_dir": str(targets.root.resolve()),
+            "train_split": cfg.train_split, "val_split": cfg.val_split, "train_clips": len(train_names),
+            "val_clips": len(val_names), "channels": list(train_check.channels), "targets_meta": targets.meta}
+    return _Inputs(dataset, targets, train_names, val_names, train_check, val_check, info)
 
-    # ---------------------------------------------------------------- data
+
+def _write_start(run: Path, cfg: DistillConfig, inputs: _Inputs) -> None:
+    """config.json with status "training" (rank 0), so the run folder says what it holds from the start."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        arch = Student(**cfg.student(out_channels=len(inputs.channels)))
+        StudentConfig.parse(dict(arch.config, params=arch.num_parameters(), status="training",
+                                 training=cfg.as_dict(), data=inputs.info), run / CONFIG_NAME).write(run / CONFIG_NAME)
+
+
+def _loaders(cfg: DistillConfig, inputs: _Inputs, accelerator: str) -> tuple[WindowSampler, Any, Any]:
+    """The window sampler and the train/val loaders over clips cached in RAM."""
+    import torch
+    from torch.utils.data import DataLoader
+
     cache = int(cfg.cache_gb * 2 ** 30)
-    train_store = ClipStore(dataset, train_names, targets, train_check, cfg.frame_size, cache,
-                            desc=f"loading {cfg.train_split} clips")
-    val_store = ClipStore(dataset, val_names, targets, val_check, cfg.frame_size, cache,
+    train_store = ClipStore(inputs.dataset, inputs.train_names, inputs.targets, inputs.train_check, cfg.frame_size,
+                            cache, desc=f"loading {cfg.train_split} clips")
+    val_store = ClipStore(inputs.dataset, inputs.val_names, inputs.targets, inputs.val_check, cfg.frame_size, cache,
                           desc=f"loading {cfg.val_split} clips")
-    accelerator = _accelerator(cfg)
     loader_kw = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                      pin_memory=accelerator == "cuda")
     # Loaders draw their worker seeds from a private generator: torch's global RNG (the augmentation's)
@@ -294,14 +342,33 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     train_dl = DataLoader(sampler.windows, sampler=sampler, generator=rng["train"], **loader_kw)
     val_dl = DataLoader(FixedWindows(val_store, cfg.seq_len, cfg.val_windows), shuffle=False, generator=rng["val"],
                         **loader_kw)
+    return sampler, train_dl, val_dl
 
-    # ---------------------------------------------------------------- trainer
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = DistillModule(student_cfg, lr=cfg.lr, dice_weight=cfg.dice_weight, lr_schedule=cfg.lr_schedule,
-                           max_epochs=cfg.epochs, init=cfg.init, weight_decay=cfg.weight_decay,
-                           augment=cfg.augment)
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Lightning's advertising tips (litlogger, litmodels), no advice about this run."""
+    return "Tip:" not in str(record.msg)
+
+
+def _quiet_lightning() -> None:
+    """No Lightning tips; with ECHODFKD_QUIET=1 only its warnings."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _no_tips not in logger.filters:
+            logger.addFilter(_no_tips)
+    if _quiet():
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+def _trainer(run: Path, cfg: DistillConfig, accelerator: str, precision: str, sampler: WindowSampler,
+             steps_per_epoch: int, callbacks: list[Any] | None) -> tuple[Any, Any, Any]:
+    """The Lightning Trainer with atomic best/last checkpoints, early stopping and CSV + TensorBoard logs."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
     ckpt_cb = _checkpoint_callback()(dirpath=run / CHECKPOINTS, filename="best", monitor="val_loss", mode="min",
-                              save_top_k=1, save_last=True, enable_version_counter=False)
+                                     save_top_k=1, save_last=True, enable_version_counter=False)
     early = EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience)
     cbs = [ckpt_cb, early, _sampler_epoch(sampler)]
     if not _quiet():
@@ -309,22 +376,27 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     cbs.extend(callbacks or [])
     loggers = [CSVLogger(run / LOGS, name="csv"), TensorBoardLogger(run / LOGS, name="tensorboard",
                                                                     default_hp_metric=False)]
-    if _quiet():
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    _quiet_lightning()
     trainer = pl.Trainer(
         default_root_dir=run, max_epochs=cfg.epochs, max_time=cfg.max_time, accelerator=accelerator,
         devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg, accelerator),
-        precision=_precision(cfg, accelerator), callbacks=cbs, logger=loggers,
-        log_every_n_steps=max(1, min(50, len(train_dl))), num_sanity_val_steps=0,
+        precision=precision, callbacks=cbs, logger=loggers,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
         enable_progress_bar=not _quiet(), enable_model_summary=not _quiet())
+    return trainer, ckpt_cb, early
+
+
+def _fit(trainer: Any, module: Any, train_dl: Any, val_dl: Any, ckpt: Path | None, where: Path) -> None:
+    """trainer.fit with Lightning's own faults as one line and Ctrl-C as KeyboardInterrupt."""
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
     with warnings.catch_warnings():
         for pattern in _QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
         try:
-            trainer.fit(module, train_dl, val_dl, ckpt_path=last if resume and last.is_file() else None,
-                        weights_only=True)
+            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt, weights_only=True)
         except MisconfigurationException as exc:  # e.g. resuming past --epochs: a settings problem, one line
-            raise ModelError(f"{last if resume else run}: {str(exc).strip().splitlines()[0]}") from None
+            raise ModelError(f"{where}: {str(exc).strip().splitlines()[0]}") from None
         except SystemExit:
             # Lightning turns Ctrl-C into sys.exit(1) after saving nothing more; report it as an interruption.
             if trainer.interrupted:
@@ -335,24 +407,68 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
                 signal.signal(signal.SIGINT, signal.default_int_handler)
     if trainer.interrupted:
         raise KeyboardInterrupt
-    if not trainer.is_global_zero:
-        return run
 
-    # ---------------------------------------------------------------- export + calibration (rank 0)
+
+def _export(run: Path, cfg: DistillConfig, inputs: _Inputs, module: Any, trainer: Any, ckpt_cb: Any, early: Any,
+            accelerator: str) -> None:
+    """The best checkpoint's student calibrated on VAL and saved with config.json (status "done")."""
+    from echodfkd.distill.calibrate import calibrate
+
+    student_cfg = cfg.student(out_channels=len(inputs.channels))
     student = _best_student(ckpt_cb.best_model_path, module, student_cfg)
     device = "cuda" if accelerator == "cuda" else "cpu"
-    cal = calibrate(student, _val_clips(dataset, val_names, targets, channels, cfg.augment, cfg.seed), channels,
-                    count=len(val_names) * (2 if cfg.augment > 0 else 1), infer_size=cfg.infer_size, device=device)
+    clips = _val_clips(inputs.dataset, inputs.val_names, inputs.targets, inputs.channels, cfg.augment, cfg.seed)
+    cal = calibrate(student, clips, inputs.channels, count=len(inputs.val_names) * (2 if cfg.augment > 0 else 1),
+                    infer_size=cfg.infer_size, device=device)
     best = ckpt_cb.best_model_score
+    used = {v: k for k, v in LIGHTNING_PRECISION.items()}.get(str(trainer.precision), str(trainer.precision))
     training = dict(cfg.as_dict(), epochs_trained=int(trainer.current_epoch),
                     stopped_early=bool(early.stopped_epoch > 0),
                     best_val_loss=None if best is None else float(best),
                     best_val_bce=best_logged(run, "val_bce"),
-                    best_checkpoint=str(ckpt_cb.best_model_path) or None, precision=trainer.precision)
+                    best_checkpoint=str(ckpt_cb.best_model_path) or None, precision=used,
+                    compiled=bool(getattr(module, "compiled", False)))
     # The LV is one region: predict keeps the largest by default (stray blobs in the RV or atrium on
     # real clips); RUN/stream.json or predict --no-largest-component override it.
-    extra = dict(status="done", training=training, data=data_info,
+    extra = dict(status="done", training=training, data=inputs.info,
                  infer_size=cfg.infer_size or _native_size(cal["calibration"]["sizes"]),
                  stream={"largest_component": True, "warmup": 0}, **cal)
     student.cpu().save_pretrained(run, extra_config=extra)
+
+
+def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: str | os.PathLike,
+            resume: bool = False, callbacks: list[Any] | None = None, **settings: Any) -> Path:
+    """Train a (blocks, layers) student on the teacher targets; returns the run directory.
+
+    `settings` are DistillConfig's fields (blocks, layers, epochs, frame_size, lr, ...), its defaults for
+    the rest. `resume` continues from RUN/checkpoints/last.ckpt when there is one (else starts afresh);
+    `callbacks` are extra Lightning callbacks.
+    """
+    import lightning.pytorch as pl
+
+    from echodfkd.distill.module import DistillModule
+
+    cfg = _config(settings)
+    run = Path(out)
+    last = run / CHECKPOINTS / "last.ckpt"
+    if _finished_or_refused(run, last, resume):
+        return run
+    inputs = _validate(data_root, targets_dir, run, cfg, resume)
+    accelerator = resolve_accelerator(cfg)
+    precision = _precision(cfg, accelerator)
+    ckpt = last if resume and last.is_file() else None
+    if ckpt is not None:
+        _check_checkpoint(ckpt)
+    _write_start(run, cfg, inputs)
+
+    sampler, train_dl, val_dl = _loaders(cfg, inputs, accelerator)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = DistillModule(cfg.student(out_channels=len(inputs.channels)), lr=cfg.lr, dice_weight=cfg.dice_weight,
+                           lr_schedule=cfg.lr_schedule, max_epochs=cfg.epochs, init=cfg.init,
+                           weight_decay=cfg.weight_decay, augment=cfg.augment, compile=cfg.compile,
+                           fused_gates=cfg.fused_gates)
+    trainer, ckpt_cb, early = _trainer(run, cfg, accelerator, precision, sampler, len(train_dl), callbacks)
+    _fit(trainer, module, train_dl, val_dl, ckpt, last if resume else run)
+    if trainer.is_global_zero:
+        _export(run, cfg, inputs, module, trainer, ckpt_cb, early, accelerator)
     return run

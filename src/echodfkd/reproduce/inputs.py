@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from echodfkd import launch
+from echodfkd.distill.config import defaults
 from echodfkd.errors import DatasetError, EchoDFKDError, ModelError
+
+_DISTILL = defaults()  # the distill settings reproduce shares (DistillConfig is their one home)
 
 #: The paper's scaling-law grid: B and l from 1 to 4.
 FULL_GRID = [(b, l) for b in range(1, 5) for l in range(1, 5)]
@@ -43,15 +46,15 @@ class Settings:
     echoclip_offline: bool = False
     echoclip_models: str = "all"       # "all" students (Fig. 3's scores by size) or the "main" one
     grid: list[tuple[int, int]] = field(default_factory=lambda: list(FULL_GRID))
-    epochs: int = 400
-    frame_size: int = 56
+    epochs: int = _DISTILL["epochs"]
+    frame_size: int = 56               # the paper's half resolution (distill's own default: native)
     infer_size: int | None = None      # None: the EchoNet-Dynamic clips' own size (112)
-    seq_len: int = 25
-    batch_size: int = 32
-    patience: int = 10
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
+    seq_len: int = _DISTILL["seq_len"]
+    batch_size: int = _DISTILL["batch_size"]
+    patience: int = _DISTILL["patience"]
+    devices: int | str = _DISTILL["devices"]
+    num_nodes: int = _DISTILL["num_nodes"]
+    strategy: str = _DISTILL["strategy"]
     shard: tuple[int, int] | None = None
     synthetic_fps: float = 32.0
     device: str = "auto"               # label / predict / EchoCLIP: auto = cuda when available
