@@ -27,6 +27,7 @@ import torch
 
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path, save_json
+from echodfkd.io.digest import state_dict_sha256
 from echodfkd.models.fast import PRECISIONS, StreamingStudent, for_precision
 from echodfkd.models.student import Student, check_frame_size
 
@@ -58,16 +59,16 @@ def _cpu_signature() -> str:
 
 def engine_key(student: Student, size: tuple[int, int], precision: str, batch: int = 1) -> str:
     """Content hash naming a compiled engine: weights, config, size, precision, batch, torch and CPU."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(student.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    digest = hashlib.sha256(state_dict_sha256(student).encode())
     arch = {k: student.config.get(k) for k in ("blocks", "layers", "filters", "skip", "residual",
                                                "out_channels", "in_channels", "input_mean", "input_std")}
     meta = dict(arch=arch, size=list(size), precision=precision, torch=torch.__version__,
                 cpu=_cpu_signature(), options=INDUCTOR_OPTIONS, engine=ENGINE_VERSION)
     if batch != 1:  # batch-1 keys stay as they were, so cached single-stream engines remain valid
         meta["batch"] = batch
+    recipe = {k: str(v) for k, v in PRECISIONS.get(precision, {}).items() if k != "dtype"}
+    if recipe:  # a mixed recipe changes the graph: its settings name the archive (fp32/bf16 keys unchanged)
+        meta["recipe"] = recipe
     digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
