@@ -7,6 +7,7 @@ import json
 import pytest
 
 from echodfkd.cli import main
+from echodfkd.io.records import PredictionsMeta, StepsJournal
 
 
 @pytest.mark.slow
@@ -28,6 +29,16 @@ def test_quick_demo_end_to_end_and_rerun_reuses_steps(tmp_path, capsys):
     afd = metrics["student"]["afd"]["full"]
     assert afd["n_clips"] >= 5 and afd["aFD_ED"] < 20 and afd["aFD_ES"] < 20
     assert metrics["steps"]["distill"]["params"] == 714_577
+    # The step summaries come from the typed records the steps wrote (the keys predict_to_folder and distill use).
+    distilled = metrics["steps"]["distill"]
+    assert distilled["epochs_trained"] >= 1 and distilled["best_val_loss"] > 0 and distilled["frame_size"] == 56
+    predicted = metrics["steps"]["predict"]
+    meta = PredictionsMeta.read(out / "predictions" / "student")
+    assert predicted == meta.summary() and predicted["clips"] == metrics["student"]["n_clips"] >= 5
+    assert predicted["streamed_frames"] > 0 and predicted["stream_fps"] > 0 and predicted["failed"] == 0
+    journal = StepsJournal.read(out)
+    assert set(journal.steps["evaluate"].depends_on) == {"check", "predict", "teacher_predict"} and not journal.stale
+    assert main(["check-run", str(out)]) == 0
     report = (out / "report.md").read_text()
     for heading in ("Table 1 style", "Table 2 style", "Time per step", "EchoCLIP", "Unusual-input alert"):
         assert heading in report
