@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 # FFmpeg prints decoder chatter ("overread", "invalid len") on stderr for damaged files; our own
 # VideoError already names the file and problem. Users can still set the variable to debug.
@@ -29,6 +32,23 @@ class VideoInfo:
     fps: float
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (C libraries' prints; VideoError names the problem)."""
+    if os.environ.get("ECHODFKD_VIDEO_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.exists():
         raise VideoError(f"{path}: file not found")
@@ -36,7 +56,8 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise VideoError(f"{path}: is a folder, not a video")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(path))
+    with _quiet_stderr():  # OpenCV's AVI parser prints "Unexpected element..." on fd 2 for damaged files
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{path}: not a readable video (unknown container or codec)")
