@@ -8,7 +8,6 @@ the same wrapper so a teacher can serve on a CPU.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import warnings
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from echodfkd.errors import ModelError
+from echodfkd.io.digest import state_dict_sha256
 from echodfkd.teacher.archs import ARCHS, DEFAULT_ARCH
 
 #: EchoNet-Dynamic's train-set statistics (per RGB channel, 0-255 scale).
@@ -115,15 +115,7 @@ class Teacher(nn.Module):
 
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 (hex) of a model's weights: names, dtypes, shapes and bytes of its state dict."""
-    if isinstance(model, Teacher):
-        model = model.model
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        # Reinterpret as bytes so every dtype (bf16, bool) hashes the same way.
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    return state_dict_sha256(model.model if isinstance(model, Teacher) else model)
 
 
 # ---------------------------------------------------------------------- checkpoints

@@ -208,16 +208,6 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     return digest
 
 
-def state_dict_sha256(module: Any) -> str:
-    """SHA-256 over a module's state dict (names, shapes, bytes): the key for weights not from a file."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        arr = t.detach().float().cpu().numpy()
-        h.update(f"{name}:{arr.shape}".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 @dataclass
 class ClipModel:
     """An open_clip model ready to embed frames: validation transform, tokenizer, cache key."""
