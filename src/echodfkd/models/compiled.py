@@ -27,6 +27,7 @@ import torch
 
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path, save_json
+from echodfkd.io.digest import state_dict_sha256
 from echodfkd.models.fast import PRECISIONS, StreamingStudent, for_precision
 from echodfkd.models.student import Student, check_frame_size
 
@@ -58,10 +59,7 @@ def _cpu_signature() -> str:
 
 def engine_key(student: Student, size: tuple[int, int], precision: str, batch: int = 1) -> str:
     """Content hash naming a compiled engine: weights, config, size, precision, batch, torch and CPU."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(student.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    digest = hashlib.sha256(state_dict_sha256(student).encode())
     arch = {k: student.config.get(k) for k in ("blocks", "layers", "filters", "skip", "residual",
                                                "out_channels", "in_channels", "input_mean", "input_std")}
     meta = dict(arch=arch, size=list(size), precision=precision, torch=torch.__version__,
