@@ -12,7 +12,9 @@ import re
 import shutil
 import socket
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -107,3 +109,28 @@ def console_errors(page) -> list[str]:
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     return errors
+
+
+@contextmanager
+def viewer_page(chromium: Path, base: str, profile: Path) -> Iterator[tuple]:
+    """(page, console errors) of the viewer at `base`, loaded and with /api/info answered; closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = launch(p, chromium, profile)
+        try:
+            page = context.new_page()
+            errors = console_errors(page)
+            page.goto(base + "/")
+            # (selectors, not wait_for_function: the page's CSP forbids the eval that one needs)
+            page.wait_for_selector("#example option", state="attached")
+            yield page, errors
+        finally:
+            context.close()
+
+
+def upload(page, path: Path, timeout_ms: int = 45_000) -> str:
+    """Upload `path` through the page's file input; the page's state once it settles ('ready' or 'error')."""
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("body[data-state='ready'], body[data-state='error']", timeout=timeout_ms)
+    return page.get_attribute("body", "data-state")

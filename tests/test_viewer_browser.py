@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the viewer extra is not installed (pip install 'echodfkd[viewer]')")
 pytest.importorskip("uvicorn", reason="the viewer extra is not installed (pip install 'echodfkd[viewer]')")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 
-from browser_support import console_errors, launch, painted_pixels, save_screenshot  # noqa: E402
+from browser_support import painted_pixels, save_screenshot, upload, viewer_page  # noqa: E402
 from viewer_support import write_beating_avi  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,69 +32,58 @@ def beating_avi(tmp_path) -> Path:
 
 def test_upload_in_browser_shows_curve_markers_beats_and_alert(chromium, viewer_server, beating_avi, tmp_path):
     base, app = viewer_server
-    with sync_api.sync_playwright() as p:
-        context = launch(p, chromium, tmp_path / "profile")
-        try:
-            page = context.new_page()
-            errors = console_errors(page)
-            page.goto(base + "/")
-            # (selectors, not wait_for_function: the page's CSP forbids the eval that one needs)
-            page.wait_for_selector("#example option", state="attached")  # /api/info answered
-            header = page.inner_text("#model-info")
-            assert "demo/student" in header and "student student" not in header.lower(), header
-            page.set_input_files("#file", str(beating_avi))
-            page.wait_for_selector("body[data-state='ready'], body[data-state='error']", timeout=45_000)
-            assert page.get_attribute("body", "data-state") == "ready", page.inner_text("#error")
+    with viewer_page(chromium, base, tmp_path / "profile") as (page, errors):
+        header = page.inner_text("#model-info")
+        assert "demo/student" in header and "student student" not in header.lower(), header
+        assert upload(page, beating_avi) == "ready", page.inner_text("#error")
 
-            curve = page.locator("#curve")
-            assert curve.is_visible() and curve.bounding_box()["width"] > 300
-            assert painted_pixels(page, "curve") > 2000 and painted_pixels(page, "video-student") > 1000
-            n_frames = int(curve.get_attribute("data-frames"))
-            assert n_frames == 90
-            ed = page.locator("#markers li[data-phase='ED']")
-            es = page.locator("#markers li[data-phase='ES']")
-            assert ed.count() >= 1 and es.count() >= 1
-            assert curve.get_attribute("data-ed") and curve.get_attribute("data-es")
-            # The beats table lists the chips' beats (one source): each row's ED/ES is a chip's frame.
-            chips = {(m.get_attribute("data-phase"), int(m.get_attribute("data-frame")))
-                     for m in page.locator("#markers li[data-phase]").all()}
-            rows = page.locator("#beats tbody tr").all()
-            assert rows and "No complete beat" not in page.inner_text("#beats-note")
-            for row in rows:
-                ed_frame, es_frame = (int(row.locator(f"button.{p}").inner_text()) for p in ("ED", "ES"))
-                assert ("ED", ed_frame) in chips and ("ES", es_frame) in chips
+        curve = page.locator("#curve")
+        assert curve.is_visible() and curve.bounding_box()["width"] > 300
+        assert painted_pixels(page, "curve") > 2000 and painted_pixels(page, "video-student") > 1000
+        n_frames = int(curve.get_attribute("data-frames"))
+        assert n_frames == 90
+        ed = page.locator("#markers li[data-phase='ED']")
+        es = page.locator("#markers li[data-phase='ES']")
+        assert ed.count() >= 1 and es.count() >= 1
+        assert curve.get_attribute("data-ed") and curve.get_attribute("data-es")
+        # The beats table lists the chips' beats (one source): each row's ED/ES is a chip's frame.
+        chips = {(m.get_attribute("data-phase"), int(m.get_attribute("data-frame")))
+                 for m in page.locator("#markers li[data-phase]").all()}
+        rows = page.locator("#beats tbody tr").all()
+        assert rows and "No complete beat" not in page.inner_text("#beats-note")
+        for row in rows:
+            ed_frame, es_frame = (int(row.locator(f"button.{p}").inner_text()) for p in ("ED", "ES"))
+            assert ("ED", ed_frame) in chips and ("ES", es_frame) in chips
 
-            # Playback moves the cursor on the curve; clicking a marker pauses on its frame.
-            first = curve.get_attribute("data-cursor")
-            page.wait_for_selector(f"#curve:not([data-cursor='{first}'])", timeout=5_000)
-            es.first.locator("button").click()
-            assert curve.get_attribute("data-cursor") == es.first.get_attribute("data-frame")
-            assert page.inner_text("#play") == "Play"
+        # Playback moves the cursor on the curve; clicking a marker pauses on its frame.
+        first = curve.get_attribute("data-cursor")
+        page.wait_for_selector(f"#curve:not([data-cursor='{first}'])", timeout=5_000)
+        es.first.locator("button").click()
+        assert curve.get_attribute("data-cursor") == es.first.get_attribute("data-frame")
+        assert page.inner_text("#play") == "Play"
 
-            assert page.inner_text("#alert").strip()
-            assert page.inner_text("#ef").strip()
-            assert "ms" in page.inner_text("#latency")
-            shot = save_screenshot(page, tmp_path, "viewer_upload.png")
-            assert shot.stat().st_size > 10_000
-            assert not errors, errors
+        assert page.inner_text("#alert").strip()
+        assert page.inner_text("#ef").strip()
+        assert "ms" in page.inner_text("#latency")
+        shot = save_screenshot(page, tmp_path, "viewer_upload.png")
+        assert shot.stat().st_size > 10_000
+        assert not errors, errors
 
-            # A non-video upload shows the server's message in the page.
-            bad = tmp_path / "notes.avi"
-            bad.write_text("these are notes, not a video\n" * 50)
-            page.set_input_files("#file", str(bad))
-            page.wait_for_selector("#error:not([hidden])", timeout=15_000)
-            assert "not a video" in page.inner_text("#error")
-            # ... and the previous clip's results are gone, not left on screen beside the error.
-            assert page.locator("#result").is_hidden()
-            assert page.locator("#markers li").count() == 0 and page.locator("#beats tbody tr").count() == 0
-            assert page.inner_text("#ef") == "" and page.get_attribute("body", "data-state") == "error"
+        # A non-video upload shows the server's message in the page.
+        bad = tmp_path / "notes.avi"
+        bad.write_text("these are notes, not a video\n" * 50)
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#error:not([hidden])", timeout=15_000)
+        assert "not a video" in page.inner_text("#error")
+        # ... and the previous clip's results are gone, not left on screen beside the error.
+        assert page.locator("#result").is_hidden()
+        assert page.locator("#markers li").count() == 0 and page.locator("#beats tbody tr").count() == 0
+        assert page.inner_text("#ef") == "" and page.get_attribute("body", "data-state") == "error"
 
-            # A 0-byte file: the server's own words, not "No file received".
-            empty = tmp_path / "empty.avi"
-            empty.write_bytes(b"")
-            page.set_input_files("#file", str(empty))
-            page.wait_for_selector("#error:not([hidden]):has-text('empty file')", timeout=15_000)
-            assert page.inner_text("#error") == "empty.avi: empty file (0 bytes)"
-        finally:
-            context.close()
+        # A 0-byte file: the server's own words, not "No file received".
+        empty = tmp_path / "empty.avi"
+        empty.write_bytes(b"")
+        page.set_input_files("#file", str(empty))
+        page.wait_for_selector("#error:not([hidden]):has-text('empty file')", timeout=15_000)
+        assert page.inner_text("#error") == "empty.avi: empty file (0 bytes)"
     assert app.state.private.leftovers() == []
