@@ -262,6 +262,7 @@ def _reproduce_outputs(out: Path) -> dict[str, object]:
             "thresholds": cfg["thresholds"], "arrays": arrays}
 
 
+@pytest.mark.slow  # 12-18 s each (+5 s setup) on 2 shared cores (measured 13:21)
 @pytest.mark.parametrize("point", ["labelling", "distilling"])
 def test_reproduce_killed_then_rerun_equals_an_uninterrupted_run(reproduce_args, tmp_path, point):
     args, ref = reproduce_args
