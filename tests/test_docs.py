@@ -48,3 +48,33 @@ def test_relative_links_resolve():
             if not (page.parent / target).exists():
                 broken.append(f"{page.name} -> {target}")
     assert not broken
+
+
+def test_cli_reference_is_current_and_holds_the_shared_flags():
+    import sys
+
+    sys.path.insert(0, str(DOCS))
+    try:
+        import gen_cli
+    finally:
+        sys.path.remove(str(DOCS))
+    text = (DOCS / "cli.md").read_text()
+    assert "## Exit status" in text and "## Shared flags" in text and "| `--student RUN` |" in text
+    assert text == gen_cli.render(), "docs/cli.md is out of date: run python docs/gen_cli.py"
+
+
+def test_help_reads_as_one_tool_and_stays_light():
+    """Every --help builds without importing torch, with no '(default: None)' noise and no {a,a,b} choices."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, gen_cli, echodfkd.cli as c; "
+            "texts = [s.format_help() for _, s in gen_cli._walk(c.build_parser(), 'echodfkd')]; "
+            "print('torch' in sys.modules, sum('(default: None)' in t for t in texts), "
+            "sum('{lv,lv' in t for t in texts), len(texts))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(DOCS)})
+    assert done.returncode == 0, done.stderr
+    torch_loaded, noisy, ambiguous, count = done.stdout.split()
+    assert (torch_loaded, noisy, ambiguous) == ("False", "0", "0") and int(count) >= 20

@@ -162,3 +162,91 @@ def test_check_writable_dir_os_error_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(EchoDFKDError, match="Read-only file system") as exc:
         flags.check_writable_dir(tmp_path)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("parse,good,bad", [
+    (flags.positive_float, ["0.5", "3"], ["0", "-1", "nan", "inf", "x"]),
+    (flags.nonnegative_float, ["0", "2.5"], ["-0.1", "nan", "x"]),
+    (flags.float_in(0.0, 2.0), ["0", "2"], ["2.01", "-1", "nan"]),
+    (flags.int_in(32, 1024), ["32", "1024"], ["31", "2000", "1.5"]),
+    (flags.frame_size, ["1", "112"], ["0", "-8", "7.0"]),
+    (flags.teacher_size, ["32", "112"], ["7", "31", "0"]),
+])
+def test_number_types(parse, good, bad):
+    for text in good:
+        assert parse(text) == float(text)
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+
+
+def test_check_size_names_the_flag():
+    flags.check_size(None, 4)
+    flags.check_size(56, 4)
+    with pytest.raises(EchoDFKDError, match=r"^--frame-size 7: .*multiple of 8 for a 4-block student"):
+        flags.check_size(7, 4, "--frame-size")
+
+
+def test_existing_file_and_targets(tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert flags.existing_file(str(f)) == f
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder"):
+        flags.existing_file(str(tmp_path))
+    with pytest.raises(argparse.ArgumentTypeError, match="file not found"):
+        flags.existing_file(str(tmp_path / "none"))
+    with pytest.raises(EchoDFKDError, match="is a folder; --csv names the file"):
+        flags.check_file_target(tmp_path, "--csv")
+    with pytest.raises(EchoDFKDError, match="cannot write here"):
+        flags.check_file_target(f / "x.csv", "--csv")
+    with pytest.raises(EchoDFKDError, match="exists and is a file"):
+        flags.check_out_target(f)
+    with pytest.raises(EchoDFKDError, match="cannot write here"):
+        flags.check_out_target(f / "a" / "b")
+    assert flags.check_out_target(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # a dry-run check creates nothing
+
+
+def test_check_writable_dir_can_leave_nothing(tmp_path):
+    flags.check_writable_dir(tmp_path / "a" / "b", keep=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    flags.check_writable_dir(tmp_path / "kept", keep=False)
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
+
+
+def test_deprecated_flag_and_positional(tmp_path, capsys):
+    p = argparse.ArgumentParser(prog="echodfkd x")
+    flags.add_out(p, required=False)
+    flags.add_deprecated_positional(p, "out", "--out", "OUT")
+    p.add_argument("--max-time", type=flags.duration, default=None)
+    flags.add_deprecated(p, "--max-minutes", "--max-time", "max_time", type=flags.positive_float,
+                         convert=lambda m: flags.duration(str(60 * m)))
+    flags.add_deprecated(p, "--no-augment", "--augment 0", "augment", flag=True, const=0.0)
+    args = p.parse_args(["D", "--max-minutes", "2", "--no-augment"])
+    assert (args.out, args.max_time, args.augment) == ("D", "00:00:02:00", 0.0)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["echodfkd x: warning: the positional OUT is deprecated; use --out OUT",
+                   "echodfkd x: warning: --max-minutes is deprecated; use --max-time",
+                   "echodfkd x: warning: --no-augment is deprecated; use --augment 0"]
+    assert "--max-minutes" not in p.format_help() and "--no-augment" not in p.format_help()
+    assert p.parse_args(["--out", "E"]).out == "E" and capsys.readouterr().err == ""
+    with pytest.raises(EchoDFKDError, match="required: --out"):
+        flags.require(p.parse_args([]), "out", "--out")
+
+
+def test_partial_exit(capsys):
+    assert flags.partial_exit({}, False, "label") == 0
+    assert flags.partial_exit([("a", "unreadable")], False, "label") == 1
+    assert capsys.readouterr().err == "echodfkd label: warning: skipped a: unreadable\n"
+    assert flags.partial_exit({"a": "unreadable"}, True, "predict") == 0
+
+
+def test_parse_errors_are_one_line(capsys):
+    from echodfkd.cli import main
+
+    assert main(["phantom", "--out", "x", "--videos", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("echodfkd phantom: error: argument --videos: must be an integer >= 1, got '0' "
+                   "(see echodfkd phantom --help)\n")
+    assert main(["--version"]) == 0

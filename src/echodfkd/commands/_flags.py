@@ -233,6 +233,9 @@ def check_file_target(path: str | os.PathLike, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise EchoDFKDError(f"{path}: is a folder; {flag} names the file to write")
+    ancestor = next((p for p in path.parents if p.exists()), Path("."))
+    if not ancestor.is_dir():
+        raise EchoDFKDError(f"{path}: cannot write here ({ancestor} is a file)")
     check_writable_dir(path.parent)
     return path
 
