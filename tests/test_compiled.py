@@ -12,7 +12,8 @@ from echodfkd.errors import ModelError
 from echodfkd.measures.masks import binarize, dice
 from echodfkd.models import Student
 from echodfkd.models import compiled as compiled_mod
-from echodfkd.models.compiled import CACHE_ENV, engine_key, find_compiler, load_or_compile
+from echodfkd.io.cache import CACHE_ENV
+from echodfkd.models.compiled import engine_key, find_compiler, load_or_compile
 from echodfkd.models.fast import StreamingStudent
 from echodfkd.stream import Predictor
 

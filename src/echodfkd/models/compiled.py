@@ -27,26 +27,16 @@ import torch
 
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import atomic_path, save_json
+from echodfkd.io.cache import cache_folder
 from echodfkd.io.digest import state_dict_sha256
 from echodfkd.models.fast import PRECISIONS, StreamingStudent, for_precision
 from echodfkd.models.student import Student, check_frame_size
 
-#: Environment variable naming the cache folder (default ~/.cache/echodfkd/compiled).
-CACHE_ENV = "ECHODFKD_CACHE_DIR"
 INDUCTOR_OPTIONS: dict[str, Any] = {"freezing": True, "cpp.use_decompose_tanh": True}
 #: The precisions an engine can be compiled at (see `echodfkd.models.fast.PRECISIONS`).
 DTYPES = {name: kw["dtype"] for name, kw in PRECISIONS.items()}
 #: Bump when the engine's graph changes, so stale archives are rebuilt rather than loaded.
 ENGINE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """Where compiled engines are kept: $ECHODFKD_CACHE_DIR, else ~/.cache/echodfkd/compiled."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "echodfkd" / "compiled"
 
 
 def _cpu_signature() -> str:
@@ -146,7 +136,7 @@ def load_or_compile(student: Student, size: tuple[int, int], precision: str = "f
     if precision not in DTYPES:
         raise ModelError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     student = student.cpu().eval()
-    folder = Path(directory) if directory is not None else cache_dir()
+    folder = Path(directory) if directory is not None else cache_folder("compiled")
     key = engine_key(student, size, precision, batch)
     tag = f"-b{batch}" if batch != 1 else ""
     path = folder / f"student-{size[0]}x{size[1]}{tag}-{precision}-{key}.pt2"

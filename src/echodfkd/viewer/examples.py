@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from echodfkd.errors import EchoDFKDError
+from echodfkd.io.cache import cache_root
 
 
 @dataclass(frozen=True)
@@ -33,18 +34,11 @@ EXAMPLES = {e.name: e for e in (
 )}
 
 
-def default_cache() -> Path:
-    """`$ECHODFKD_CACHE`, else `$XDG_CACHE_HOME/echodfkd`, else `~/.cache/echodfkd`."""
-    if os.environ.get("ECHODFKD_CACHE"):
-        return Path(os.environ["ECHODFKD_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "echodfkd"
-
-
 class ExampleStore:
     """Generates each example once (atomically: a temp folder renamed into place) and reads it back."""
 
     def __init__(self, cache: str | os.PathLike | None = None, size: int = 112) -> None:
-        self.cache = (Path(cache) if cache else default_cache()) / "viewer-examples"
+        self.cache = (Path(cache) if cache else cache_root()) / "viewer-examples"
         self.size = size
         self._lock = threading.Lock()
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from echodfkd.io.atomic import save_npz
+from echodfkd.io.cache import cache_folder
 from echodfkd.io.records import file_sha256
 from echodfkd.progress import progress
 
@@ -24,10 +25,8 @@ CACHE_VERSION = 1  # bump when the way inputs are built changes
 
 
 def default_cache_dir() -> Path:
-    """$ECHODFKD_CACHE/echoclip, else $XDG_CACHE_HOME (or ~/.cache)/echodfkd/echoclip."""
-    if os.environ.get("ECHODFKD_CACHE"):
-        return Path(os.environ["ECHODFKD_CACHE"]) / "echoclip"
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "echodfkd" / "echoclip"
+    """The embedding cache: the echodfkd cache's echoclip/ subfolder (io/cache.py)."""
+    return cache_folder("echoclip")
 
 
 def file_digest(path: str | os.PathLike) -> str:
