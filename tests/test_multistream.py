@@ -47,10 +47,11 @@ def _alone(student: Student, clip: np.ndarray, precision: str = "fp32") -> np.nd
     return np.stack([engine.step(f) for f in clip])
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_join_leave_schedule_equals_single_streams(student, seed):
+@pytest.mark.parametrize("seed,chunk,workers", [(0, None, 1), (1, None, 1), (2, None, 1), (3, 2, 1), (4, 3, 2),
+                                                (5, None, 2)])
+def test_random_join_leave_schedule_equals_single_streams(student, seed, chunk, workers):
     clips = _clips(7, seed)
-    engine = BatchedEngine(student, (SIZE, SIZE))
+    engine = BatchedEngine(student, (SIZE, SIZE), chunk=chunk, workers=workers)
     rng = np.random.default_rng(100 + seed)
     waiting, slots, pos = list(range(len(clips))), {}, {}
     outs: dict[int, list[np.ndarray]] = {i: [] for i in range(len(clips))}
@@ -116,6 +117,8 @@ def test_bf16_precision_matches_its_single_stream_engine(student):
     np.testing.assert_allclose(out, _alone(student, clip, "bf16"), atol=0.05)
     with pytest.raises(ModelError, match="precision"):
         BatchedEngine(student, (SIZE, SIZE), precision="fp8")
+    with pytest.raises(ModelError, match="chunk"):
+        BatchedEngine(student, (SIZE, SIZE), chunk=0)
 
 
 def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path):
@@ -302,3 +305,25 @@ def test_serve_concurrent_uploads_step_together(student, tmp_path):
         frames, fps = read_video(tmp_path / f"c{i}.avi")
         ref = alone.predict_clip(frames, fps)
         np.testing.assert_allclose(answers[i]["areas"], ref.areas, atol=1)
+
+
+@pytest.mark.slow
+def test_compiled_buckets_pad_and_equal_single_streams(student, tmp_path, monkeypatch):
+    from echodfkd.io.cache import CACHE_ENV
+    from echodfkd.models.compiled import find_compiler
+
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler for AOTInductor")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    clips = _clips(3, seed=8)
+    engine = BatchedEngine(student, (SIZE, SIZE), compile=True)
+    engine.prepare([3])  # 3 streams run in the 4-row bucket, one zero row padded
+    assert sorted(engine._compiled) == [4]
+    slots = [engine.open() for _ in clips]
+    outs: list[list[np.ndarray]] = [[] for _ in clips]
+    for j in range(max(len(c) for c in clips)):
+        live = [i for i, c in enumerate(clips) if j < len(c)]
+        for i, o in zip(live, engine.step([slots[i] for i in live], np.stack([clips[i][j] for i in live]))):
+            outs[i].append(o)
+    for i, clip in enumerate(clips):
+        np.testing.assert_allclose(np.stack(outs[i]), _alone(student, clip), rtol=1e-3, atol=1e-3)

@@ -56,7 +56,8 @@ class BatchedEngine:
     """Recurrent state of many streams, one row each, stepped together through one engine call (thread-safe)."""
 
     def __init__(self, student: Any, size: tuple[int, int], device: str = "cpu", precision: str = "fp32",
-                 compile: bool = False, net: Any = None, log: Callable[[str], None] | None = None) -> None:
+                 compile: bool = False, net: Any = None, log: Callable[[str], None] | None = None,
+                 chunk: int | None = None, workers: int = 1) -> None:
         import torch
 
         from echodfkd.stream.engines import TorchEngine
@@ -70,11 +71,23 @@ class BatchedEngine:
         self._call = torch.compile(net, dynamic=False) if compile and not self.aot else net
         self._compiled: dict[int, Any] = {}
         self._lock = threading.RLock()
+        self._build_lock = threading.Lock()
         self._free: list[int] = []
         self._open: set[int] = set()
         self.capacity = 0
         self.state: list[Any] = []
         self.steps = 0  # batched calls so far (for benchmarks)
+        # A step of n streams runs as calls of at most `chunk` rows (None: one call), on `workers` threads of
+        # one intra-op thread each (CPU caches and busy cores favour several small calls over one big one).
+        if chunk is not None and chunk < 1 or workers < 1:
+            raise ModelError(f"chunk must be >= 1 (or None) and workers >= 1, got {chunk} and {workers}")
+        self.chunk, self.workers = chunk, workers
+        self._pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="echodfkd-batch",
+                                            initializer=torch.set_num_threads, initargs=(1,))
 
     # ------------------------------------------------------------------ slots
     def _zeros(self, rows: int) -> list[Any]:
@@ -133,6 +146,11 @@ class BatchedEngine:
 
     # ------------------------------------------------------------------ compute
     def _compiled_for(self, batch: int) -> Any:
+        with self._build_lock:  # parts on worker threads never build the same engine twice (not self._lock:
+            # the stepping thread holds that while the parts run)
+            return self._compiled[batch] if batch in self._compiled else self._build(batch)
+
+    def _build(self, batch: int) -> Any:
         if batch not in self._compiled:
             from echodfkd.models.compiled import load_or_compile
 
@@ -140,11 +158,17 @@ class BatchedEngine:
                                                     batch=batch)
         return self._compiled[batch]
 
+    def _parts(self, n: int) -> list[tuple[int, int]]:
+        """The (start, stop) row ranges a step of n streams is split into."""
+        size = self.chunk or -(-n // self.workers)
+        return [(i, min(i + size, n)) for i in range(0, n, size)]
+
     def prepare(self, batches: Iterable[int]) -> None:
         """Build or load the compiled engines for these stream counts now (not inside a step's latency)."""
         if self.aot:
             for n in batches:
-                self._compiled_for(_bucket(int(n)))
+                for a, b in self._parts(int(n)):
+                    self._compiled_for(_bucket(b - a))
 
     def _rows(self, n: int) -> int:
         """Rows a step of n streams runs with: n eager; compiled, the smallest built bucket that fits."""
@@ -173,23 +197,42 @@ class BatchedEngine:
             for slot in slots:
                 self._check(slot)
             x = torch.from_numpy(frames)[:, None].to(self.device)
-            rows = self._rows(n)
-            if n == self.capacity == rows and list(slots) == list(range(n)):
+            parts = self._parts(n)
+            if len(parts) == 1 and n == self.capacity == self._rows(n) and list(slots) == list(range(n)):
                 logits, self.state = self._run(x, self.state)  # every row in order: no copies
-            else:
-                fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
-                index = torch.as_tensor(list(slots), device=self.device)
-                sub = [s.index_select(0, index) for s in self.state]
-                if rows > n:  # pad to the compiled bucket with zero rows, thrown away after
-                    pad = self._zeros(rows - n)
-                    sub = [torch.cat([s, p]) for s, p in zip(sub, pad)]
-                    x = torch.cat([x, x.new_zeros(rows - n, *x.shape[1:])])
-                sub = [s.contiguous(memory_format=fmt) for s in sub]
-                logits, new = self._run(x, sub)
-                for s, t in zip(self.state, new):
-                    s.index_copy_(0, index, t[:n])
+                out = logits.float().cpu().numpy()
+            elif len(parts) == 1:
+                out = self._step_rows(list(slots), x)
+            else:  # disjoint rows: the parts may update the state tensors concurrently
+                jobs = [(list(slots[a:b]), x[a:b]) for a, b in parts]
+                done = self._pool.map(self._part, jobs) if self._pool else map(self._part, jobs)
+                out = np.concatenate(list(done))
             self.steps += 1
-            return logits[:n].float().cpu().numpy()
+            return out
+
+    def _part(self, job: tuple[list[int], Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():  # worker threads do not inherit the caller's mode
+            return self._step_rows(*job)
+
+    def _step_rows(self, slots: list[int], x: Any) -> np.ndarray:
+        """Step some rows: gather their state, run (padded to the compiled bucket), scatter the new state back."""
+        import torch
+
+        n, rows = len(slots), self._rows(len(slots))
+        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
+        index = torch.as_tensor(slots, device=self.device)
+        sub = [s.index_select(0, index) for s in self.state]
+        if rows > n:  # pad to the compiled bucket with zero rows, thrown away after
+            pad = self._zeros(rows - n)
+            sub = [torch.cat([s, p]) for s, p in zip(sub, pad)]
+            x = torch.cat([x, x.new_zeros(rows - n, *x.shape[1:])])
+        sub = [s.contiguous(memory_format=fmt) for s in sub]
+        logits, new = self._run(x, sub)
+        for s, t in zip(self.state, new):
+            s.index_copy_(0, index, t[:n])
+        return logits[:n].float().cpu().numpy()
 
 
 class _Pending:
@@ -254,13 +297,15 @@ class MultiStream:
         self._thread.start()
 
     @classmethod
-    def from_predictor(cls, predictor: Predictor, max_wait_ms: float = MAX_WAIT_MS) -> "MultiStream":
+    def from_predictor(cls, predictor: Predictor, max_wait_ms: float = MAX_WAIT_MS, chunk: int | None = None,
+                       workers: int = 1) -> "MultiStream":
         """Batch streams through `predictor`'s own torch engine (same weights, precision, size, device)."""
         engine = getattr(predictor, "engine", None)
         if getattr(predictor, "backend", None) != "torch" or not hasattr(engine, "net"):
             raise EchoDFKDError("many streams at once need the torch backend (ONNX Runtime steps one stream)")
         batched = BatchedEngine(engine.student, predictor.size, precision=predictor.precision,
-                                compile=predictor.compiled, net=engine.net, log=engine.log)
+                                compile=predictor.compiled, net=engine.net, log=engine.log, chunk=chunk,
+                                workers=workers)
         return cls(batched, max_wait_ms)
 
     # ------------------------------------------------------------------ streams
