@@ -157,9 +157,9 @@ def _scanner_cine(tmp_path):
 def _same_masks_both_ways(source, trained_run, tmp_path):
     """predict SOURCE directly, and convert SOURCE then predict the dataset: the masks and areas agree."""
     direct, conv, via = tmp_path / "direct", tmp_path / "conv", tmp_path / "via"
-    assert main(["predict", str(source), "--model", str(trained_run), "--out", str(direct), "--overlay"]) == 0
+    assert main(["predict", str(source), "--student", str(trained_run), "--out", str(direct), "--overlay"]) == 0
     assert main(["convert", str(source), "--out", str(conv)]) == 0
-    assert main(["predict", str(conv), "--model", str(trained_run), "--out", str(via)]) == 0
+    assert main(["predict", str(conv), "--student", str(trained_run), "--out", str(via)]) == 0
     name = _rows(conv / "FileList.csv")[0]["FileName"]
     with np.load(direct / f"{source.stem}.npz") as a, np.load(via / f"{name}.npz") as b:
         d, v, info = dict(a), dict(b), json.loads(str(a["info"]))
@@ -244,13 +244,13 @@ def test_real_582_predict_directly_equals_convert_then_predict(real_582, trained
 def test_predict_convert_modes_and_folders(inputs, trained_run, tmp_path, capsys):
     static = inputs / "static.avi"
     # auto: a video with no sector is used whole, with a note; on: it is refused in one line.
-    assert main(["predict", str(static), "--model", str(trained_run), "--out", str(tmp_path / "a")]) == 0
+    assert main(["predict", str(static), "--student", str(trained_run), "--out", str(tmp_path / "a")]) == 0
     with np.load(tmp_path / "a" / "static.npz") as z:
         info = json.loads(str(z["info"]))
         assert z["masks"].shape[1:] == (180, 240) and "masks_converted" not in z.files
     assert not info["conversion"]["converted"] and "no imaging sector" in info["conversion"]["notes"][0]
     capsys.readouterr()
-    assert main(["predict", str(static), "--model", str(trained_run), "--out", str(tmp_path / "b"),
+    assert main(["predict", str(static), "--student", str(trained_run), "--out", str(tmp_path / "b"),
                  "--convert", "on"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no imaging sector found" in err
@@ -259,20 +259,20 @@ def test_predict_convert_modes_and_folders(inputs, trained_run, tmp_path, capsys
     folder.mkdir()
     (folder / "scan.dcm").write_bytes((inputs / "mono.dcm").read_bytes())
     write_video(folder / "echonet.avi", make_clip(seed=1, index=0, size=112, frames=40).frames, 50)
-    assert main(["predict", str(folder), "--model", str(trained_run), "--out", str(tmp_path / "c")]) == 0
+    assert main(["predict", str(folder), "--student", str(trained_run), "--out", str(tmp_path / "c")]) == 0
     with np.load(tmp_path / "c" / "scan.npz") as z:
         assert z["masks"].shape[1:] == (180, 240) and z["masks_converted"].shape[1:] == (112, 112)
     with np.load(tmp_path / "c" / "echonet.npz") as z:
         assert z["masks"].shape[1:] == (112, 112) and "conversion" not in json.loads(str(z["info"]))
     # off: the DICOM is only decoded, its whole frame resized by the predictor.
-    assert main(["predict", str(folder / "scan.dcm"), "--model", str(trained_run), "--out", str(tmp_path / "d"),
+    assert main(["predict", str(folder / "scan.dcm"), "--student", str(trained_run), "--out", str(tmp_path / "d"),
                  "--convert", "off"]) == 0
     with np.load(tmp_path / "d" / "scan.npz") as z:
         assert z["masks"].shape[1:] == (180, 240) and "masks_converted" not in z.files
 
 
 def test_predict_refuses_bad_dicom_in_one_line(inputs, trained_run, tmp_path, capsys):
-    assert main(["predict", str(inputs / "still.dcm"), "--model", str(trained_run), "--out", str(tmp_path / "p")]) == 2
+    assert main(["predict", str(inputs / "still.dcm"), "--student", str(trained_run), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "single-frame" in err and "Traceback" not in err
 

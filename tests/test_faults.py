@@ -184,16 +184,16 @@ PHANTOM = ["--videos", "14", "--size", "96", "--seed", "4", "--workers", "1", "-
 @pytest.fixture(scope="module")
 def phantom_ref(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom_ref") / "ph"
-    assert main(["phantom", str(out), *PHANTOM]) == 0
+    assert main(["phantom", "--out", str(out), *PHANTOM]) == 0
     return out
 
 
 def test_phantom_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path):
     out = tmp_path / "ph"
-    rc = _kill_when(_cli("phantom", out, *PHANTOM), lambda: len(list((out / "GroundTruth").glob("*.json"))) >= 3)
+    rc = _kill_when(_cli("phantom", "--out", out, *PHANTOM), lambda: len(list((out / "GroundTruth").glob("*.json"))) >= 3)
     assert rc == -signal.SIGKILL
     assert not (out / "FileList.csv").exists()  # killed before the end
-    assert main(["phantom", str(out), *PHANTOM]) == 0
+    assert main(["phantom", "--out", str(out), *PHANTOM]) == 0
     assert not _temp_files(out)
     assert _files(out) == _files(phantom_ref)
 
@@ -321,7 +321,7 @@ def _full_then_free(run: Callable[[], int], out: Path, ref: Path, resize: Callab
 def test_full_disk_phantom(small_disk, phantom_ref, capsys):
     disk, resize = small_disk
     out = disk / "ph"
-    _full_then_free(lambda: main(["phantom", str(out), *PHANTOM]), out, phantom_ref, resize, capsys)
+    _full_then_free(lambda: main(["phantom", "--out", str(out), *PHANTOM]), out, phantom_ref, resize, capsys)
     assert _files(out) == _files(phantom_ref)
 
 
@@ -376,7 +376,7 @@ def _student(run: Path) -> Path:
 def test_full_disk_predict(small_disk, phantom_ref, tmp_path, capsys):
     disk, resize = small_disk
     model = _student(tmp_path / "model")
-    args = [str(phantom_ref), "--model", str(model), "--split", "VAL,TEST"]
+    args = [str(phantom_ref), "--student", str(model), "--split", "VAL,TEST"]
     ref = tmp_path / "ref"
     assert main(["predict", *args, "--out", str(ref)]) == 0
     out = disk / "pred"
@@ -431,7 +431,7 @@ def test_second_run_on_a_held_folder_is_refused_then_the_dead_holders_lock_is_ta
     out = tmp_path / "ph"
     holder = _holder(out)
     try:
-        refused = subprocess.run(_cli("phantom", out, "--videos", "1", "--size", "32", "--frames", "16"),
+        refused = subprocess.run(_cli("phantom", "--out", out, "--videos", "1", "--size", "32", "--frames", "16"),
                                  env=ENV, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2
         lines = refused.stderr.strip().splitlines()
@@ -442,7 +442,7 @@ def test_second_run_on_a_held_folder_is_refused_then_the_dead_holders_lock_is_ta
         holder.kill()  # SIGKILL: the lock file stays, naming a dead PID
         holder.wait()
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
-    done = subprocess.run(_cli("phantom", out, "--videos", "1", "--size", "32", "--frames", "16"),
+    done = subprocess.run(_cli("phantom", "--out", out, "--videos", "1", "--size", "32", "--frames", "16"),
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"taking over a stale lock of PID {holder.pid}" in done.stderr
@@ -450,16 +450,18 @@ def test_second_run_on_a_held_folder_is_refused_then_the_dead_holders_lock_is_ta
 
 
 @pytest.mark.parametrize("argv", [
-    ["phantom", "{out}"], ["check", "{data}", "--out", "{out}/report.csv"], ["label", "{data}", "--teacher", "x.pt",
-    "--out", "{out}"], ["distill", "--data", "{data}", "--targets", "t", "--out", "{out}"],
-    ["predict", "{data}", "--model", "m", "--out", "{out}"], ["evaluate", "--data", "{data}", "--predictions", "p",
-    "--out", "{out}"], ["demo", "--out", "{out}"], ["convert", "{data}/Videos", "--out", "{out}"],
-    ["reproduce", "--dynamic", "{data}", "--synthetic", "{data}", "--teacher", "x.pt", "--out", "{out}"]],
+    ["phantom", "--out", "{out}"], ["check", "{data}", "--csv", "{out}/report.csv"], ["label", "{data}", "--teacher",
+    "{ckpt}", "--out", "{out}"], ["distill", "--data", "{data}", "--targets", "{dir}", "--out", "{out}"],
+    ["predict", "{data}", "--student", "{dir}", "--out", "{out}"], ["evaluate", "--data", "{data}", "--predictions",
+    "{dir}", "--out", "{out}"], ["demo", "--out", "{out}"], ["convert", "{data}/Videos", "--out", "{out}"],
+    ["reproduce", "--dynamic", "{data}", "--synthetic", "{data}", "--teacher", "{ckpt}", "--out", "{out}"]],
     ids=lambda a: a[0])
 def test_every_writing_command_refuses_a_held_folder(argv, phantom_ref, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    argv = [a.format(out=out, data=phantom_ref) for a in argv]
+    (tmp_path / "placeholder").mkdir()  # inputs that only have to exist: the lock is refused before they are read
+    (tmp_path / "x.pt").write_bytes(b"")
+    argv = [a.format(out=out, data=phantom_ref, dir=tmp_path / "placeholder", ckpt=tmp_path / "x.pt") for a in argv]
     lock = (out / ".report.csv.echodfkd.lock") if argv[0] == "check" else out
     with (output_lock(out, command="holder") if argv[0] != "check" else
           _file_lock(out / "report.csv")):

@@ -66,7 +66,7 @@ def _rows(path):
 def test_predict_phantom_dataset_cli(tiny_run, tmp_path):
     data = generate_phantom(tmp_path / "ph", 3, size=SIZE, seed=1, workers=1)
     pred = tmp_path / "pred"
-    assert main(["predict", str(data), "--model", str(tiny_run), "--out", str(pred), "--overlay"]) == 0
+    assert main(["predict", str(data), "--student", str(tiny_run), "--out", str(pred), "--overlay"]) == 0
     names = sorted(p.stem for p in (data / "Videos").glob("*.avi"))
     areas = _rows(pred / "areas.csv")
     phases = json.loads((pred / "phases.json").read_text())
@@ -86,7 +86,7 @@ def test_predict_phantom_dataset_cli(tiny_run, tmp_path):
     assert sorted(r["FileName"] for r in _rows(pred / "alerts.csv")) == names
     # a rerun resumes: finished clips are not predicted again
     before = {n: (pred / f"{n}.npz").stat().st_mtime_ns for n in names}
-    assert main(["predict", str(data), "--model", str(tiny_run), "--out", str(pred)]) == 0
+    assert main(["predict", str(data), "--student", str(tiny_run), "--out", str(pred)]) == 0
     assert before == {n: (pred / f"{n}.npz").stat().st_mtime_ns for n in names}
 
 
@@ -104,7 +104,7 @@ def test_any_size_and_fps(tiny_run, tmp_path, size, fps):
     video = tmp_path / "in" / "clip.avi"
     write_video(video, clip.frames, fps)
     pred = tmp_path / "pred"
-    assert main(["predict", str(video), "--model", str(tiny_run), "--out", str(pred)]) == 0
+    assert main(["predict", str(video), "--student", str(tiny_run), "--out", str(pred)]) == 0
     with np.load(pred / "clip.npz") as z:
         assert z["masks"].shape == (40, size, size)
         info = json.loads(str(z["info"]))
@@ -170,10 +170,10 @@ def test_alert_flags_corrupted_clips(trained_run, tmp_path):
 
 def test_calibrate_alert_cli_and_alerts_csv(trained_run, tmp_path):
     data = generate_phantom(tmp_path / "ph", 8, size=SIZE, seed=2, corrupt=0.25, workers=1, frames=60)
-    assert main(["predict", str(data), "--model", str(trained_run), "--calibrate-alert", "--split", "TRAIN,VAL",
+    assert main(["predict", str(data), "--student", str(trained_run), "--calibrate-alert", "--split", "TRAIN,VAL",
                  "--false-alarm-rate", "0.1"]) == 0
     pred = tmp_path / "pred"
-    assert main(["predict", str(data), "--model", str(trained_run), "--out", str(pred)]) == 0
+    assert main(["predict", str(data), "--student", str(trained_run), "--out", str(pred)]) == 0
     kinds = {r["FileName"]: r["kind"] for r in _rows(data / "GroundTruth" / "corrupted.csv")}
     alerts = {r["FileName"]: r for r in _rows(pred / "alerts.csv")}
     video_bad = [n for n, k in kinds.items() if k in ("blank_frames", "noisy_video")]
@@ -186,9 +186,11 @@ def test_folder_of_videos_with_a_bad_one(tiny_run, tmp_path, capsys):
     write_video(folder / "good.avi", _frames(1, 20), 50)
     (folder / "broken.avi").write_bytes(b"not a video at all")
     pred = tmp_path / "pred"
-    assert main(["predict", str(folder), "--model", str(tiny_run), "--out", str(pred)]) == 1
-    out = capsys.readouterr().out
-    assert "skipped broken" in out and (pred / "good.npz").is_file() and not (pred / "broken.npz").exists()
+    assert main(["predict", str(folder), "--student", str(tiny_run), "--out", str(pred)]) == 1
+    captured = capsys.readouterr()
+    assert "skipped broken" in captured.out and (pred / "good.npz").is_file() and not (pred / "broken.npz").exists()
+    assert "echodfkd predict: warning: skipped broken:" in captured.err
+    assert main(["predict", str(folder), "--student", str(tiny_run), "--out", str(pred), "--skip-bad"]) == 0
 
 
 @pytest.mark.parametrize("case", ["missing_video", "not_video", "empty_dir", "missing_model", "bad_threshold",
@@ -198,20 +200,20 @@ def test_bad_inputs_one_line(case, tiny_run, tmp_path, capsys):
     write_video(video, _frames(1, 20), 50)
     pred = tmp_path / "pred"
     args = {
-        "missing_video": [str(tmp_path / "nope.avi"), "--model", str(tiny_run), "--out", str(pred)],
-        "not_video": [str(tmp_path / "bad.avi"), "--model", str(tiny_run), "--out", str(pred)],
-        "empty_dir": [str(tmp_path / "empty"), "--model", str(tiny_run), "--out", str(pred)],
-        "missing_model": [str(video), "--model", str(tmp_path / "norun"), "--out", str(pred)],
-        "bad_threshold": [str(video), "--model", str(tiny_run), "--out", str(pred), "--threshold", "1.5"],
-        "split_on_file": [str(video), "--model", str(tiny_run), "--out", str(pred), "--split", "TEST"],
-        "no_onnx": [str(video), "--model", str(tiny_run), "--out", str(pred), "--backend", "onnx"],
-        "other_settings": [str(video), "--model", str(tiny_run), "--out", str(pred), "--warmup", "2"],
-        "negative_warmup": [str(video), "--model", str(tiny_run), "--out", str(pred), "--warmup", "-1"],
+        "missing_video": [str(tmp_path / "nope.avi"), "--student", str(tiny_run), "--out", str(pred)],
+        "not_video": [str(tmp_path / "bad.avi"), "--student", str(tiny_run), "--out", str(pred)],
+        "empty_dir": [str(tmp_path / "empty"), "--student", str(tiny_run), "--out", str(pred)],
+        "missing_model": [str(video), "--student", str(tmp_path / "norun"), "--out", str(pred)],
+        "bad_threshold": [str(video), "--student", str(tiny_run), "--out", str(pred), "--threshold", "1.5"],
+        "split_on_file": [str(video), "--student", str(tiny_run), "--out", str(pred), "--split", "TEST"],
+        "no_onnx": [str(video), "--student", str(tiny_run), "--out", str(pred), "--backend", "onnx"],
+        "other_settings": [str(video), "--student", str(tiny_run), "--out", str(pred), "--warmup", "2"],
+        "negative_warmup": [str(video), "--student", str(tiny_run), "--out", str(pred), "--warmup", "-1"],
     }[case]
     (tmp_path / "bad.avi").write_text("hello")
     (tmp_path / "empty").mkdir()
     if case == "other_settings":
-        assert main(["predict", str(video), "--model", str(tiny_run), "--out", str(pred)]) == 0
+        assert main(["predict", str(video), "--student", str(tiny_run), "--out", str(pred)]) == 0
         capsys.readouterr()
     assert main(["predict", *args]) == 2
     err = capsys.readouterr().err.strip()

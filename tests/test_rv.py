@@ -46,7 +46,7 @@ def test_rv_teacher_label_distill_predict_evaluate(tmp_path, capsys):
     assert cfg["out_channels"] == 2 and 0 < cfg["thresholds_rv"]["dice"] < 1
 
     pred = tmp_path / "pred"
-    assert main(["predict", str(data), "--model", str(run), "--out", str(pred), "--split", "TEST"]) == 0
+    assert main(["predict", str(data), "--student", str(run), "--out", str(pred), "--split", "TEST"]) == 0
     meta = json.loads((pred / "meta.json").read_text())
     assert meta["thresholds_rv"] == cfg["thresholds_rv"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from echodfkd.commands._flags import positive_int
+from echodfkd.commands import _flags
 from echodfkd.commands.distill import add_training_arguments, training_kwargs
 from echodfkd.launch import shard_arg
 from echodfkd.errors import EchoDFKDError
@@ -25,7 +25,7 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd sweep`."""
-    p.add_argument("--out", required=True, help="sweep folder")
+    _flags.add_out(p, "sweep")
     p.add_argument("--blocks", default="1-4", help="B values: a range (1-4) or a comma list")
     p.add_argument("--layers", default="1-4", help="l values: a range (1-4) or a comma list")
     p.add_argument("--shard", type=shard_arg, default=(0, 1), help="i/n: train only every n-th grid point from i")
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after each run: predict --eval-split into RUN/predictions and evaluate it into "
                         "RUN/evaluation, so `echodfkd report SWEEP` works at once")
     g.add_argument("--eval-split", default="TEST", help="split predicted and evaluated by --evaluate")
-    g.add_argument("--bootstrap", type=positive_int, default=10000, metavar="N",
+    g.add_argument("--bootstrap", type=_flags.positive_int, default=10000, metavar="N",
                    help="bootstrap resamples of --evaluate's intervals")
 
 
@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     from echodfkd.distill.sweep import parse_range, sweep
 
+    for blocks in parse_range(args.blocks, "--blocks"):  # every grid point must stream at the sizes, before any trains
+        _flags.check_size(getattr(args, "frame_size", None), blocks, "--frame-size")
+        _flags.check_size(getattr(args, "infer_size", None), blocks, "--infer-size")
+    _flags.check_writable_dir(args.out)
     after = None
     if args.evaluate:
         from echodfkd.data import open_dataset
