@@ -17,8 +17,9 @@ from echodfkd.io.video import write_video
 from echodfkd.models import Student
 from echodfkd.stream import Predictor
 from echodfkd.stream.engines import TorchEngine
-from echodfkd.stream.multistream import BatchedEngine, MultiStream, check_streams, stream_predictor
-from tiny_models import fitted_student, npz_arrays
+from echodfkd.stream.batched import BatchedEngine
+from echodfkd.stream.multistream import MultiStream, check_streams, stream_predictor
+from tiny_models import fitted_student, npz_arrays, randomise_bn
 
 SIZE = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,13 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def student() -> Student:
     """A random 3-block student with non-trivial BatchNorm statistics."""
     torch.manual_seed(0)
-    model = Student(blocks=3, filters=6)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomise_bn(Student(blocks=3, filters=6))
 
 
 def _clips(n: int, seed: int = 0) -> list[np.ndarray]:

@@ -54,3 +54,13 @@ def npz_arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
         with np.load(path) as z:
             out[path.stem] = {k: z[k] for k in z.files}
     return out
+
+
+def randomise_bn(model: Student) -> Student:
+    """`model` in eval mode with random BatchNorm running statistics (so folded-BN engines are really tested)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()

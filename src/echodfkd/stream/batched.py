@@ -1,0 +1,210 @@
+"""Recurrent state of many streams in one batch: `BatchedEngine` steps any subset of streams in one call.
+
+Every stream's state (h, c per layer) is one row of batched state tensors. A step over all rows in order
+feeds the state straight into the `StreamingStudent` engine; a step over some rows gathers them and
+scatters the new state back, so idle streams' state stays exactly as it was. The compiled (AOT) engine is
+built per batch bucket and a step is padded up to the bucket with zero rows. A stream joins with zero
+state at any frame and leaves by freeing its row for the next one. `chunk`/`workers` split a step into
+calls of fewer rows on threads of one intra-op thread each (chosen by `benchmarks/bench_streams.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from echodfkd.errors import ModelError
+
+#: Batch sizes the compiled engine is built for (a step of n streams runs in the smallest bucket >= n).
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+def _bucket(n: int) -> int:
+    for b in BUCKETS:
+        if b >= n:
+            return b
+    raise ModelError(f"at most {BUCKETS[-1]} streams can step together, got {n}")
+
+
+class BatchedEngine:
+    """Recurrent state of many streams, one row each, stepped together through one engine call (thread-safe)."""
+
+    def __init__(self, student: Any, size: tuple[int, int], device: str = "cpu", precision: str = "fp32",
+                 compile: bool = False, net: Any = None, log: Callable[[str], None] | None = None,
+                 chunk: int | None = None, workers: int = 1) -> None:
+        import torch
+
+        from echodfkd.stream.engines import TorchEngine
+
+        if net is None:  # the same construction (precision checks, device) as the single-stream engine
+            net = TorchEngine(student, device=device, precision=precision).net
+        self.student, self.net, self.precision, self.log = student, net, precision, log
+        self.size = (int(size[0]), int(size[1]))
+        self.device = next(net.parameters()).device
+        self.aot = bool(compile) and self.device.type == "cpu"
+        self._call = torch.compile(net, dynamic=False) if compile and not self.aot else net
+        self._compiled: dict[int, Any] = {}
+        self._lock = threading.RLock()
+        self._build_lock = threading.Lock()
+        self._free: list[int] = []
+        self._open: set[int] = set()
+        self.capacity = 0
+        self.state: list[Any] = []
+        self.steps = 0  # batched calls so far (for benchmarks)
+        # A step of n streams runs as calls of at most `chunk` rows (None: one call), on `workers` threads of
+        # one intra-op thread each (CPU caches and busy cores favour several small calls over one big one).
+        if chunk is not None and chunk < 1 or workers < 1:
+            raise ModelError(f"chunk must be >= 1 (or None) and workers >= 1, got {chunk} and {workers}")
+        self.chunk, self.workers = chunk, workers
+        self._pool = None
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="echodfkd-batch",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+
+    # ------------------------------------------------------------------ slots
+    def _zeros(self, rows: int) -> list[Any]:
+        import torch
+
+        with torch.inference_mode():  # like every state tensor, so rows can be updated in place
+            return self.net.init_state(rows, *self.size, self.device).flat()
+
+    def _grow(self, rows: int) -> None:
+        import torch
+
+        new = _bucket(rows) if self.aot else max(rows, 2 * self.capacity)
+        extra = self._zeros(new - self.capacity)
+        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
+        with torch.inference_mode():
+            self.state = extra if not self.state else [
+                torch.cat([s, e]).contiguous(memory_format=fmt) for s, e in zip(self.state, extra)]
+        self._free += range(self.capacity, new)
+        self.capacity = new
+
+    def open(self) -> int:
+        """A row for a new stream, with zero state (the lowest free one)."""
+        with self._lock:
+            if not self._free:
+                self._grow(self.capacity + 1)
+            self._free.sort()
+            slot = self._free.pop(0)
+            self._open.add(slot)
+            self.reset(slot)
+            return slot
+
+    def reset(self, slot: int) -> None:
+        """Zero a stream's state (it starts again, as a new clip)."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            self._check(slot)
+            for s in self.state:
+                s[slot].zero_()
+
+    def close(self, slot: int) -> None:
+        """Free a stream's row for the next stream that opens."""
+        with self._lock:
+            self._check(slot)
+            self._open.discard(slot)
+            self._free.append(slot)
+
+    def _check(self, slot: int) -> None:
+        if slot not in self._open:
+            raise ModelError(f"stream slot {slot} is not open")
+
+    @property
+    def open_slots(self) -> int:
+        """How many streams hold a row."""
+        return len(self._open)
+
+    # ------------------------------------------------------------------ compute
+    def _compiled_for(self, batch: int) -> Any:
+        with self._build_lock:  # parts on worker threads never build the same engine twice (not self._lock:
+            # the stepping thread holds that while the parts run)
+            return self._compiled[batch] if batch in self._compiled else self._build(batch)
+
+    def _build(self, batch: int) -> Any:
+        if batch not in self._compiled:
+            from echodfkd.models.compiled import load_or_compile
+
+            self._compiled[batch] = load_or_compile(self.student, self.size, self.precision, log=self.log,
+                                                    batch=batch)
+        return self._compiled[batch]
+
+    def _parts(self, n: int) -> list[tuple[int, int]]:
+        """The (start, stop) row ranges a step of n streams is split into."""
+        size = self.chunk or -(-n // self.workers)
+        return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def prepare(self, batches: Iterable[int]) -> None:
+        """Build or load the compiled engines for these stream counts now (not inside a step's latency)."""
+        if self.aot:
+            for n in batches:
+                for a, b in self._parts(int(n)):
+                    self._compiled_for(_bucket(b - a))
+
+    def _rows(self, n: int) -> int:
+        """Rows a step of n streams runs with: n eager; compiled, the smallest built bucket that fits."""
+        if not self.aot:
+            return n
+        built = [b for b in self._compiled if b >= n]
+        return min(built) if built else _bucket(n)
+
+    def _run(self, frames: Any, state: list[Any]) -> tuple[Any, list[Any]]:
+        if self.aot:
+            return self._compiled_for(frames.shape[0]).step(frames, state)
+        out = self._call(frames, *state)
+        return out[0], list(out[1:])
+
+    def step(self, slots: Sequence[int], frames: np.ndarray) -> np.ndarray:
+        """One frame (H, W) per listed stream, float32 on the 0-255 scale -> logits (n, C, H, W) in that order."""
+        import torch
+
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        n = len(slots)
+        if frames.shape != (n, *self.size):
+            raise ModelError(f"expected {n} frames of {self.size[0]}x{self.size[1]}, got {frames.shape}")
+        if len(set(slots)) != n:
+            raise ModelError("a stream can step once per batched step")
+        with self._lock, torch.inference_mode():
+            for slot in slots:
+                self._check(slot)
+            x = torch.from_numpy(frames)[:, None].to(self.device)
+            parts = self._parts(n)
+            if len(parts) == 1 and n == self.capacity == self._rows(n) and list(slots) == list(range(n)):
+                logits, self.state = self._run(x, self.state)  # every row in order: no copies
+                out = logits.float().cpu().numpy()
+            elif len(parts) == 1:
+                out = self._step_rows(list(slots), x)
+            else:  # disjoint rows: the parts may update the state tensors concurrently
+                jobs = [(list(slots[a:b]), x[a:b]) for a, b in parts]
+                done = self._pool.map(self._part, jobs) if self._pool else map(self._part, jobs)
+                out = np.concatenate(list(done))
+            self.steps += 1
+            return out
+
+    def _part(self, job: tuple[list[int], Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():  # worker threads do not inherit the caller's mode
+            return self._step_rows(*job)
+
+    def _step_rows(self, slots: list[int], x: Any) -> np.ndarray:
+        """Step some rows: gather their state, run (padded to the compiled bucket), scatter the new state back."""
+        import torch
+
+        n, rows = len(slots), self._rows(len(slots))
+        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
+        index = torch.as_tensor(slots, device=self.device)
+        sub = [s.index_select(0, index) for s in self.state]
+        if rows > n:  # pad to the compiled bucket with zero rows, thrown away after
+            pad = self._zeros(rows - n)
+            sub = [torch.cat([s, p]) for s, p in zip(sub, pad)]
+            x = torch.cat([x, x.new_zeros(rows - n, *x.shape[1:])])
+        sub = [s.contiguous(memory_format=fmt) for s in sub]
+        logits, new = self._run(x, sub)
+        for s, t in zip(self.state, new):
+            s.index_copy_(0, index, t[:n])
+        return logits[:n].float().cpu().numpy()
