@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-split", default="TEST", help="split predicted and evaluated by --evaluate")
     g.add_argument("--bootstrap", type=_flags.positive_int, default=10000, metavar="N",
                    help="bootstrap resamples of --evaluate's intervals")
+    _flags.add_json(p, help="print the finished runs (summary.csv) as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for blocks in parse_range(args.blocks, "--blocks"):  # every grid point must stream at the sizes, before any trains
         _flags.check_size(getattr(args, "frame_size", None), blocks, "--frame-size")
         _flags.check_size(getattr(args, "infer_size", None), blocks, "--infer-size")
-    _flags.check_writable_dir(args.out)
+    _flags.check_writable_dir(args.out, keep=False)
     after = None
     if args.evaluate:
         from echodfkd.data import open_dataset
@@ -59,9 +60,15 @@ def run(args: argparse.Namespace) -> int:
             device = "cuda" if _cuda(args.accelerator) else "cpu"
             after = lambda run: evaluate_run(run, args.data, args.targets, args.eval_split, device,  # noqa: E731
                                              args.bootstrap)
-    summary = sweep(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers, shard=args.shard,
-                    after=after, **training_kwargs(args))
-    if rank_zero_only.rank == 0:
+    with _flags.stdout_for_json(args):
+        summary = sweep(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,
+                        shard=args.shard, after=after, **training_kwargs(args))
+    if rank_zero_only.rank == 0 and args.json:
+        import json
+
+        print(json.dumps({"summary": f"{args.out}/summary.csv", "runs": summary.to_dict(orient="records")},
+                         indent=2, default=str))
+    elif rank_zero_only.rank == 0:
         print(summary.to_string(index=False) if len(summary) else "no finished run yet")
         print(f"summary: {args.out}/summary.csv")
         if args.evaluate:
