@@ -228,6 +228,9 @@ def test_predict_streams_resumes_and_warmup(trained, tmp_path):
     a, b = npz_arrays(one), npz_arrays(many)
     for name in a:
         assert np.abs(a[name]["masks"].astype(int) - b[name]["masks"].astype(int)).max() <= 1
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(many), "--warmup", "3",
+                 "--streams", "3"]) == 0  # nothing left to do
+    assert json.loads((many / "meta.json").read_text())["streamed_frames"] == 0
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])

@@ -225,6 +225,8 @@ def run_streams(predictor: Predictor, items: Sequence[Any], job: Callable[[Any, 
     """Run `job(item, p)` for every item on `streams` worker threads, each job's `p` one stream of a shared
     batched engine; yields what the jobs yield (e.g. 1 per frame) and re-raises the first job error."""
     streams = check_streams(streams)
+    if not items:  # e.g. a rerun on a finished folder
+        return
     todo: queue.Queue = queue.Queue()
     for item in items:
         todo.put(item)
