@@ -250,3 +250,19 @@ def test_parse_errors_are_one_line(capsys):
     assert err == ("echodfkd phantom: error: argument --videos: must be an integer >= 1, got '0' "
                    "(see echodfkd phantom --help)\n")
     assert main(["--version"]) == 0
+
+
+def test_an_os_error_mid_run_is_one_line(monkeypatch, capsys):
+    """The CLI's safety net: an OSError no command foresaw (full disk, vanished folder) is one line, exit 2."""
+    import errno
+
+    import echodfkd.commands.info as info
+    from echodfkd.cli import main
+
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/x.npz")
+
+    monkeypatch.setattr(info, "run", full_disk)
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err == "echodfkd info: error: /data/out/x.npz: No space left on device\n"
