@@ -267,3 +267,19 @@ def test_check_run_names_a_finished_step_whose_output_vanished(tmp_path, run, ca
     code, lines = _check(root, capsys)
     assert code == 1 and any(line.startswith(f"PROBLEM  {root / 'steps.json'}: step distill is recorded as finished "
                                              f"but its output student/config.json is missing") for line in lines)
+
+
+def test_metrics_files_are_told_apart_by_format_or_keys(tmp_path):
+    from echodfkd.io.records import CamusMetrics, ReproduceMetrics, metrics_record
+
+    cases = {"evaluation": ({"n_clips": 1, "segmentation": {}}, EvaluationMetrics),
+             "demo": ({"steps": {}, "step_seconds": {}}, DemoMetrics),
+             "reproduce": ({"format": "echodfkd-reproduce", "version": 1, "students": {}}, ReproduceMetrics),
+             "camus": ({"student": {"name": "b4_l1"}, "table3_row": {}}, CamusMetrics)}
+    for name, (data, cls) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(data))
+        assert metrics_record(path) is cls, name
+    (tmp_path / "other.json").write_text(json.dumps({"format": "someone-else", "version": 1}))
+    with pytest.raises(RecordError, match="format 'someone-else' is not a metrics record"):
+        metrics_record(tmp_path / "other.json")

@@ -125,12 +125,11 @@ def _settings_key(args: argparse.Namespace, ds, views, run_dir, device: str, pre
 
 def _kept(target, key: dict) -> dict | None:
     """A finished report in `target` made with the same settings, else None."""
-    import json
+    from echodfkd.io.records import CamusMetrics, RecordError
 
-    path = target / "metrics.json"
     try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
+        metrics = CamusMetrics.read(target / CamusMetrics.FILE).to_dict()
+    except RecordError:  # absent, unreadable or mistyped: scored again
         return None
     return metrics if metrics.get("request") == key and "table3_row" in metrics else None
 

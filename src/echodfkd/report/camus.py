@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.records import CamusMetrics
 from echodfkd.report import camus_figures
 from echodfkd.report.tables import fmt, fmt_ci, fmt_params, markdown, segmentation_table
 
@@ -123,7 +124,7 @@ def write_camus_report(out: Path, metrics: dict, per_view: pd.DataFrame, rows: p
     text += [f"Per-view numbers: `per_view.csv`; per-frame overlap counts: `overlaps.csv`.", ""]
     save_text(out / "per_view.csv", per_view.to_csv(index=False))
     save_text(out / "overlaps.csv", rows.to_csv(index=False))
-    save_json(out / "metrics.json", metrics)
+    CamusMetrics.parse(metrics, out / CamusMetrics.FILE).write(out / CamusMetrics.FILE)
     save_text(out / "report.md", "\n".join(text))
     return metrics
 

@@ -9,12 +9,12 @@ in memory; a newer version than this release knows is refused.
 """
 
 from echodfkd.io.records.base import Fields, Record, RecordError, file_sha256
-from echodfkd.io.records.kinds import (ARCH_FIELDS, RECORDS, DemoMetrics, EvaluationMetrics, PredictionsMeta,
+from echodfkd.io.records.kinds import (ARCH_FIELDS, RECORDS, CamusMetrics, DemoMetrics, EvaluationMetrics, PredictionsMeta,
                                        ReproduceMetrics, StepEntry, StepsJournal, StreamDefaults, StudentConfig,
                                        TargetsMeta, Thresholds, TrainingSummary, metrics_record, overall,
                                        read_folder_meta)
 
-__all__ = ["ARCH_FIELDS", "RECORDS", "DemoMetrics", "EvaluationMetrics", "Fields", "PredictionsMeta", "Record",
+__all__ = ["ARCH_FIELDS", "RECORDS", "CamusMetrics", "DemoMetrics", "EvaluationMetrics", "Fields", "PredictionsMeta", "Record",
            "RecordError", "ReproduceMetrics", "StepEntry", "StepsJournal", "StreamDefaults", "StudentConfig",
            "TargetsMeta", "Thresholds", "TrainingSummary", "file_sha256", "metrics_record", "overall",
            "read_folder_meta"]

@@ -257,16 +257,32 @@ class ReproduceMetrics(Record):
     REQUIRED: ClassVar[tuple[str, ...]] = ("students",)
 
 
+@dataclass
+class CamusMetrics(Record):
+    """REPORT/metrics.json written by `camus`: the student, segmentation and EF by view, the Table 3 row."""
+
+    student: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    segmentation: dict[str, Any] | None = None
+    ef: dict[str, Any] | None = None
+    figures: list[str] | None = None
+    table3_row: dict[str, Any] | None = None
+
+    FORMAT: ClassVar[str] = "echodfkd.camus"
+    FILE: ClassVar[str] = "metrics.json"
+
+
 def metrics_record(path: str | os.PathLike) -> type[Record]:
     """Which record a metrics.json holds (by its format; files without one by their keys)."""
     path = Path(path)
     raw = _load(path)
     fmt = raw.get("format") if isinstance(raw, dict) else None
-    for cls in (EvaluationMetrics, DemoMetrics, ReproduceMetrics):
+    for cls in (EvaluationMetrics, DemoMetrics, ReproduceMetrics, CamusMetrics):
         if fmt == cls.FORMAT:
             return cls
     if isinstance(raw, dict) and fmt is None:
-        return DemoMetrics if "step_seconds" in raw else ReproduceMetrics if "students" in raw else EvaluationMetrics
+        return (DemoMetrics if "step_seconds" in raw else ReproduceMetrics if "students" in raw
+                else CamusMetrics if "table3_row" in raw else EvaluationMetrics)
     raise RecordError(f"{path}: format {fmt!r} is not a metrics record this release knows")
 
 
@@ -301,4 +317,4 @@ class StepsJournal(Record):
 
 
 RECORDS: tuple[type[Record], ...] = (StudentConfig, TargetsMeta, PredictionsMeta, EvaluationMetrics, DemoMetrics,
-                                     ReproduceMetrics, StepsJournal)
+                                     ReproduceMetrics, CamusMetrics, StepsJournal)
