@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def find_records(root: Path) -> list[Path]:
     """Every record file under `root` (itself included when it is one), in a stable order."""
     if root.is_file():
-        return [root]
+        return [root] if root.name in RECORD_NAMES else []
     found = [p for name in RECORD_NAMES for p in root.rglob(name)
              if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(root).parts[:-1])]
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
