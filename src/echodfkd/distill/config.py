@@ -7,7 +7,6 @@ and reproduce and the demo start from its defaults. This module is light (no tor
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
@@ -232,12 +231,10 @@ def load_settings(path: str | Path) -> dict[str, Any]:
     search, its searched `params`); a run's config.json gives its `training` settings without the hardware.
     """
     from echodfkd.errors import EchoDFKDError
+    from echodfkd.io.atomic import load_json
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EchoDFKDError(f"{path}: not a readable JSON settings file ({exc})") from None
+    data = load_json(path, EchoDFKDError, " (expected a JSON settings file)")
     if not isinstance(data, dict):
         raise EchoDFKDError(f"{path}: settings must be a JSON object")
     if "best" in data:  # echodfkd search's best.json

@@ -80,13 +80,23 @@ def save_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def load_json(path: str | os.PathLike, error: type[Exception] = ValueError, hint: str = "") -> Any:
-    """Parse a JSON file, raising `error` with one line naming the file when it is not valid JSON."""
+_NO_DEFAULT: Any = object()
+
+
+def load_json(path: str | os.PathLike, error: type[Exception] = ValueError, hint: str = "",
+              default: Any = _NO_DEFAULT) -> Any:
+    """Parse a JSON file; unreadable or invalid: `error` with one line naming the file, or `default` if given."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if default is not _NO_DEFAULT:
+            return default
         raise error(f"{path}: not valid JSON ({exc}){hint}") from None
+    except OSError as exc:
+        if default is not _NO_DEFAULT:
+            return default
+        raise error(f"{path}: cannot read ({exc.strerror or exc}){hint}") from None
 
 
 def _json_default(obj: Any) -> Any:

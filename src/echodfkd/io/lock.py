@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from echodfkd.errors import EchoDFKDError
+from echodfkd.io.atomic import load_json
 
 try:
     import fcntl
@@ -49,10 +50,7 @@ def _alive(pid: int) -> bool:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        holder = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        return {}
+    holder = load_json(path, default={})
     return holder if isinstance(holder, dict) else {}
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from echodfkd.distill.config import flag
 from echodfkd.errors import DatasetError, EchoDFKDError
-from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.atomic import load_json, save_json, save_text
 from echodfkd.io.records import PredictionsMeta, ReproduceMetrics, StudentConfig
 from echodfkd.launch import launcher_rank_world
 from echodfkd.pipeline import STEPS_FILE, StepRunner, bind, read_journal
@@ -258,17 +258,12 @@ def check_same_settings(st: Settings, inputs: Inputs) -> None:
 
     The grid and EchoCLIP may change between runs (new steps are added, finished ones reused).
     """
-    import json
-
     now = {k: getattr(st, k) for k in IDENTITY}
     now.update(dynamic=str(inputs.dynamic.root.resolve()), synthetic=str(inputs.synthetic.root.resolve()),
                teacher=str(st.teacher.resolve()), infer_size=inputs.infer_size)
     path = st.out / SETTINGS_FILE
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = {}
+        old = load_json(path, default={})
         changed = [f"{k} {old[k]!r} -> {now[k]!r}" for k in IDENTITY if k in old and old[k] != now[k]]
         if changed:
             raise EchoDFKDError(f"{st.out}: holds a run made with other settings ({'; '.join(changed)}); "

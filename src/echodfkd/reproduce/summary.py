@@ -6,10 +6,10 @@ EchoCLIP reports), so it can be rebuilt at any time. Paper values are shown besi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from echodfkd.io.atomic import load_json
 from echodfkd.io.records import EvaluationMetrics, ReproduceMetrics, StudentConfig, TargetsMeta, overall
 from echodfkd.report.reproduce import write_reproduce_report
 from echodfkd.reproduce.inputs import Inputs, Settings
@@ -25,10 +25,7 @@ PAPER = {
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
+    return load_json(path, default={})
 
 
 def _metrics(folder: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,7 +20,7 @@ from echodfkd.data.phantom.clip import MAX_FRAMES, STYLES, clip_name, make_clip,
 from echodfkd.data.phantom.corrupt import KINDS, VIDEO_KINDS, plan_corruption
 from echodfkd.data.phantom.tables import FPS_COUNTS, SPLIT_FRACTIONS
 from echodfkd.errors import DatasetError
-from echodfkd.io.atomic import save_json, save_npz, save_text
+from echodfkd.io.atomic import load_json, save_json, save_npz, save_text
 from echodfkd.io.video import write_video
 from echodfkd.progress import progress
 
@@ -71,10 +70,7 @@ def _init_worker() -> None:
 def check_settings(path: Path, settings: dict, folder: Path, what: str = "phantom") -> None:
     """Refuse to mix clips made with other settings in `folder`; otherwise record the settings in `path`."""
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: unreadable phantom settings ({exc}); use a new output folder") from exc
+        old = load_json(path, DatasetError, "; unreadable phantom settings: use a new output folder")
         if old != settings:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
             raise DatasetError(f"{folder}: already holds a {what} made with other settings "
@@ -146,7 +142,7 @@ def _csv_text(columns: list[str], rows: list[list]) -> str:
 
 def _write_tables(root: Path, names: list[str], splits: list[str], style: str) -> None:
     """Assemble FileList.csv, VolumeTracings.csv and GroundTruth/corrupted.csv from the clip records."""
-    records = [json.loads(_record_path(root, n).read_text()) for n in names]
+    records = [load_json(_record_path(root, n), DatasetError) for n in names]
     filelist = [[r["FileName"]] + [r[c] for c in FILELIST_COLUMNS[1:-1]] + [s] for r, s in zip(records, splits)]
     save_text(root / "FileList.csv", _csv_text(FILELIST_COLUMNS, filelist))
     if style == "dynamic":

@@ -25,7 +25,7 @@ import numpy as np
 
 from echodfkd.errors import ModelError
 from echodfkd.evaluate.echoclip.arch import infer_open_clip_config, strip_prefix
-from echodfkd.io.atomic import save_json
+from echodfkd.io.atomic import load_json, save_json
 
 DEFAULT_MODEL = "hf-hub:mkaichristensen/echo-clip"
 CONFIG_NAME = "open_clip_config.json"
@@ -114,10 +114,7 @@ def _weights_in_dir(folder: Path) -> Path | None:
 
 
 def _read_config(path: Path) -> tuple[dict, dict]:
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a readable open_clip config ({exc})") from None
+    cfg = load_json(path, ModelError, " (expected an open_clip config)")
     model_cfg = cfg.get("model_cfg", cfg)
     if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
         raise ModelError(f"{path}: open_clip config lacks embed_dim/vision_cfg/text_cfg")
@@ -190,10 +187,8 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     st = real.stat()
     tag = f"{st.st_size}:{st.st_mtime_ns}"
     memo_file = memo_dir / "weights-sha256.json" if memo_dir else None
-    memo: dict = {}
-    if memo_file and memo_file.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            memo = json.loads(memo_file.read_text())
+    memo = load_json(memo_file, default={}) if memo_file else {}
+    memo = memo if isinstance(memo, dict) else {}
     hit = memo.get(str(real))
     if hit and hit.get("tag") == tag:
         return hit["sha256"]
