@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from echodfkd.distill.train import distill
-    from echodfkd.io.atomic import load_json
+    from echodfkd.io.records import StudentConfig
     from echodfkd.io.lock import output_lock
 
     from echodfkd.distill.train import resolve_accelerator
@@ -199,5 +199,5 @@ def run(args: argparse.Namespace) -> int:
                       resume=args.resume, **training_kwargs(args))
     cfg_path = out / "config.json"
     if rank_zero_only.rank == 0 and cfg_path.is_file():
-        print(summary_line(out, load_json(cfg_path, EchoDFKDError)))
+        print(summary_line(out, StudentConfig.read(cfg_path).to_dict()))
     return 0
