@@ -207,9 +207,11 @@ class Scanner:
         i = ca * a[:, 0] + cb * b[:, 0]
         q = ca * a[:, 1] + cb * b[:, 1]
         table = (i * i + q * q) * np.float32(0.5)  # unit-variance components: mean power 1
-        if self.acq.speckle_contrast != 1.0:
-            table *= np.float32(self.acq.speckle_contrast)
-            table += np.float32(1.0 - self.acq.speckle_contrast)
+        # A grid coarser than 112 px averages more speckle cells into each pixel (as downsampling would).
+        contrast = self.acq.speckle_contrast * min(1.0, self.size / 112.0) ** 0.5
+        if contrast != 1.0:
+            table *= np.float32(contrast)
+            table += np.float32(1.0 - contrast)
         table *= self.texture
         if flow is None:
             table *= self.gain  # attenuation, TGC, gain and fan mask ride along with the speckle
