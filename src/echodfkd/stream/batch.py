@@ -287,7 +287,9 @@ def _write_tables(out: Path, predictor: Predictor, names: list[str], settings: d
                          *[f"{info['features'].get(k, float('nan')):.4g}" for k in FEATURES]])
         if verdict.flagged:
             flagged.append(name)
-            echo(f"ALERT {name}: score {verdict.score:.1f} > {verdict.threshold:.1f}: {'; '.join(verdict.reasons)}")
+            nd = next((d for d in range(1, 6) if round(verdict.score, d) != round(verdict.threshold, d)), 6)
+            echo(f"ALERT {name}: score {verdict.score:.{nd}f} > {verdict.threshold:.{nd}f}: "  # never "3.0 > 3.0"
+                 f"{'; '.join(verdict.reasons)}")
     save_text(out / "areas.csv", area_buf.getvalue())
     save_text(out / "alerts.csv", alert_buf.getvalue())
     save_json(out / "phases.json", phases)
