@@ -118,11 +118,11 @@ def test_cli_compile_without_a_compiler(trained, tmp_path, monkeypatch, capsys):
     write_video(video, frames, 50.0)
     monkeypatch.setattr(compiled_mod, "find_compiler", lambda: None)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "empty_cache"))
-    code = main(["predict", str(video), "--model", str(run), "--out", str(tmp_path / "pred"), "--compile"])
+    code = main(["predict", str(video), "--student", str(run), "--out", str(tmp_path / "pred"), "--compile"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs a C++ compiler" in err[0]
     assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").glob("*.npz"))
-    code = main(["predict", str(video), "--model", str(run), "--out", str(tmp_path / "pred"), "--compile",
+    code = main(["predict", str(video), "--student", str(run), "--out", str(tmp_path / "pred"), "--compile",
                  "--backend", "onnx"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "applies to the torch backend" in err[0]
