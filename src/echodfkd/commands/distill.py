@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(args.out):  # a no-op in DDP worker processes: rank 0 holds it
         out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,
                       resume=args.resume, **training_kwargs(args))
-    cfg_path = out / "config.json"
+    cfg_path = out / StudentConfig.FILE
     if rank_zero_only.rank == 0 and cfg_path.is_file():
         print(summary_line(out, StudentConfig.read(cfg_path).to_dict()))
     return 0

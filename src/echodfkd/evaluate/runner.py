@@ -270,7 +270,7 @@ def rv_threshold(meta: dict) -> float:
     from echodfkd.io.records import RecordError, StudentConfig
 
     found = meta.get("thresholds_rv")
-    run = Path(meta["model"]) / "config.json" if meta.get("model") else None
+    run = Path(meta["model"]) / StudentConfig.FILE if meta.get("model") else None
     if not isinstance(found, dict) and run is not None and run.is_file():  # predictions made before meta had it
         try:
             rv = StudentConfig.read(run).thresholds_rv

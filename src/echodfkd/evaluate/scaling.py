@@ -77,7 +77,7 @@ def load_sweep(sweep_dir: str | os.PathLike) -> pd.DataFrame:
         raise DatasetError(f"{root}: sweep folder not found")
     rows = []
     for run in sorted(p for p in root.iterdir() if p.is_dir()):
-        cfg_path = run / "config.json"
+        cfg_path = run / StudentConfig.FILE
         found = sorted(run.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p)))
         if not cfg_path.is_file() or not found:
             continue

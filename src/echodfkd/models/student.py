@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from echodfkd.errors import ModelError
+from echodfkd.io.records import StudentConfig
 from echodfkd.models.convlstm import ConvLSTMCell, LSTMState
 
 # Fixed input normalisation (EchoNet-Dynamic grayscale statistics on the 0-255 scale); not learned.
 INPUT_MEAN = 32.7
 INPUT_STD = 50.7
-CONFIG_NAME = "config.json"
+CONFIG_NAME = StudentConfig.FILE  # "config.json": the name lives with the record
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -186,7 +187,7 @@ class Student(nn.Module):
         from safetensors.torch import save_file
 
         from echodfkd.io.atomic import atomic_path
-        from echodfkd.io.records import StudentConfig, file_sha256
+        from echodfkd.io.records import file_sha256
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -212,8 +213,6 @@ class Student(nn.Module):
         for p in (cfg_path, w_path):
             if not p.is_file():
                 raise ModelError(f"{p}: missing (a student directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-        from echodfkd.io.records import StudentConfig
-
         record = StudentConfig.read(cfg_path)  # one-line error naming the field of a wrong type
         record.require_model(cfg_path)
         model = cls(**record.arch_kwargs())

@@ -8,6 +8,7 @@ from pathlib import Path
 from echodfkd.errors import DatasetError
 from echodfkd.evaluate.scaling import load_sweep, scaling_laws, transformed
 from echodfkd.io.atomic import save_json, save_text
+from echodfkd.io.records import EvaluationMetrics, StudentConfig
 from echodfkd.report import figures
 from echodfkd.report.tables import fmt, fmt_params, markdown, table1, table2
 
@@ -18,7 +19,7 @@ def unevaluated(sweep_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return [run for run in sorted(p for p in root.iterdir() if p.is_dir())
-            if (run / "config.json").is_file() and next(run.rglob("metrics.json"), None) is None]
+            if (run / StudentConfig.FILE).is_file() and next(run.rglob(EvaluationMetrics.FILE), None) is None]
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
