@@ -280,8 +280,7 @@ def _free_port() -> int:
 def test_serve_on_a_busy_port_says_so_in_one_line_before_any_url(run_dir, monkeypatch, capsys):
     import uvicorn
 
-    parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
+    from echodfkd.cli import main
     loaded = []
     monkeypatch.setattr(app_module, "_load_predictor", lambda *a: loaded.append(a) or object())
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: pytest.fail("served on a busy port"))
@@ -289,7 +288,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_any_url(run_dir, monkey
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert serve.run(parser.parse_args(["--student", str(run_dir), "--port", str(port)])) == 1
+        assert main(["serve", "--student", str(run_dir), "--port", str(port)]) == 2  # refused, as bad input is
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"echodfkd serve: error: port {port} is in use"]
     assert "http://" not in err and loaded == []  # no URL shown, no model loaded

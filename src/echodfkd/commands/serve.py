@@ -77,13 +77,10 @@ def run(args: argparse.Namespace) -> int:
               "other computers; it has no login. Use --host 127.0.0.1 unless you mean it.", file=sys.stderr)
     try:  # the port first: a busy one is one line, before the models load and before any URL is shown
         sock = bind(args.host, args.port)
-    except OSError as exc:
+    except OSError as exc:  # refused before any work: exit 2 like every refused input (docs/cli.md)
         if exc.errno == errno.EADDRINUSE:
-            print(f"echodfkd serve: error: port {args.port} is in use", file=sys.stderr)
-        else:
-            print(f"echodfkd serve: error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc})",
-                  file=sys.stderr)
-        return 1
+            raise EchoDFKDError(f"port {args.port} is in use") from None
+        raise EchoDFKDError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
     with sock:
         app = create_app(args.student, teacher=args.teacher, max_upload_mb=args.max_upload_mb,
                          teacher_arch=args.teacher_arch, device=args.device, compile=args.compile,
