@@ -75,7 +75,7 @@ BAD = [
     (["--lr", "0"], "--lr: must be a number > 0"),
     (["--augment", "3"], "--augment: must be a number in [0, 2]"),
     (["--seq-len", "999"], "--seq-len 999: longer than every TRAIN clip (the longest has 30 frames)"),
-    (["--resume"], "nothing to resume (no checkpoints/last.ckpt there); run without --resume"),
+    (["--resume"], "nothing to resume (no run there: no config.json, no checkpoints/last.ckpt); run without"),
     (["--max-time", "-5"], "--max-time"),
 ]
 

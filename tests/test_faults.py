@@ -331,8 +331,9 @@ def test_full_disk_distill(small_disk, distill_inputs, capsys):
     disk, resize = small_disk
     data, targets, ref = distill_inputs
     out = disk / "run"
-    args = ["distill", "--data", str(data), "--targets", str(targets), "--out", str(out), *DISTILL, "--resume"]
-    _full_then_free(lambda: main(args), out, ref, resize, capsys)
+    args = ["distill", "--data", str(data), "--targets", str(targets), "--out", str(out), *DISTILL]
+    # as a user would: a fresh run first, then --resume (refused where there is no run yet)
+    _full_then_free(lambda: main(args + ["--resume"] * (out / "config.json").is_file()), out, ref, resize, capsys)
     got, want = (json.loads((r / "config.json").read_text())["training"] for r in (out, ref))
     assert got["epochs_trained"] == want["epochs_trained"]
     torch.testing.assert_close(got["best_val_loss"], want["best_val_loss"])

@@ -158,12 +158,19 @@ def check_settings(args: argparse.Namespace, architecture: bool = True, **extra:
 
 
 def _check_resumable(out: Path) -> None:
-    """`--resume` needs something to resume: a finished run (nothing to do) or RUN/checkpoints/last.ckpt."""
+    """`--resume` needs a run: refused where there is none; a run stopped before its first checkpoint
+    (killed, disk full) starts again from epoch 0, and says so in one line."""
     from echodfkd.distill.train import CHECKPOINTS, is_finished
+    from echodfkd.models.student import CONFIG_NAME
 
-    if not is_finished(out) and not (out / CHECKPOINTS / "last.ckpt").is_file():
-        raise EchoDFKDError(f"{out}: nothing to resume (no {CHECKPOINTS}/last.ckpt there); run without --resume "
-                            f"to start a new run")
+    if is_finished(out) or (out / CHECKPOINTS / "last.ckpt").is_file():
+        return
+    if (out / CONFIG_NAME).is_file():
+        print(f"echodfkd distill: note: {out} stopped before its first checkpoint; starting it again from epoch 0",
+              file=sys.stderr)
+        return
+    raise EchoDFKDError(f"{out}: nothing to resume (no run there: no {CONFIG_NAME}, no {CHECKPOINTS}/last.ckpt); "
+                        f"run without --resume to start a new run")
 
 
 def summary_line(out: Any, cfg: dict[str, Any]) -> str:

@@ -3,8 +3,8 @@
 Autograd of the plain update (`ConvLSTMCell.update`) slices the gate tensor five times; each slice's
 backward allocates a zero tensor of the full gate size and copies into it, then adds the pieces up. Here
 the backward writes the four gate gradients once, with one concatenation: the same arithmetic and the
-same values (to float rounding), less memory traffic. Only training uses it; streaming keeps the plain
-update (no autograd there).
+same values in fp32 (to float rounding), less memory traffic. Under bf16 autocast h is kept in bf16 (c in
+fp32). Only training uses it; streaming keeps the plain update (no autograd there).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ class _GateUpdate(torch.autograd.Function):
     """(gates i,f,o,g pre-activations, c) -> (h, c'): c' = f*c + i*g, h = o*tanh(c')."""
 
     @staticmethod
-    def forward(ctx: Any, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx: Any, gates: torch.Tensor, c: torch.Tensor, h_dtype: torch.dtype | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = c.shape[1]
         ifo = torch.sigmoid(gates[:, : 3 * hidden])
         g = torch.tanh(gates[:, 3 * hidden:])
@@ -30,11 +31,14 @@ class _GateUpdate(torch.autograd.Function):
         tanh_c = torch.tanh(c_new)
         ctx.save_for_backward(ifo, g, c, tanh_c)
         ctx.gates_dtype = gates.dtype
-        return o * tanh_c, c_new
+        h = o * tanh_c
+        return (h if h_dtype is None else h.to(h_dtype)), c_new
 
     @staticmethod
-    def backward(ctx: Any, grad_h: torch.Tensor | None, grad_c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, grad_h: torch.Tensor | None, grad_c: torch.Tensor | None) -> tuple[Any, ...]:
         ifo, g, c, tanh_c = ctx.saved_tensors
+        if grad_h is not None:
+            grad_h = grad_h.to(tanh_c.dtype)
         hidden = c.shape[1]
         i, f, o = ifo[:, :hidden], ifo[:, hidden:2 * hidden], ifo[:, 2 * hidden:]
         if grad_h is None:
@@ -44,14 +48,20 @@ class _GateUpdate(torch.autograd.Function):
             d_c = d_c + grad_c
         d_ifo = torch.cat([d_c * g, d_c * c, grad_h * tanh_c], 1) * (ifo * (1 - ifo))
         d_g = d_c * i * (1 - g * g)
-        return torch.cat([d_ifo, d_g], 1).to(ctx.gates_dtype), (d_c * f).to(c.dtype)
+        return torch.cat([d_ifo, d_g], 1).to(ctx.gates_dtype), (d_c * f).to(c.dtype), None
 
 
 def fused_update(gates: torch.Tensor, c: torch.Tensor) -> LSTMState:
-    """`ConvLSTMCell.update` with a fused backward (autograd.Function) when gradients are wanted."""
+    """`ConvLSTMCell.update` with a fused backward (autograd.Function) when gradients are wanted.
+
+    Under bf16 autocast the gates come from a bf16 convolution: h is returned in bf16 too (the next
+    convolution would round it there anyway; batch norm, pooling and the decoder then move half the
+    bytes), while the cell state c and all gate arithmetic stay fp32.
+    """
     if not torch.is_grad_enabled():
         return ConvLSTMCell.update(gates, c)
-    return _GateUpdate.apply(gates, c)
+    low = gates.dtype if gates.dtype in (torch.bfloat16, torch.float16) else None
+    return _GateUpdate.apply(gates, c, low)
 
 
 def use_fused_update(model: nn.Module) -> int:

@@ -27,11 +27,12 @@ import numpy as np
 
 from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsFolder, TrainWindows,
                                  WindowSampler, check_targets)
-from echodfkd.distill.config import ARCH_KEYS, LIGHTNING_PRECISION, DistillConfig, flag
-from echodfkd.errors import DatasetError, ModelError
+from echodfkd.distill.checks import check_checkpoint, check_resume, check_seq_len, check_sizes
+from echodfkd.distill.config import LIGHTNING_PRECISION, DistillConfig, flag
+from echodfkd.errors import ModelError
 from echodfkd.io.atomic import DISK_FULL
 from echodfkd.io.records import RecordError, StudentConfig
-from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student, check_frame_size
+from echodfkd.models.student import CONFIG_NAME, WEIGHTS_NAME, Student
 
 log = logging.getLogger(__name__)
 CHECKPOINTS, LOGS = "checkpoints", "logs"
@@ -53,72 +54,6 @@ def is_finished(run: str | os.PathLike) -> bool:
 
 def _quiet() -> bool:
     return os.environ.get("ECHODFKD_QUIET") == "1"
-
-
-def _identity(meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The teacher(s) a targets meta names: architecture and weights hash per channel (not paths or counts)."""
-    meta = meta or {}
-    keys = ("arch", "weights_hash")
-    if isinstance(meta.get("channels"), dict):
-        return {c: {k: r.get(k) for k in keys} for c, r in meta["channels"].items() if isinstance(r, dict)}
-    if isinstance(meta.get("teacher"), dict):
-        return {k: meta["teacher"].get(k) for k in keys}
-    return {k: v for k, v in meta.items() if any(s in k.lower() for s in ("teacher", "hash", "sha", "arch"))}
-
-
-def _check_resume(run: Path, cfg: DistillConfig, targets: TargetsFolder) -> None:
-    """A resumed run must keep its architecture and its teacher."""
-    path = run / CONFIG_NAME
-    if not path.is_file():
-        return
-    old = StudentConfig.read(path).to_dict()
-    changed = [f"{k}={old.get(k)}->{getattr(cfg, k)}" for k in ARCH_KEYS if k in old and old[k] != getattr(cfg, k)]
-    if changed:
-        raise ModelError(f"{path}: cannot resume with a different architecture ({', '.join(changed)}); "
-                         f"use a new output folder")
-    before = _identity((old.get("data") or {}).get("targets_meta"))
-    now = _identity(targets.meta)
-    if before and before != now:
-        raise DatasetError(f"{targets.root / 'meta.json'}: targets come from another teacher than the run "
-                           f"being resumed ({path} records {before})")
-
-
-def _check_sizes(cfg: DistillConfig, dataset: Any, checks: dict[str, TargetsCheck]) -> None:
-    """Native sizes the student will see (training without --frame-size, calibration without --infer-size)."""
-    for split, check in checks.items():
-        if (cfg.frame_size is None and split != "calibration") or (cfg.infer_size is None and split == "calibration"):
-            for name, (h, w) in check.sizes.items():
-                try:
-                    check_frame_size(h, cfg.blocks)
-                    check_frame_size(w, cfg.blocks)
-                except ValueError:
-                    option = flag("infer_size" if split == "calibration" else "frame_size")
-                    raise DatasetError(f"{dataset.video_path(name)}: {w}x{h} frames are not divisible by "
-                                       f"{2 ** (cfg.blocks - 1)} for a {cfg.blocks}-block student; pass {option} "
-                                       f"(e.g. 112)") from None
-
-
-def _check_seq_len(cfg: DistillConfig, check: TargetsCheck) -> None:
-    """Windows longer than every training clip would be mostly padding: refused."""
-    longest = max(check.frames.values(), default=0)
-    if longest and cfg.seq_len > longest:
-        raise DatasetError(f"{flag('seq_len')} {cfg.seq_len}: longer than every {cfg.train_split} clip (the longest "
-                           f"has {longest} frames); use at most {longest}")
-
-
-def _check_checkpoint(path: Path) -> None:
-    """A checkpoint to resume from must load (a truncated file is one line, not Lightning's traceback)."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to load means the same thing: unreadable
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise ModelError(f"{path}: unreadable checkpoint ({reason}); delete {path.parent} to start the run "
-                         f"afresh") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ModelError(f"{path}: not a Lightning checkpoint (no state_dict); delete {path.parent} to start the "
-                         f"run afresh")
 
 
 def _native_size(sizes: list[list[int]]) -> int | None:
@@ -302,10 +237,10 @@ def _validate(data_root: str | os.PathLike, targets_dir: str | os.PathLike, run:
     want = None if cfg.channels is None else tuple(cfg.channels.split(","))
     train_check = check_targets(dataset, train_names, targets, cfg.train_split, want)
     val_check = check_targets(dataset, val_names, targets, cfg.val_split, train_check.channels)
-    _check_sizes(cfg, dataset, {"train": train_check, "val": val_check, "calibration": val_check})
-    _check_seq_len(cfg, train_check)
+    check_sizes(cfg, dataset, {"train": train_check, "val": val_check, "calibration": val_check})
+    check_seq_len(cfg, train_check)
     if resume:
-        _check_resume(run, cfg, targets)
+        check_resume(run, cfg, targets)
     info = {"data_root": str(Path(data_root).resolve()), "targets_dir": str(targets.root.resolve()),
             "train_split": cfg.train_split, "val_split": cfg.val_split, "train_clips": len(train_names),
             "val_clips": len(val_names), "channels": list(train_check.channels), "targets_meta": targets.meta}
@@ -458,7 +393,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     precision = _precision(cfg, accelerator)
     ckpt = last if resume and last.is_file() else None
     if ckpt is not None:
-        _check_checkpoint(ckpt)
+        check_checkpoint(ckpt)
     _write_start(run, cfg, inputs)
 
     sampler, train_dl, val_dl = _loaders(cfg, inputs, accelerator)
