@@ -130,19 +130,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, quality
         raise VideoError(f"{path}: expected frames of shape (T, H, W) with T > 0, got {frames.shape}")
     if frames.dtype != np.uint8:
         frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
-    _, h, w = frames.shape
-    with atomic_path(path, suffix=path.suffix or ".avi") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
-        if not writer.isOpened():
-            raise VideoError(f"{path}: cannot open an {codec} writer")
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
-        try:
-            for frame in frames:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
-        finally:
-            writer.release()
-        _check_written(tmp, path)
-    return path
+    return _write_frames(path, frames, fps, codec, cv2.COLOR_GRAY2BGR, quality)
 
 
 def write_color_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
@@ -151,14 +139,22 @@ def write_color_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise VideoError(f"{path}: expected RGB frames of shape (T, H, W, 3), got {frames.shape}")
-    _, h, w, _ = frames.shape
+    return _write_frames(path, frames, fps, "MJPG", cv2.COLOR_RGB2BGR)
+
+
+def _write_frames(path: Path, frames: np.ndarray, fps: float, codec: str, to_bgr: int,
+                  quality: int | None = None) -> Path:
+    """The one AVI writer: frames converted to BGR with `to_bgr`, written atomically and checked."""
+    h, w = frames.shape[1:3]
     with atomic_path(path, suffix=path.suffix or ".avi") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h), True)
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (w, h), True)
         if not writer.isOpened():
-            raise VideoError(f"{path}: cannot open an MJPEG writer")
+            raise VideoError(f"{path}: cannot open an {codec} writer")
+        if quality is not None:
+            writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
         try:
             for frame in frames:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                writer.write(cv2.cvtColor(frame, to_bgr))
         finally:
             writer.release()
         _check_written(tmp, path)
