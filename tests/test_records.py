@@ -283,3 +283,25 @@ def test_metrics_files_are_told_apart_by_format_or_keys(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"format": "someone-else", "version": 1}))
     with pytest.raises(RecordError, match="format 'someone-else' is not a metrics record"):
         metrics_record(tmp_path / "other.json")
+
+
+def test_check_run_teacher_hash_compares_the_checkpoint_with_the_targets_record(tmp_path, capsys):
+    import torch
+
+    from echodfkd.teacher.model import Teacher, build_segmenter, save_echonet_checkpoint, weights_hash
+
+    torch.manual_seed(0)
+    arch = "lraspp_mobilenet_v3_large"
+    teacher = Teacher(build_segmenter(arch), arch=arch).eval()
+    ckpt = save_echonet_checkpoint(teacher, tmp_path / "teacher.pt")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    record = {"arch": arch, "weights_hash": weights_hash(teacher), "source": str(ckpt)}
+    TargetsMeta.parse({"channels": {"masks": record}, "teacher": record}).write(targets)
+    assert main(["check-run", str(targets), "--teacher-hash"]) == 0
+    capsys.readouterr()
+    TargetsMeta.parse({"channels": {"masks": dict(record, weights_hash="0" * 64)}}).write(targets)
+    assert main(["check-run", str(targets)]) == 0  # without the flag the checkpoint is not opened
+    assert main(["check-run", str(targets), "--teacher-hash"]) == 1
+    bad = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PROBLEM")]
+    assert len(bad) == 1 and f"channel masks: {ckpt} no longer has the weights recorded" in bad[0]

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
     parser.add_argument("dir", metavar="DIR", help="a student run, predictions, evaluation, demo or reproduce folder")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON instead of lines")
+    parser.add_argument("--teacher-hash", action="store_true",
+                        help="also load each teacher checkpoint a targets meta.json names (when it is still there) "
+                             "and compare its weights with the recorded weights_hash (slower)")
 
 
 def find_records(root: Path) -> list[Path]:
@@ -47,7 +50,7 @@ def find_records(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
-def check_record(path: Path) -> Finding:
+def check_record(path: Path, teacher_hash: bool = False) -> Finding:
     """Read one record with its typed reader, then check the files it refers to."""
     from echodfkd.io import records as rec
 
@@ -57,7 +60,8 @@ def check_record(path: Path) -> Finding:
             problem = _check_config(path, record)
         elif path.name == "meta.json":
             record = rec.read_folder_meta(path.parent)
-            problem = _check_predictions(path, record) if isinstance(record, rec.PredictionsMeta) else None
+            problem = (_check_predictions(path, record) if isinstance(record, rec.PredictionsMeta)
+                       else _check_teachers(record) if teacher_hash and record is not None else None)
         elif path.name == "metrics.json":
             record = rec.metrics_record(path).read(path)
             problem = _check_links(path, record)
@@ -93,6 +97,19 @@ def _check_predictions(path: Path, meta) -> str | None:  # noqa: ANN001 - a Pred
     return f"status done but {', '.join(missing)} missing" if missing else None
 
 
+def _check_teachers(meta) -> str | None:  # noqa: ANN001 - a TargetsMeta
+    """Each channel's teacher checkpoint, where it still exists, has the weights the record names."""
+    from echodfkd.teacher.model import load_teacher, weights_hash
+
+    for channel, teacher in (meta.channels or {}).items():
+        source = Path(str(teacher.get("source") or ""))
+        if teacher.get("source") and source.is_file() and teacher.get("weights_hash"):
+            found = weights_hash(load_teacher(source, arch=teacher.get("arch")))
+            if found != teacher["weights_hash"]:
+                return f"channel {channel}: {source} no longer has the weights recorded in weights_hash"
+    return None
+
+
 def _check_links(path: Path, metrics) -> str | None:  # noqa: ANN001 - an evaluation/demo/reproduce record
     links = list(getattr(metrics, "figures", None) or [])
     links += list((getattr(metrics, "reports", None) or {}).values())
@@ -118,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     paths = find_records(root)
     if not paths:
         raise EchoDFKDError(f"{root}: no config.json, meta.json, metrics.json or steps.json found")
-    findings = [check_record(p) for p in paths]
+    findings = [check_record(p, args.teacher_hash) for p in paths]
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
