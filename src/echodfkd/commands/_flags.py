@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from echodfkd.commands._types import (TEACHER_MIN_SIZE, data_path, device, dir_path, duration,  # noqa: F401
+                                      existing_dir, existing_file, existing_path, file_path, float_in, frame_size,
+                                      int_in, nonnegative_float, nonnegative_int, positive_float, positive_int,
+                                      teacher_size, unit_float)
 from echodfkd.errors import EchoDFKDError
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -35,86 +38,9 @@ SHARED_FLAGS = (
     ("`--max-time T`", "wall-clock budget: seconds or DD:HH:MM:SS"),
     ("`--skip-bad`", "unreadable input clips are warnings with exit 0 instead of exit 1"),
 )
-_DEVICE = re.compile(r"(cpu|cuda|cuda:\d+|mps|auto)")
 
 
-# ---------------------------------------------------------------- argparse types
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    """A finite number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _float(text, "a number > 0")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0."""
-    value = _float(text, "a number >= 0")
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def float_in(low: float, high: float) -> Any:
-    """An argparse type: a finite number in [low, high]."""
-
-    def parse(text: str) -> float:
-        value = _float(text, f"a number in [{low:g}, {high:g}]")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be a number in [{low:g}, {high:g}], got {text!r}")
-        return value
-
-    parse.__name__ = f"number in [{low:g}, {high:g}]"
-    return parse
-
-
-def frame_size(text: str) -> int:
-    """A frame size in pixels, >= 1 (the depth rule is `check_size`, once the student's blocks are known)."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a frame size >= 1 pixel, got {text!r}")
-    return value
-
-
-TEACHER_MIN_SIZE = 32  # the segmenters downsample 8-16x: below this a frame is a cell or two of features
-
-
-def teacher_size(text: str) -> int:
-    """A teacher's frame size in pixels, >= TEACHER_MIN_SIZE."""
-    value = _int(text)
-    if value < TEACHER_MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"must be a frame size >= {TEACHER_MIN_SIZE} pixels for a teacher "
-                                         f"(its features are 8-16x smaller), got {text!r}")
-    return value
-
-
+# ---------------------------------------------------------------- checks once more is known
 def check_size(size: int | None, blocks: int, flag: str = "--size") -> None:
     """Refuse a frame size the student's depth cannot stream (one line naming the flag)."""
     if size is None:
@@ -125,68 +51,6 @@ def check_size(size: int | None, blocks: int, flag: str = "--size") -> None:
         check_frame_size(int(size), int(blocks))
     except (ValueError, EchoDFKDError) as exc:
         raise EchoDFKDError(f"{flag} {size}: {exc}") from None
-
-
-def existing_file(text: str) -> Path:
-    """A file that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: file not found")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
-    return path
-
-
-def existing_dir(text: str) -> Path:
-    """A folder that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: folder not found")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder")
-    return path
-
-
-def existing_path(text: str) -> Path:
-    """A file or folder that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: not found")
-    return path
-
-
-def device(text: str) -> str:
-    """A torch device name: cpu, cuda, cuda:N, mps or auto."""
-    if not _DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r} (use cpu, cuda, cuda:N, mps or auto)")
-    return text
-
-
-def duration(text: str) -> str:
-    """A positive duration (seconds or DD:HH:MM:SS), normalised to 'DD:HH:MM:SS'."""
-    from echodfkd.distill.config import format_duration, parse_duration  # lazy: distill imports torch
-
-    try:
-        return format_duration(parse_duration(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a positive number of seconds or DD:HH:MM:SS") from None
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def _float(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-    return value
 
 
 # ---------------------------------------------------------------- output folders
@@ -240,19 +104,6 @@ def check_file_target(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
-def int_in(low: int, high: int) -> Any:
-    """An argparse type: an integer in [low, high]."""
-
-    def parse(text: str) -> int:
-        value = _int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}")
-        return value
-
-    parse.__name__ = f"integer in [{low}, {high}]"
-    return parse
-
-
 # ---------------------------------------------------------------- flag helpers
 class _DataPositional(argparse.Action):
     """DATA positional that never overwrites a value --data already gave (argparse calls it with None)."""
@@ -263,11 +114,6 @@ class _DataPositional(argparse.Action):
             setattr(namespace, self.dest, values)
         elif not hasattr(namespace, self.dest):
             setattr(namespace, self.dest, None)
-
-
-def data_path(text: str) -> str:
-    """A dataset path that exists (folder or file), kept as given."""
-    return str(existing_path(text))
 
 
 def add_data(parser: argparse.ArgumentParser, required: bool = True,
@@ -352,16 +198,6 @@ def add_teacher(parser: argparse.ArgumentParser, required: bool = False,
                 help: str = "teacher checkpoint (.pt, EchoNet's format or ours)") -> None:
     """`--teacher CKPT`, a teacher checkpoint file (that exists)."""
     parser.add_argument("--teacher", metavar="CKPT", type=file_path, required=required, default=None, help=help)
-
-
-def file_path(text: str) -> str:
-    """A file that exists, kept as given."""
-    return str(existing_file(text))
-
-
-def dir_path(text: str) -> str:
-    """A folder that exists, kept as given."""
-    return str(existing_dir(text))
 
 
 def add_teacher_arch(parser: argparse.ArgumentParser, default: str | None = None, old: str | None = None,
