@@ -11,7 +11,6 @@ names back to the sources, so keep it with the originals when sharing the rest.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import re
@@ -28,6 +27,7 @@ from echodfkd.data.dicom import is_dicom
 from echodfkd.data.folder import FILELIST, SPLITS, VIDEOS
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import save_text
+from echodfkd.io.digest import file_sha256
 
 TABLE = "conversion.csv"
 PREVIEWS = "sectors"
@@ -83,11 +83,7 @@ def find_sources(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 def hashed_name(path: Path) -> str:
     """'0X' + the first 16 hex digits of the file's SHA-256 (stable across moves and renames)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "0X" + digest.hexdigest()[:16].upper()
+    return "0X" + file_sha256(path)[:16].upper()
 
 
 def plain_name(path: Path) -> str:

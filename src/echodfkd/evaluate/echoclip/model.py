@@ -26,6 +26,7 @@ import numpy as np
 from echodfkd.errors import ModelError
 from echodfkd.evaluate.echoclip.arch import infer_open_clip_config, strip_prefix
 from echodfkd.io.atomic import load_json, save_json
+from echodfkd.io.digest import file_sha256 as sha256_of
 
 DEFAULT_MODEL = "hf-hub:mkaichristensen/echo-clip"
 CONFIG_NAME = "open_clip_config.json"
@@ -192,11 +193,7 @@ def file_sha256(path: Path, memo_dir: Path | None = None) -> str:
     hit = memo.get(str(real))
     if hit and hit.get("tag") == tag:
         return hit["sha256"]
-    h = hashlib.sha256()
-    with open(real, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_of(real)
     if memo_file:
         memo[str(real)] = {"tag": tag, "sha256": digest}
         save_json(memo_file, memo)

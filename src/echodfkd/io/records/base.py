@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from typing import Any, ClassVar, TypeVar, Union
 
 from echodfkd.errors import DatasetError, ModelError
 from echodfkd.io.atomic import save_json
+from echodfkd.io.digest import file_sha256  # noqa: F401  (re-exported: config.json weights_sha256)
 
 R = TypeVar("R", bound="Record")
 
@@ -216,15 +216,6 @@ class Record(Fields):
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically (the file, or `FILE` inside a folder that exists)."""
         return save_json(self.location(path), self.to_dict())
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (what config.json records for model.safetensors)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load(path: Path) -> Any:
