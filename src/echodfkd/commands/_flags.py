@@ -124,9 +124,10 @@ def add_data(parser: argparse.ArgumentParser, required: bool = True,
     group.add_argument("--data", dest="data", metavar="DATA", default=None, type=type, help="the same, as an option")
 
 
-def add_out(parser: argparse.ArgumentParser, what: str = "output", required: bool = True) -> None:
-    """`--out DIR`: always a folder (created if missing)."""
-    parser.add_argument("--out", required=required, metavar="DIR", default=None, help=f"{what} folder")
+def add_out(parser: argparse.ArgumentParser, what: str = "output", required: bool = True, note: str = "") -> None:
+    """`--out DIR`: always a folder (created if missing); the help reads 'WHAT folder (NOTE)'."""
+    parser.add_argument("--out", required=required, metavar="DIR", default=None,
+                        help=f"{what} folder" + (f" ({note})" if note else ""))
 
 
 class _Deprecated(argparse.Action):

@@ -22,7 +22,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `echodfkd convert`."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM files, videos, or folders of them")
-    _flags.add_out(parser, what="dataset (EchoNet layout)")
+    _flags.add_out(parser, "dataset", note="EchoNet layout")
     parser.add_argument("--split", default="TEST", choices=("TRAIN", "VAL", "TEST"),
                         help="Split written in FileList.csv for every clip")
     parser.add_argument("--keep-names", action="store_true",

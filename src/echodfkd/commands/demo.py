@@ -17,7 +17,7 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd demo`."""
-    _flags.add_out(p, "output (created; a rerun resumes)")
+    _flags.add_out(p, "output", note="created; a rerun resumes")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a ~2 minute smoke run")
     _flags.add_workers(p, default=None, help="processes for phantom generation (default: all cores)")
     _flags.add_echoclip(p, help="also run the EchoCLIP step with this open_clip model (e.g. "

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `echodfkd export`."""
     _flags.add_student(parser, required=False)
     _flags.add_deprecated_positional(parser, "student", "--student", "RUN")
-    _flags.add_out(parser, "where student.onnx goes (default: the run folder); the", required=False)
+    _flags.add_out(parser, "output", required=False, note="writes DIR/student.onnx; default: the run folder")
     _flags.add_deprecated(parser, "--onnx", "--out DIR", "onnx_file", metavar="FILE")
     parser.add_argument("--size", type=_flags.frame_size, default=None,
                         help="frame size of the graph (default: the run's infer_size, else 112)")

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("round2", metavar="ROUND2", help="second annotation round, same columns")
     parser.add_argument("--columns", default=None, metavar="A,B",
                         help="compare only these columns (default: every numeric column in both rounds)")
-    _flags.add_out(parser, "report (noise.json, noise.md, figures/)", required=False)
+    _flags.add_out(parser, "report", required=False, note="noise.json, noise.md, figures/")
     _flags.add_json(parser)
 
 

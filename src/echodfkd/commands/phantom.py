@@ -24,7 +24,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    _flags.add_out(parser, "output (created; an unfinished one is resumed)", required=False)
+    _flags.add_out(parser, "output", required=False, note="created; an unfinished one is resumed")
     _flags.add_deprecated_positional(parser, "out", "--out", "OUT")
     parser.add_argument("--videos", type=_flags.positive_int, default=16, metavar="N",
                         help="number of clips (CAMUS layout: patients, each with a 2CH and a 4CH view)")

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `echodfkd predict`."""
     _flags.add_data(parser, help="a video, a folder of videos, or a dataset folder")
     _flags.add_student(parser)
-    _flags.add_out(parser, "predictions (required unless --calibrate-alert)", required=False)
+    _flags.add_out(parser, "predictions", required=False, note="required unless --calibrate-alert")
     parser.add_argument("--overlay", action="store_true", help="also write PRED/overlays/<FileName>.avi")
     parser.add_argument("--warmup", type=_flags.nonnegative_int, default=None, metavar="K",
                         help="feed the first frame K extra times before the clip (default: the run's, else 0)")

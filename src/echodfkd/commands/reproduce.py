@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --dry-run: time the work on this machine (its --device) instead of using our "
                         "reference figures")
     _flags.add_json(p, help="print the plan (--dry-run) or the run's metrics as JSON")
-    _flags.add_out(p, "output (resumable)")
+    _flags.add_out(p, "output", note="resumable")
 
 
 def settings_from_args(args: argparse.Namespace):

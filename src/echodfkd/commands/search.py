@@ -56,7 +56,7 @@ class _Searched(argparse.Action):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `echodfkd search`."""
-    _flags.add_out(p, "search (study.db, trials/, best.json)")
+    _flags.add_out(p, "search", note="study.db, trials/, best.json")
     p.add_argument("--trials", type=_flags.positive_int, default=20,
                    help="complete + pruned trials the study should reach")
     p.add_argument("--study-name", default="echodfkd")

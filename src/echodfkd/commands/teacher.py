@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _flags.add_teacher_arch(train, default="lraspp_mobilenet_v3_large", old="--arch",
                             help="segmenter (EchoNet's own teacher is deeplabv3_resnet50; the mobilenet ones train "
                                  "in minutes on a CPU)")
-    _flags.add_out(train, f"checkpoint (writes DIR/{CHECKPOINT_NAME}, EchoNet's format)")
+    _flags.add_out(train, "checkpoint", note=f"writes DIR/{CHECKPOINT_NAME}, EchoNet's format")
     train.add_argument("--epochs", type=_flags.positive_int, default=15)
     train.add_argument("--batch-size", type=_flags.positive_int, default=16)
     train.add_argument("--lr", type=_flags.positive_float, default=None,
