@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from echodfkd.errors import ModelError
+from echodfkd.measures.masks import binarize
 
 #: A precision counts as accurate if its masks stay this close (Dice, worst clip) to fp32's (issue 17).
 DICE_BAR = 0.995
@@ -43,11 +44,11 @@ class PrecisionCheck:
 
 def _stream_masks(predictor: Any, frames: np.ndarray, clock: Callable[[], float]) -> tuple[np.ndarray, float]:
     """Binary masks (T, C, H, W) of a clip streamed through `predictor` (at its Dice threshold) and the seconds."""
-    t = predictor.thresholds["dice"] * 255.0
+    t = predictor.thresholds["dice"]
     out = []
     start = clock()
     for r in predictor.stream_clip(frames):
-        out.append(np.stack([r.soft] + ([r.rv] if r.rv is not None else [])) >= t)
+        out.append(binarize(np.stack([r.soft] + ([r.rv] if r.rv is not None else [])), t))
     return np.stack(out), clock() - start
 
 
