@@ -266,3 +266,17 @@ def test_an_os_error_mid_run_is_one_line(monkeypatch, capsys):
     assert main(["info"]) == 2
     err = capsys.readouterr().err
     assert err == "echodfkd info: error: /data/out/x.npz: No space left on device\n"
+
+
+def test_teacher_train_out_is_a_folder_and_the_old_file_spelling_warns(tmp_path, capsys):
+    from echodfkd.commands.teacher import CHECKPOINT_NAME, checkpoint_path
+
+    assert checkpoint_path(str(tmp_path / "t")) == tmp_path / "t" / CHECKPOINT_NAME
+    assert capsys.readouterr().err == ""
+    assert checkpoint_path(str(tmp_path / "old.pt")) == tmp_path / "old.pt"  # one more release
+    assert "--out FILE.pt is deprecated; use --out DIR" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EchoDFKDError, match="cannot write here"):
+        checkpoint_path(str(tmp_path / "file" / "sub"))
+    with pytest.raises(EchoDFKDError, match="cannot write here"):
+        checkpoint_path(str(tmp_path / "file" / "old.pt"))

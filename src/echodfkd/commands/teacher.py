@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from echodfkd.commands import _flags
-from echodfkd.errors import EchoDFKDError
 from echodfkd.teacher.archs import ARCH_NAMES
 
 NAME = "teacher"
@@ -81,10 +80,7 @@ def checkpoint_path(out: str) -> Path:
     if path.suffix in (".pt", ".pth") and not path.is_dir():
         print(f"echodfkd teacher train: warning: --out FILE{path.suffix} is deprecated; use --out DIR "
               f"(writes DIR/{CHECKPOINT_NAME})", file=sys.stderr)
-        _flags.check_writable_dir(path.parent)
-        if path.exists() and not path.is_file():
-            raise EchoDFKDError(f"{path}: exists and is not a file")
-        return path
+        return _flags.check_file_target(path, "--out")
     return _flags.check_writable_dir(path) / CHECKPOINT_NAME
 
 
