@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.data.camus import Camus
     from echodfkd.evaluate.camus import check_folder, parse_views, student_runs
 
-    out = check_writable_dir(args.out)  # first: nothing is read before the report's place is known to work
+    out = check_writable_dir(args.out, keep=False)  # first; the lock below creates it (and removes it if empty)
     views = parse_views(args.views)
     ds = Camus(args.data)
     items = check_folder(ds, views)  # the data is checked before any model is loaded

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.distill.label import label_dataset
     from echodfkd.io.lock import output_lock
 
-    out = _flags.check_writable_dir(args.out)
+    out = _flags.check_writable_dir(args.out, keep=False)  # the lock creates it, and removes it if left empty
     with output_lock(out):
         summary = label_dataset(args.data, args.teacher, out, splits=args.split, shard=args.shard,
                                 batch_size=args.batch_size, channel=args.channel, device=args.device,
