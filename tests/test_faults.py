@@ -201,7 +201,7 @@ def test_phantom_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_
 def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path):
     ref_csv, csv = tmp_path / "ref.csv", tmp_path / "out" / "problems.csv"
     args = [phantom_ref, "--workers", "1", "--details"]
-    assert main(["check", *map(str, args), "--out", str(ref_csv)]) == 0
+    assert main(["check", *map(str, args), "--csv", str(ref_csv)]) == 0
     journal = Path(str(csv) + ".progress.jsonl")
 
     def journalled() -> bool:  # two clips done, one of them with a problem (so the resumed rows matter)
@@ -212,11 +212,11 @@ def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_pa
             return False
         return len(entries) >= 2 and any(e["problems"] for e in entries)
 
-    assert _kill_when(_cli("check", *args, "--out", csv), journalled) == -signal.SIGKILL
+    assert _kill_when(_cli("check", *args, "--csv", csv), journalled) == -signal.SIGKILL
     assert journal.is_file() and not csv.exists()
     done = journal.read_text().count("\n")
     assert 2 <= done < 14
-    assert main(["check", *map(str, args), "--out", str(csv)]) == 0
+    assert main(["check", *map(str, args), "--csv", str(csv)]) == 0
     assert csv.read_bytes() == ref_csv.read_bytes()
     assert not journal.exists() and not _temp_files(csv.parent)
 
