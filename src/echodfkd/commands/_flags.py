@@ -31,8 +31,10 @@ SHARED_FLAGS = (
     ("`--teacher-arch ARCH`", "the teacher's architecture (default: the one the checkpoint records)"),
     ("`--echoclip MODEL`", "an open_clip model: hf-hub:ORG/NAME, local-dir:DIR or a checkpoint file"),
     ("`--device D`", "cpu, cuda, cuda:N, mps or auto (default cpu everywhere)"),
-    ("`--precision P`", "fp32, bf16 or auto (bf16 where the hardware runs it fast)"),
-    ("`--compile`", "CPU: the ahead-of-time compiled engine (off by default; bench times it unless --no-compile)"),
+    ("`--precision P`", "fp32, bf16 or auto (the fastest that is accurate on this hardware); predict also has mixed "
+                        "(bf16 convolutions, fp32 state)"),
+    ("`--compile`", "off by default: predict/serve build the ahead-of-time compiled CPU engine, distill "
+                    "torch.compiles its training step; bench times the compiled engine unless --no-compile"),
     ("`--workers N`", "worker processes (>= 1); DataLoader workers are `--loader-workers`"),
     ("`--json`", "print the result as JSON on stdout"),
     ("`--max-time T`", "wall-clock budget: seconds or DD:HH:MM:SS"),
