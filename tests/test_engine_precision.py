@@ -22,8 +22,8 @@ from tiny_models import fitted_student
 
 SIZE = 32
 #: Largest |logit| difference allowed between the mixed and the fp32 engine over a 40-frame stream
-#: (measured 0.016 on this student; bf16 everywhere gave 0.021).
-MIXED_LOGIT_ATOL = 0.05
+#: (measured 0.148 on this student, whose last-frame logits reach |12.9|; bf16 everywhere gave 0.70).
+MIXED_LOGIT_ATOL = 0.25
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,6 +63,8 @@ def test_mixed_engine_matches_fp32_and_keeps_its_state_fp32(run, frames):
     assert (ref > 0).float().mean() > 0.002  # the fitted student segments something
     assert (got - ref).abs().max() <= MIXED_LOGIT_ATOL
     assert ((got > 0) == (ref > 0)).float().mean() >= 0.995
+    bf16, _ = _stream(for_precision(student, "bf16"), frames)
+    assert (got - ref).abs().max() < 0.5 * (bf16 - ref).abs().max()  # fp32 state: much closer than all-bf16
     # The recurrent state stays fp32 (rounding does not build up in it) and close to fp32's.
     assert all(t.dtype == torch.float32 for t in state.flat())
     for a, b in zip(state.flat(), ref_state.flat()):
@@ -121,8 +123,23 @@ def test_check_precisions_measures_dice_against_fp32(frames):
     assert checks["bf16"].dice_min < 0.5 and set(checks["bf16"].dice_per_clip) == {"a", "b"}
     # Two timed streams of 0.5 s (the fake clock's step) per precision: 50 frames / 1 s.
     assert checks["mixed"].fps == pytest.approx(50.0)
+    assert checks["bf16"].dice_min_final is None  # no largest-component step in these predictors
     with pytest.raises(ModelError, match="at least one clip"):
         check_precisions(lambda p: _FakePredictor(False), [])
+
+
+def test_check_compares_masks_before_the_largest_component_step(run, frames):
+    from echodfkd.stream import Predictor
+
+    built = {}
+
+    def make(p):
+        built[p] = Predictor(run, precision=p, largest_component=True)
+        return built[p]
+    checks = check_precisions(make, [("a", frames)], candidates=("mixed",))
+    assert checks["mixed"].dice_min >= 0.99 and checks["mixed"].dice_min_final is not None
+    assert checks["fp32"].dice_min_final == 1.0
+    assert all(pred.largest_component for pred in built.values())  # the run's setting is restored
 
 
 def test_choose_precision_takes_the_fastest_accurate_one():

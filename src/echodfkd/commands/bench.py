@@ -88,8 +88,10 @@ def _print_table(res: dict) -> None:
               f"{', '.join(check['paths'])}:")
         for p, c in check["checks"].items():
             if p != "fp32":
+                after = c.get("dice_min_final")
                 print(f"  {p:6s} {c['dice_min']:.4f} / {c['dice_mean']:.4f} "
-                      f"({'counts' if c['dice_min'] >= check['bar'] else 'below'} the {check['bar']} bar)")
+                      f"({'counts' if c['dice_min'] >= check['bar'] else 'below'} the {check['bar']} bar)"
+                      + ("" if after is None else f"; worst clip after the largest-component step {after:.4f}"))
         print(f"  choice: {check['reason']}")
     g = res["goals"]
     print(f"goal >= {g['student_fps_goal']:.0f} fps single stream ({g['variant']}): median "
