@@ -32,7 +32,8 @@ GOAL_STREAM_FPS = 50.0  # every stream real time
 def _clips(n: int, frames: int, size: int) -> list[np.ndarray]:
     from echodfkd.data.phantom import make_clip
 
-    base = [make_clip(seed=5, index=i, size=size, frames=frames).frames for i in range(min(n, 8))]
+    # the phantom needs a whole beat: short clips are cut from longer ones
+    base = [make_clip(seed=5, index=i, size=size, frames=max(frames, 40)).frames[:frames] for i in range(min(n, 8))]
     return [base[i % len(base)] for i in range(n)]  # phantom clips cost seconds each; streams stay independent
 
 

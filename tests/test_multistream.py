@@ -325,3 +325,25 @@ def test_compiled_buckets_pad_and_equal_single_streams(student, tmp_path, monkey
             outs[i].append(o)
     for i, clip in enumerate(clips):
         np.testing.assert_allclose(np.stack(outs[i]), _alone(student, clip), rtol=1e-3, atol=1e-3)
+
+
+def test_bench_streams_script_reports_every_row(student, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_streams.py"
+    spec = importlib.util.spec_from_file_location("bench_streams", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = tmp_path / "run"
+    student.save_pretrained(run, extra_config={"infer_size": SIZE})
+    assert bench.main(["--model", str(run), "--streams", "1,3", "--frames", "3", "--rounds", "1", "--threads", "1",
+                       "--input", "64", "--layouts", "all,c2w2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_size"] == [SIZE, SIZE] and out["input_size"] == [64, 64]
+    rows = {(r["variant"], r["layout"], r["streams"]) for r in out["rows"]}
+    assert rows == {(v, lay, n) for v in ("engine", "predict") for lay in ("all", "c2w2") for n in (1, 3)}
+    assert all(r["aggregate_fps"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
+    with pytest.raises(SystemExit):
+        bench.main(["--model", str(run), "--streams", "0"])
+    assert "--streams must list numbers >= 1" in capsys.readouterr().err
