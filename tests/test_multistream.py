@@ -347,3 +347,27 @@ def test_bench_streams_script_reports_every_row(student, tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--model", str(run), "--streams", "0"])
     assert "--streams must list numbers >= 1" in capsys.readouterr().err
+
+
+def test_compiled_bucket_without_compiler_stays_eager_and_equal(student, tmp_path, monkeypatch):
+    from echodfkd.io.cache import CACHE_ENV
+    from echodfkd.models import compiled as compiled_mod
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled_mod, "find_compiler", lambda: None)
+    lines: list[str] = []
+    clips = _clips(2, seed=9)
+    engine = BatchedEngine(student, (SIZE, SIZE), compile=True, log=lines.append)
+    slots = [engine.open() for _ in clips]
+    n = min(len(c) for c in clips)
+    out = [engine.step(slots, np.stack([c[j] for c in clips])) for j in range(n)]  # builds fail in the background
+    for i, clip in enumerate(clips):
+        np.testing.assert_allclose(np.stack([o[i] for o in out]), _alone(student, clip[:n]), rtol=1e-4, atol=1e-4)
+    for _ in range(100):
+        said = [line for line in lines if "stays eager" in line]
+        if said:
+            break
+        threading.Event().wait(0.05)
+    assert said and "C++ compiler" in said[0]
+    with pytest.raises(ModelError, match="C\\+\\+ compiler"):
+        engine.prepare([2])  # building up front says why, in one line

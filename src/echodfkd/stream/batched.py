@@ -3,7 +3,8 @@
 Every stream's state (h, c per layer) is one row of batched state tensors. A step over all rows in order
 feeds the state straight into the `StreamingStudent` engine; a step over some rows gathers them and
 scatters the new state back, so idle streams' state stays exactly as it was. The compiled (AOT) engine is
-built per batch bucket and a step is padded up to the bucket with zero rows. A stream joins with zero
+built per batch bucket and a step is padded up to the bucket with zero rows; a bucket not built yet runs
+eagerly while it builds in the background (`prepare` builds them up front). A stream joins with zero
 state at any frame and leaves by freeing its row for the next one. `chunk`/`workers` split a step into
 calls of fewer rows on threads of one intra-op thread each (chosen by `benchmarks/bench_streams.py`).
 """
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from echodfkd.errors import ModelError
+from echodfkd.errors import EchoDFKDError, ModelError
 
 #: Batch sizes the compiled engine is built for (a step of n streams runs in the smallest bucket >= n).
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -47,6 +48,7 @@ class BatchedEngine:
         self._compiled: dict[int, Any] = {}
         self._lock = threading.RLock()
         self._build_lock = threading.Lock()
+        self._building: set[int] = set()
         self._free: list[int] = []
         self._open: set[int] = set()
         self.capacity = 0
@@ -120,18 +122,33 @@ class BatchedEngine:
         return len(self._open)
 
     # ------------------------------------------------------------------ compute
-    def _compiled_for(self, batch: int) -> Any:
-        with self._build_lock:  # parts on worker threads never build the same engine twice (not self._lock:
-            # the stepping thread holds that while the parts run)
-            return self._compiled[batch] if batch in self._compiled else self._build(batch)
+    def _compiled_for(self, batch: int, wait: bool = True) -> Any:
+        """The compiled engine for `batch` rows: built now (`wait`), else None while it builds in the background."""
+        with self._build_lock:  # never built twice (not self._lock: the stepping thread holds that)
+            if batch in self._compiled:
+                return self._compiled[batch]
+            if wait:
+                self._compiled[batch] = self._build(batch)
+                return self._compiled[batch]
+            if batch not in self._building:
+                self._building.add(batch)
+                threading.Thread(target=self._build_later, args=(batch,), daemon=True).start()
+            return None
 
     def _build(self, batch: int) -> Any:
-        if batch not in self._compiled:
-            from echodfkd.models.compiled import load_or_compile
+        from echodfkd.models.compiled import load_or_compile
 
-            self._compiled[batch] = load_or_compile(self.student, self.size, self.precision, log=self.log,
-                                                    batch=batch)
-        return self._compiled[batch]
+        return load_or_compile(self.student, self.size, self.precision, log=self.log, batch=batch)
+
+    def _build_later(self, batch: int) -> None:
+        try:
+            engine = self._build(batch)
+        except EchoDFKDError as exc:  # e.g. no C++ compiler: this batch size stays eager
+            if self.log:
+                self.log(f"batched engine for {batch} streams stays eager: {exc}")
+            return
+        with self._build_lock:
+            self._compiled[batch] = engine
 
     def _parts(self, n: int) -> list[tuple[int, int]]:
         """The (start, stop) row ranges a step of n streams is split into."""
@@ -149,12 +166,16 @@ class BatchedEngine:
         """Rows a step of n streams runs with: n eager; compiled, the smallest built bucket that fits."""
         if not self.aot:
             return n
-        built = [b for b in self._compiled if b >= n]
+        built = [b for b in list(self._compiled) if b >= n]  # list(): a background build may add one
         return min(built) if built else _bucket(n)
 
     def _run(self, frames: Any, state: list[Any]) -> tuple[Any, list[Any]]:
         if self.aot:
-            return self._compiled_for(frames.shape[0]).step(frames, state)
+            engine = self._compiled_for(frames.shape[0], wait=False)
+            if engine is not None:
+                return engine.step(frames, state)
+        # Eager (also while a batch size's compiled engine builds: same maths and state layout, so a stream
+        # can move between the two at any frame, and no step waits ~30 s for a build).
         out = self._call(frames, *state)
         return out[0], list(out[1:])
 
