@@ -321,15 +321,8 @@ def library_cases(w) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-#: Still accepted by the library (not the CLI layer) when this matrix was written; strict, so a fix shows up.
-_OPEN = {
-    "check negative FPS": "FileList's FPS column is not yet validated as finite and positive (records)",
-    "predict negative FPS": "FileList's FPS column is not yet validated as finite and positive (records)",
-    "label rv without LV masks": "label --channel rv does not yet refuse targets without LV masks (label)",
-}
-LIBRARY_CASES = [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=_OPEN[c])) if c in _OPEN else c
-                 for c in ("check negative FPS", "predict negative FPS", "predict config blocks text",
-                           "teacher info truncated", "label truncated teacher", "label rv without LV masks")]
+LIBRARY_CASES = ["check negative FPS", "predict negative FPS", "predict config blocks text",
+                 "teacher info truncated", "label truncated teacher", "label rv without LV masks"]
 
 
 @pytest.mark.parametrize("case", LIBRARY_CASES)

@@ -106,6 +106,7 @@ class EchoNetDynamic(DatasetFolder):
     REQUIRED = ("FileName", "EF", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
     NUMERIC = {"EF": False, "ESV": False, "EDV": False, "FrameHeight": True, "FrameWidth": True,
                "FPS": False, "NumberOfFrames": True}
+    POSITIVE = ("FPS", "FrameHeight", "FrameWidth")
     has_tracings = True
 
     def __init__(self, root: str | os.PathLike):

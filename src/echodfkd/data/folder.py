@@ -47,9 +47,10 @@ def require_columns(table: pd.DataFrame, required: tuple[str, ...], path: Path) 
 
 
 def numeric_column(table: pd.DataFrame, column: str, path: Path, integer: bool = False,
-                   strict: bool = True, allow_empty: bool = False) -> pd.Series:
+                   strict: bool = True, allow_empty: bool = False, positive: bool = False) -> pd.Series:
     """Parse a column as numbers; garbage raises (strict, naming the CSV line) or becomes NaN (lenient).
 
+    With `positive`, values <= 0 count as garbage too (a frame rate or a size).
     With `allow_empty`, empty cells become NaN even when strict (e.g. EF of unlabelled converted clips).
     """
     raw = table[column]
@@ -60,13 +61,16 @@ def numeric_column(table: pd.DataFrame, column: str, path: Path, integer: bool =
         bad &= ~raw.isna().to_numpy()
     if integer:
         bad |= np.isfinite(array) & (array != np.round(array))
+    if positive:
+        bad |= np.isfinite(array) & (array <= 0)
     if strict and bad.any():
         row = int(np.flatnonzero(bad)[0])
         text = raw.iloc[row]
         text = "an empty cell" if pd.isna(text) else repr(str(text).strip())
         more = f" ({int(bad.sum())} bad rows in this column)" if bad.sum() > 1 else ""
         raise DatasetError(f"{path} line {row + 2}: column {column} holds {text}, "
-                           f"not {'an integer' if integer else 'a number'}{more}")
+                           f"not {'a positive ' if positive else 'a' + ('n' if integer else '') + ' '}"
+                           f"{'integer' if integer else 'number'}{more}")
     return values.where(~bad)
 
 
@@ -93,6 +97,8 @@ class DatasetFolder:
     LENIENT: dict[str, bool] = {}
     #: NUMERIC columns whose cells may be left empty (NaN).
     BLANK_OK: tuple[str, ...] = ()
+    #: NUMERIC columns that must be > 0 (frame rates and sizes).
+    POSITIVE: tuple[str, ...] = ()
     has_tracings = False
 
     def __init__(self, root: str | os.PathLike):
@@ -136,7 +142,8 @@ class DatasetFolder:
         for column, integer in self.NUMERIC.items():
             if column in table.columns:
                 table[column] = numeric_column(table, column, path, integer=integer,
-                                               allow_empty=column in self.BLANK_OK)
+                                               allow_empty=column in self.BLANK_OK,
+                                               positive=column in self.POSITIVE)
         for column, integer in self.LENIENT.items():
             if column in table.columns:
                 table[column] = numeric_column(table, column, path, integer=integer, strict=False)

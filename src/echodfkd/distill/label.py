@@ -22,8 +22,8 @@ import torch
 
 from echodfkd.errors import DatasetError, EchoDFKDError
 from echodfkd.io.atomic import save_npz
-from echodfkd.io.records import RecordError, TargetsMeta
 from echodfkd.launch import check_shard, launcher_rank_world, local_rank, parse_shard
+from echodfkd.io.records import RecordError, TargetsMeta
 from echodfkd.teacher.model import Teacher, load_teacher, weights_hash
 
 META_NAME = "meta.json"
@@ -211,6 +211,11 @@ def label_dataset(data_root: str | os.PathLike, teacher: Teacher | str | os.Path
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
+    if channel != "masks":  # a second teacher's channel sits beside the LV targets that distill trains on
+        present = (read_meta(out) or {}).get("channels") or {}
+        if "masks" not in present:
+            raise DatasetError(f"{out}: no LV targets ('masks') here yet; label with the LV teacher first, "
+                               f"then add --channel {channel}")
     out.mkdir(parents=True, exist_ok=True)
     _update_meta(out, channel, teacher_record(teacher, source), overwrite)
 
