@@ -27,6 +27,9 @@ class _GateUpdate(torch.autograd.Function):
         ifo = torch.sigmoid(gates[:, : 3 * hidden])
         g = torch.tanh(gates[:, 3 * hidden:])
         i, f, o = ifo[:, :hidden], ifo[:, hidden:2 * hidden], ifo[:, 2 * hidden:]
+        ctx.c_dtype = c.dtype
+        if h_dtype is not None:
+            c = c.float()  # the cell state stays fp32 even when a zero state was made in bf16
         c_new = torch.addcmul(f * c, i, g)
         tanh_c = torch.tanh(c_new)
         ctx.save_for_backward(ifo, g, c, tanh_c)
@@ -48,7 +51,7 @@ class _GateUpdate(torch.autograd.Function):
             d_c = d_c + grad_c
         d_ifo = torch.cat([d_c * g, d_c * c, grad_h * tanh_c], 1) * (ifo * (1 - ifo))
         d_g = d_c * i * (1 - g * g)
-        return torch.cat([d_ifo, d_g], 1).to(ctx.gates_dtype), (d_c * f).to(c.dtype), None
+        return torch.cat([d_ifo, d_g], 1).to(ctx.gates_dtype), (d_c * f).to(ctx.c_dtype), None
 
 
 def fused_update(gates: torch.Tensor, c: torch.Tensor) -> LSTMState:
