@@ -120,8 +120,9 @@ class Predictor:
 
     `compile` runs the ahead-of-time compiled torch engine on CPUs (built once per weights, size and
     precision, ~10-30 s, then cached; on 2 cores it streamed 1.45x the eager fp32 fps in fp32 and ~3x in bf16);
-    `threads` sets ONNX Runtime's thread count (torch uses its global setting); `precision="bf16"` runs the
-    torch engine in bfloat16 (faster on CPUs with AMX/AVX512-BF16; masks within Dice 0.999 of fp32);
+    `threads` sets ONNX Runtime's thread count (torch uses its global setting); `precision` is the torch
+    engine's: "fp32", "mixed" (bf16 convolutions, fp32 state) or "bf16" (all bf16; on real clips its masks
+    drifted to Dice 0.99 of fp32); `echodfkd.stream.precision` measures which to use;
     `log` receives progress lines (e.g. while the compiled engine is built).
     """
 
