@@ -235,6 +235,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("ECHODFKD_QUIET", "1")
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_train."))
+    out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"student ({args.blocks},{args.layers}), batch {args.batch_size} x {args.seq_len} frames, augment "
           f"{args.augment}, {args.accelerator}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
