@@ -8,6 +8,9 @@ from pathlib import Path
 
 from echodfkd.commands import _flags
 from echodfkd.commands.distill import add_training_arguments, training_kwargs
+from echodfkd.distill.config import defaults
+
+_D = defaults("blocks", "layers")  # DistillConfig is their one home
 
 NAME = "search"
 HELP = "Optuna search (init, widths, loss, batch, window, lr schedule, skip/residual) stored in OUT/study.db"
@@ -60,8 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=_flags.positive_int, default=20,
                    help="complete + pruned trials the study should reach")
     p.add_argument("--study-name", default="echodfkd")
-    p.add_argument("--blocks", type=_flags.positive_int, default=4, help="B of every trial's student")
-    p.add_argument("--layers", type=_flags.positive_int, default=1, help="l of every trial's student")
+    p.add_argument("--blocks", type=_flags.positive_int, default=_D["blocks"], help="B of every trial's student")
+    p.add_argument("--layers", type=_flags.positive_int, default=_D["layers"], help="l of every trial's student")
     p.add_argument("--startup-trials", type=_flags.nonnegative_int, default=5,
                    help="trials before the pruner may prune")
     p.add_argument("--warmup-epochs", type=_flags.nonnegative_int, default=3, help="epochs before a trial may be pruned")
