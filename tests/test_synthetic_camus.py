@@ -42,7 +42,7 @@ def test_synthetic_fps_override_for_the_public_release(synthetic):
     ds = open_dataset(synthetic, fps_override=ECHONET_SYNTHETIC_FPS)
     assert ds.fps("sample_000000") == 32 and ds.video("sample_000000")[1] == 32
     assert ds.info("sample_000001").fps == 32 and ds.info("sample_000001").frames == 20
-    with pytest.raises(DatasetError, match="fps_override"):
+    with pytest.raises(DatasetError, match="--fps must be a positive frame rate"):
         EchoNetSynthetic(synthetic, fps_override=0)
 
 
