@@ -82,24 +82,25 @@ def teacher_size(text: str) -> int:
                    f"a frame size >= {TEACHER_MIN_SIZE} pixels for a teacher (its features are 8-16x smaller)")
 
 
+def _existing(text: str, folder: bool) -> Path:
+    """`text` as a path that exists and is a folder (or, with folder=False, a file)."""
+    path = Path(text)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: {kind} not found")
+    if path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{text}: is a {other}, not a {kind}")
+    return path
+
+
 def existing_file(text: str) -> Path:
     """A file that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: file not found")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, not a file")
-    return path
+    return _existing(text, folder=False)
 
 
 def existing_dir(text: str) -> Path:
     """A folder that exists."""
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text}: folder not found")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file, not a folder")
-    return path
+    return _existing(text, folder=True)
 
 
 def existing_path(text: str) -> Path:
