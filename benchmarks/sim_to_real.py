@@ -31,6 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
+
+def _round(value: float | None) -> str:
+    """A duration to whole seconds, or 'n/a'."""
+    return "n/a" if value is None else f"{value:.0f}"
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two boolean masks (1 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
@@ -148,7 +153,7 @@ def main() -> int:
     if phantom:
         print(f"Phantom TEST (same demo): student Dice {phantom.get('student_dice')}, teacher Dice "
               f"{phantom.get('teacher_dice')} vs tracings; alert recall on corrupted clips {phantom.get('alert_recall')}, "
-              f"false alarms {phantom.get('alert_false_alarm_rate')}; demo steps {phantom.get('demo_seconds')} s")
+              f"false alarms {phantom.get('alert_false_alarm_rate')}; demo steps {_round(phantom.get('demo_seconds'))} s")
     print(f"Measured in {measure['seconds']:.1f} s ({measure['cpu_seconds']:.1f} CPU-s)"
           + (f"; the demo took {demo_seconds:.0f} s" if args.run_demo else ""))
     return 0

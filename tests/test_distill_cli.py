@@ -196,3 +196,15 @@ def test_fused_gate_update_has_the_plain_updates_values_and_gradients():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
     assert set(fused.state_dict()) == set(plain.state_dict())  # checkpoints unchanged
     assert ConvLSTMCell.update is not fused_update  # streaming keeps the plain update
+
+
+def test_json_prints_only_the_runs_config_on_stdout(tiny, tmp_path, capsys):
+    import json
+
+    data, targets = tiny
+    run = tmp_path / "run"
+    assert main(_distill(data, targets, run, *TINY, "--json")) == 0
+    record = json.loads(capsys.readouterr().out)  # progress went to stderr: stdout is one JSON document
+    on_disk = json.loads((run / "config.json").read_text())
+    assert record["blocks"] == 1 and record["training"]["epochs_trained"] == on_disk["training"]["epochs_trained"]
+    assert record["thresholds"] == on_disk["thresholds"]

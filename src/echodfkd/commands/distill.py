@@ -127,6 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the unfinished run in --out from RUN/checkpoints/last.ckpt (refused when "
                         "there is none)")
     add_training_arguments(p, defer=True)
+    flags.add_json(p, help="print the run's config.json (settings, thresholds, training summary) as JSON")
     p.set_defaults(_defaults=defaults(*_OWN_FLAGS, *training_keys()))
 
 
@@ -201,10 +202,16 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resumable(Path(args.out))
     flags.check_writable_dir(args.out)
-    with output_lock(args.out):  # a no-op in DDP worker processes: rank 0 holds it
+    with output_lock(args.out), flags.stdout_for_json(args):  # the lock is a no-op in DDP workers
         out = distill(args.data, args.targets, args.out, blocks=args.blocks, layers=args.layers,
                       resume=args.resume, **training_kwargs(args))
     cfg_path = out / StudentConfig.FILE
     if rank_zero_only.rank == 0 and cfg_path.is_file():
-        print(summary_line(out, StudentConfig.read(cfg_path).to_dict()))
+        record = StudentConfig.read(cfg_path).to_dict()
+        if args.json:
+            import json
+
+            print(json.dumps(record, indent=2, default=str))
+        else:
+            print(summary_line(out, record))
     return 0
