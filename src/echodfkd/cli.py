@@ -90,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command in TORCH_COMMANDS:
         _flush_denormals()
+    name = " ".join(filter(None, (args.command, getattr(args, "teacher_command", None))))
     try:
         return int(args._run(args) or 0)
     except EchoDFKDError as exc:
-        print(f"echodfkd {args.command}: error: {exc}", file=sys.stderr)
+        print(f"echodfkd {name}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # safety net: commands check their outputs first, so this is rare
-        print(f"echodfkd {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        print(f"echodfkd {name}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"echodfkd {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
+        print(f"echodfkd {name}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
         return 130
 
 

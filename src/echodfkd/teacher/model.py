@@ -167,6 +167,12 @@ def _read_checkpoint(path: Path, device: str | torch.device) -> Any:
             return load_file(str(path), device=str(device))
         except (SafetensorError, OSError) as exc:
             raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise ModelError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; "
+                         f"it starts with {head!r})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # pickle-protocol chatter on foreign files
