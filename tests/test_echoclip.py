@@ -279,3 +279,16 @@ def test_cli_end_to_end_with_tiny_model(tiny_ckpt, tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads((out / "echoclip.json").read_text())["embeddings"]["computed_frames"] == 0
     assert "0 frame(s) embedded" in capsys.readouterr().out
+
+
+def test_predictions_of_another_dataset_are_refused(tiny_ckpt, tmp_path, capsys):
+    data, _ = _dataset(tmp_path)
+    other = tmp_path / "other_pred"
+    other.mkdir()
+    np.savez(other / "unrelated_clip.npz", masks=(_ellipse_masks(12) * 255).astype(np.uint8))
+    out = tmp_path / "report"
+    rc = main(["echoclip", "--data", str(data), "--predictions", str(other), "--echoclip", str(tiny_ckpt),
+               "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "another dataset" in err, err
+    assert not (out / "echoclip.json").exists()

@@ -252,6 +252,9 @@ def run_echoclip(data: str | os.PathLike, predictions: Sequence[str | os.PathLik
         names = names[: max(0, int(st.max_clips))]
     if not names:
         raise DatasetError(f"{data}: no clips in split {st.split or 'all'}")
+    if preds and not any(p.path(c).is_file() for p in preds for c in names):
+        raise DatasetError(f"{preds[0].path(names[0]).parent}: no prediction for any clip of {data} "
+                           f"(split {st.split or 'all'}): predictions of another dataset?")
     missing_keys = {"wall", "lv", "nothing", "closed", "open"} - set(st.prompts)
     if missing_keys:
         raise DatasetError(f"prompts lack {sorted(missing_keys)}")
