@@ -8,8 +8,11 @@ round, so a busy machine slows all alike), it measures:
   `Predictor` (frames in, masks/areas/alert statistics out);
 - `engine N`: N streams through one `BatchedEngine` step per frame (the network only);
 - `predict N`: N streams, one thread each, through `MultiStream` and `stream_predictor` (what `serve` and
-  `predict --streams N` run: the per-frame work after the network included). Latency is each frame's
-  `FrameResult.latency_ms` (waiting for the batched step included).
+  `predict --streams N` run: the per-frame work after the network included, done by the scheduler thread
+  for the whole batch). Latency is each frame's `FrameResult.latency_ms` (waiting for the batched step
+  included);
+- `predict-thr N`: the same, but each stream thread does its own per-frame work (`post_in_scheduler=False`,
+  the way before batched post-processing), for the side-by-side ratio.
 The figures are medians over rounds; ratios are to the single-stream figure of the same round.
 """
 
@@ -154,6 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     layouts = _layouts(args.layouts)
     multis = {lay: MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
               for lay in layouts}
+    threaded = {lay: MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False) for lay, m in multis.items()}
     for m in multis.values():
         m.engine.prepare(ns)
     rounds: list[dict[str, Any]] = []
@@ -164,10 +168,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for lay, multi in multis.items():
                 r[f"engine {_name(lay)} {n}"] = _engine_n(predictor, use[:n], multi.engine)
                 r[f"predict {_name(lay)} {n}"] = _predict_n(predictor, use[:n], multi)
+                r[f"predict-thr {_name(lay)} {n}"] = _predict_n(predictor, use[:n], threaded[lay])
         if k:
             rounds.append(r)
             print(f"round {k}/{args.rounds} done", file=sys.stderr, flush=True)
-    for m in multis.values():
+    for m in [*multis.values(), *threaded.values()]:
         m.shutdown()
 
     def med(variant: str, key: str) -> float:
@@ -176,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for n in ns:
         for lay, kind, base in [(lay, k, b) for lay in layouts
-                                for k, b in (("engine", "engine_fps"), ("predict", "predict_fps"))]:
+                                for k, b in (("engine", "engine_fps"), ("predict", "predict_fps"),
+                                             ("predict-thr", "predict_fps"))]:
             v = f"{kind} {_name(lay)} {n}"
             rows.append({"variant": kind, "layout": _name(lay), "streams": n, "aggregate_fps": round(med(v, "aggregate_fps"), 1),
                          "stream_fps_min": round(med(v, "stream_fps_min"), 1),
@@ -203,10 +209,10 @@ def _print(result: dict[str, Any]) -> None:
     print(f"single stream: engine {s['engine_fps']:.0f} fps (p50 {s['engine_p50_ms']:.2f} ms, p99 "
           f"{s['engine_p99_ms']:.2f} ms); predictor {s['predict_fps']:.0f} fps (p50 {s['predict_p50_ms']:.2f} ms, "
           f"p99 {s['predict_p99_ms']:.2f} ms)")
-    print(f"{'variant':<8} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} "
+    print(f"{'variant':<11} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} "
           f"{'p50 ms':>8} {'p99 ms':>8}")
     for r in result["rows"]:
-        print(f"{r['variant']:<8} {r['layout']:<12} {r['streams']:>4} {r['aggregate_fps']:>10.0f} "
+        print(f"{r['variant']:<11} {r['layout']:<12} {r['streams']:>4} {r['aggregate_fps']:>10.0f} "
               f"{r['ratio_to_single']:>9.2f} "
               f"{r['stream_fps_min']:>15.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
     at16 = [r for r in result["rows"] if r["streams"] == 16 and r["variant"] == "predict"]

@@ -16,6 +16,7 @@ from echodfkd.errors import EchoDFKDError, ModelError
 from echodfkd.io.video import write_video
 from echodfkd.models import Student
 from echodfkd.stream import Predictor
+from echodfkd.stream.alert import AlertAccumulator, update_accumulators
 from echodfkd.stream.engines import TorchEngine
 from echodfkd.stream.batched import BatchedEngine
 from echodfkd.stream.multistream import MultiStream, check_streams, stream_predictor
@@ -116,13 +117,14 @@ def test_bf16_precision_matches_its_single_stream_engine(student):
         BatchedEngine(student, (SIZE, SIZE), chunk=0)
 
 
-def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path):
+@pytest.mark.parametrize("post_in_scheduler", [True, False])
+def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path, post_in_scheduler):
     run = tmp_path / "run"
     student.save_pretrained(run, extra_config={"thresholds": {"dice": 0.5, "afd": 0.5}, "infer_size": SIZE})
     predictor = Predictor(run)
     clips = [make_clip(seed=7, index=i, size=SIZE, frames=40).frames[: 20 + 5 * i] for i in range(4)]
     alone = [predictor.predict_clip(c, 50.0) for c in clips]
-    multi = MultiStream.from_predictor(predictor, max_wait_ms=20)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=20, post_in_scheduler=post_in_scheduler)
     results: dict[int, object] = {}
 
     def one(i: int) -> None:
@@ -140,6 +142,87 @@ def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path):
         assert np.abs(ref.areas - got.areas).max() <= 1
         assert ref.phases == got.phases and ref.alert.flagged == got.alert.flagged
     assert multi.engine.open_slots == 0
+
+
+def test_update_accumulators_equals_whole_clip_statistics():
+    from echodfkd.data.video_checks import frame_statistics
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (3, 4, 20, 24)).astype(np.uint8)  # (stream, time, H, W)
+    frames[1, 2:] = 7  # blank frames: NaN statistics
+    softs = rng.integers(0, 256, (3, 4, 20, 24)).astype(np.uint8)
+    softs[2, 1] = 0  # nothing touched
+    masks = softs >= 128
+    one, many = AlertAccumulator(), [AlertAccumulator() for _ in range(3)]
+    for t in range(4):
+        one.update(frames[0, t], softs[0, t], masks[0, t])
+        rows = [0, 1] if t == 0 else [0, 1, 2]  # the third stream joins a frame late
+        update_accumulators([many[i] for i in rows], frames[rows, t], softs[rows, t], masks[rows, t])
+    for i, acc in enumerate(many):
+        clip = frames[i] if i < 2 else frames[i, 1:]
+        soft, mask = (softs[i], masks[i]) if i < 2 else (softs[i, 1:], masks[i, 1:])
+        ref = frame_statistics(clip)
+        for key in ("std", "spatial", "temporal"):
+            np.testing.assert_allclose(np.array(getattr(acc, key)), ref[key], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.array(acc.area), mask.mean(axis=(1, 2)))
+        touched = (soft >= 26).sum(axis=(1, 2))
+        unsure = ((soft >= 26) & (soft <= 229)).sum(axis=(1, 2))
+        np.testing.assert_allclose(np.array(acc.uncertain), np.where(touched > 0, unsure / np.maximum(touched, 1), 0))
+    for key in ("std", "spatial", "temporal", "area", "uncertain"):  # the single-stream update is the same code
+        np.testing.assert_allclose(np.array(getattr(one, key)), np.array(getattr(many[0], key)))
+
+
+def test_scheduler_finishes_mixed_sizes_two_channels_largest_region_and_warmup(tmp_path):
+    torch.manual_seed(1)
+    two = randomise_bn(Student(blocks=3, filters=6, out_channels=2))
+    run = tmp_path / "run"
+    two.save_pretrained(run, extra_config={"thresholds": {"dice": 0.45, "afd": 0.55}, "infer_size": SIZE})
+    predictor = Predictor(run, largest_component=True, warmup=2)
+    rng = np.random.default_rng(4)
+    clips = [rng.integers(0, 256, (int(t), h, w)).astype(np.uint8)
+             for t, (h, w) in zip((9, 6, 12, 7), ((SIZE, SIZE), (48, 40), (20, 28), (64, 64)))]
+    alone = [predictor.predict_clip(c, 30.0) for c in clips]
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=50)
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        results[i] = multi.predict_clip(predictor, clips[i], 30.0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    multi.shutdown()
+    assert max(multi.batch_sizes) > 1
+    for i, ref in enumerate(alone):
+        got = results[i]
+        assert got.masks.shape == ref.masks.shape == clips[i].shape and got.rv.shape == ref.rv.shape
+        assert np.abs(ref.masks.astype(int) - got.masks.astype(int)).max() <= 1
+        assert np.abs(ref.rv.astype(int) - got.rv.astype(int)).max() <= 1
+        assert np.abs(ref.areas - got.areas).max() <= 1
+        for key, value in ref.alert.features.items():
+            assert got.alert.features[key] == pytest.approx(value, rel=1e-3, abs=1e-3, nan_ok=True)
+
+
+def test_scheduler_finish_error_reaches_every_stream(student, tmp_path, monkeypatch):
+    import echodfkd.stream.multistream as ms
+
+    run = tmp_path / "run"
+    student.save_pretrained(run, extra_config={"infer_size": SIZE})
+    predictor = Predictor(run)
+    multi = MultiStream.from_predictor(predictor)
+
+    def broken(*args):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(ms, "finish_frames", broken)
+    try:
+        with multi.stream(predictor) as p:
+            with pytest.raises(ModelError, match="ValueError: boom"):
+                p.push(np.zeros((SIZE, SIZE), np.uint8))
+    finally:
+        multi.shutdown()
 
 
 def test_stream_predictor_has_its_own_alert_state(student, tmp_path):
@@ -342,7 +425,7 @@ def test_bench_streams_script_reports_every_row(student, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model_size"] == [SIZE, SIZE] and out["input_size"] == [64, 64]
     rows = {(r["variant"], r["layout"], r["streams"]) for r in out["rows"]}
-    assert rows == {(v, lay, n) for v in ("engine", "predict") for lay in ("all", "c2w2") for n in (1, 3)}
+    assert rows == {(v, lay, n) for v in ("engine", "predict", "predict-thr") for lay in ("all", "c2w2") for n in (1, 3)}
     assert all(r["aggregate_fps"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
     with pytest.raises(SystemExit):
         bench.main(["--model", str(run), "--streams", "0"])

@@ -124,21 +124,31 @@ class AlertAccumulator:
 
     def update(self, frame: np.ndarray, soft: np.ndarray, mask: np.ndarray) -> None:
         """Add one frame (uint8 (H, W)), its soft mask (uint8) and binary mask, all at the model size."""
-        pair = frame[None] if self._prev is None else np.stack([self._prev, frame])
-        stats = frame_statistics(pair)
-        self.std.append(float(stats["std"][-1]))
-        self.spatial.append(float(stats["spatial"][-1]))
-        self.temporal.append(float(stats["temporal"][-1]) if self._prev is not None else float("nan"))
-        self._prev = frame
-        self.area.append(float(np.count_nonzero(mask)) / mask.size)
-        touched = np.count_nonzero(soft >= UNCERTAIN_LOW)
-        unsure = np.count_nonzero((soft >= UNCERTAIN_LOW) & (soft <= UNCERTAIN_HIGH))
-        self.uncertain.append(unsure / touched if touched else 0.0)
+        update_accumulators([self], frame[None], soft[None], mask[None])
 
     def features(self, fps: float) -> dict[str, float]:
         """The six clip features (see the module docstring); NaN where the clip is too short to tell."""
         return clip_features(np.array(self.std), np.array(self.spatial), np.array(self.temporal),
                              np.array(self.area), np.array(self.uncertain), fps)
+
+
+def update_accumulators(accs: list[AlertAccumulator], frames: np.ndarray, softs: np.ndarray,
+                        masks: np.ndarray) -> None:
+    """`AlertAccumulator.update` of several streams at once: row i of the (n, H, W) arrays goes to accs[i]."""
+    n = len(accs)
+    # Each stream's (previous, current) pair, one call for all (a first frame is paired with itself).
+    pairs = [x for a, f in zip(accs, frames) for x in (f if a._prev is None else a._prev, f)]
+    stats = frame_statistics(np.stack(pairs))
+    area = np.count_nonzero(masks.reshape(n, -1), axis=1)
+    touched = np.count_nonzero((softs >= UNCERTAIN_LOW).reshape(n, -1), axis=1)
+    unsure = np.count_nonzero(((softs >= UNCERTAIN_LOW) & (softs <= UNCERTAIN_HIGH)).reshape(n, -1), axis=1)
+    for i, a in enumerate(accs):
+        a.std.append(float(stats["std"][2 * i + 1]))
+        a.spatial.append(float(stats["spatial"][2 * i + 1]))
+        a.temporal.append(float(stats["temporal"][2 * i + 1]) if a._prev is not None else float("nan"))
+        a._prev = frames[i]
+        a.area.append(float(area[i]) / masks[i].size)
+        a.uncertain.append(int(unsure[i]) / int(touched[i]) if touched[i] else 0.0)
 
 
 def clip_features(std: np.ndarray, spatial: np.ndarray, temporal: np.ndarray, area: np.ndarray,

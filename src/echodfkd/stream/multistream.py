@@ -4,8 +4,11 @@ The streams' state lives in a `stream.batched.BatchedEngine` (one row each; join
 `MultiStream` runs a scheduler thread over a `BatchedEngine`: streams (one thread each: a viewer upload, a
 clip of `predict --streams N`) submit a frame and block; the scheduler runs one batched step as soon as
 every active stream has a frame ready, or `max_wait_ms` after the first one arrived. `stream_predictor`
-gives a `Predictor` whose frames go through one such stream, so every per-frame step after the network
-(soft masks, largest region, alert statistics, areas) is the single-stream code itself.
+gives a `Predictor` whose frames go through one such stream. The work after the network (soft masks,
+largest region, alert statistics, areas) is `predictor.finish_frames`, the single-stream code itself: the
+scheduler thread runs it once per step for every frame of the batch (whole-batch numpy, per-frame cv2),
+not N stream threads fighting for the GIL (`post_in_scheduler=False` keeps the per-thread way, for
+benchmarks).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 from echodfkd.errors import EchoDFKDError, ModelError
 from echodfkd.stream.alert import AlertAccumulator
 from echodfkd.stream.batched import BatchedEngine
-from echodfkd.stream.predictor import Predictor
+from echodfkd.stream.predictor import FrameResult, Predictor, finish_frames
 
 #: Default wait for stragglers before a step runs without them (a viewer upload's extra latency at most).
 MAX_WAIT_MS = 5.0
@@ -41,12 +44,15 @@ def check_streams(n: Any, flag: str = "--streams") -> int:
 class _Pending:
     """A frame waiting for the next batched step, and where its logits go."""
 
-    __slots__ = ("slot", "frame", "done", "logits", "error")
+    __slots__ = ("slot", "frame", "done", "logits", "error", "post", "small", "result")
 
-    def __init__(self, slot: int, frame: np.ndarray) -> None:
+    def __init__(self, slot: int, frame: np.ndarray, post: Predictor | None = None,
+                 small: np.ndarray | None = None) -> None:
         self.slot, self.frame, self.done = slot, frame, threading.Event()
         self.logits: np.ndarray | None = None
         self.error: BaseException | None = None
+        self.post, self.small = post, small  # finished in the scheduler: its predictor, uint8 frame
+        self.result: FrameResult | None = None
 
 
 class StreamHandle:
@@ -59,13 +65,21 @@ class StreamHandle:
 
     def step(self, frame: np.ndarray) -> np.ndarray:
         """One float32 frame (H, W) on the 0-255 scale -> logits (C, H, W), after the batched step it joined."""
+        return self.owner._submit(_Pending(self.slot, self._checked(frame))).logits
+
+    def _checked(self, frame: np.ndarray) -> np.ndarray:
         if self.closed:
             raise ModelError("this stream is closed")
         frame = np.asarray(frame, dtype=np.float32)
         if frame.shape != self.owner.engine.size:
             size = self.owner.engine.size
             raise ModelError(f"the batched engine takes {size[0]}x{size[1]} frames, got {frame.shape}")
-        return self.owner._submit(self, frame)
+        return frame
+
+    def finish(self, predictor: Predictor, small: np.ndarray) -> FrameResult:
+        """One uint8 frame at the model size (`Predictor.admit`) -> `predictor`'s FrameResult, finished in the
+        scheduler thread together with the rest of the batch (latency left 0)."""
+        return self.owner._submit(_Pending(self.slot, self._checked(small), predictor, small)).result
 
     def reset(self) -> None:
         """Start a new clip on this stream (zero state); the stream is idle until its next frame."""
@@ -87,10 +101,11 @@ class StreamHandle:
 class MultiStream:
     """A scheduler thread that advances every stream with a frame ready through one batched engine step."""
 
-    def __init__(self, engine: BatchedEngine, max_wait_ms: float = MAX_WAIT_MS) -> None:
+    def __init__(self, engine: BatchedEngine, max_wait_ms: float = MAX_WAIT_MS, post_in_scheduler: bool = True) -> None:
         if not max_wait_ms >= 0:
             raise ModelError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.engine, self.max_wait = engine, max_wait_ms / 1000.0
+        self.post_in_scheduler = post_in_scheduler
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._active: set[int] = set()  # streams that sent a frame since their last reset / idle
@@ -101,7 +116,7 @@ class MultiStream:
 
     @classmethod
     def from_predictor(cls, predictor: Predictor, max_wait_ms: float = MAX_WAIT_MS, chunk: int | None = None,
-                       workers: int = 1) -> "MultiStream":
+                       workers: int = 1, post_in_scheduler: bool = True) -> "MultiStream":
         """Batch streams through `predictor`'s own torch engine (same weights, precision, size, device)."""
         engine = getattr(predictor, "engine", None)
         if getattr(predictor, "backend", None) != "torch" or not hasattr(engine, "net"):
@@ -109,7 +124,7 @@ class MultiStream:
         batched = BatchedEngine(engine.student, predictor.size, precision=predictor.precision,
                                 compile=predictor.compiled, net=engine.net, log=engine.log, chunk=chunk,
                                 workers=workers)
-        return cls(batched, max_wait_ms)
+        return cls(batched, max_wait_ms, post_in_scheduler)
 
     # ------------------------------------------------------------------ streams
     def open(self) -> StreamHandle:
@@ -140,19 +155,17 @@ class MultiStream:
         self._thread.join(timeout=5)
 
     # ------------------------------------------------------------------ scheduler
-    def _submit(self, handle: StreamHandle, frame: np.ndarray) -> np.ndarray:
-        item = _Pending(handle.slot, frame)
+    def _submit(self, item: _Pending) -> _Pending:
         with self._cond:
             if self._stopped:
                 raise ModelError("the batched engine is shut down")
-            self._active.add(handle.slot)
+            self._active.add(item.slot)
             self._pending.append(item)
             self._cond.notify_all()
         item.done.wait()
         if item.error is not None:
             raise item.error
-        assert item.logits is not None
-        return item.logits
+        return item
 
     def _idle(self, handle: StreamHandle) -> None:
         with self._cond:
@@ -174,7 +187,7 @@ class MultiStream:
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                batch, self._pending = self._pending, []
+                batch, self._pending = sorted(self._pending, key=lambda p: p.slot), []  # rows in order: no gather
                 stopped = self._stopped
             if stopped:
                 for item in batch:
@@ -189,6 +202,12 @@ class MultiStream:
             logits = self.engine.step([p.slot for p in batch], np.stack([p.frame for p in batch]))
             for item, out in zip(batch, logits):
                 item.logits = out
+            post = [item for item in batch if item.post is not None]
+            if post:  # one call for every frame to finish, in this thread (one GIL holder, no handoffs)
+                results = finish_frames([item.post for item in post], np.stack([item.small for item in post]),
+                                        np.stack([item.logits for item in post]))
+                for item, result in zip(post, results):
+                    item.result = result
         except BaseException as exc:  # every waiting stream hears of it, not only the scheduler
             for item in batch:
                 item.error = exc if isinstance(exc, EchoDFKDError) else ModelError(
@@ -201,6 +220,15 @@ class MultiStream:
 
 class StreamPredictor(Predictor):
     """A `Predictor` that shares another's settings and steps its frames through one `MultiStream` stream."""
+
+    def push(self, frame: np.ndarray) -> FrameResult:
+        """As `Predictor.push`; the scheduler finishes the frame with the rest of its batch (`finish_frames`)."""
+        if not self.engine.owner.post_in_scheduler:
+            return super().push(frame)
+        start = time.perf_counter()
+        result = self.engine.finish(self, self.admit(frame))
+        result.latency_ms = (time.perf_counter() - start) * 1000.0
+        return result
 
     def stream_clip(self, frames: np.ndarray) -> Iterator[Any]:
         """As `Predictor.stream_clip`; after the last frame the stream is idle (steps stop waiting for it)."""

@@ -21,11 +21,10 @@ import numpy as np
 from echodfkd.errors import ModelError, VideoError
 from echodfkd.io.records import StudentConfig
 from echodfkd.io.video import resize_masks
-from echodfkd.measures.masks import binarize
 from echodfkd.measures.phases import find_beats
 from echodfkd.models.student import check_frame_size
 from echodfkd.stream.alert import (ALERT_FILE, AlertAccumulator, AlertConfig, AlertResult, calibration_clips,
-                                  fit_alert, load_alert, save_alert, score_features)
+                                  fit_alert, load_alert, save_alert, score_features, update_accumulators)
 from echodfkd.stream.postprocess import keep_largest_component, logits_to_soft
 
 DEFAULT_SIZE = 112
@@ -57,6 +56,32 @@ class ClipResult:
     latency_ms: np.ndarray
     notes: list[str] = field(default_factory=list)
     rv: np.ndarray | None = None
+
+
+def finish_frames(predictors: list["Predictor"], frames: np.ndarray, logits: np.ndarray) -> list[FrameResult]:
+    """Everything after the network for one frame of each of n streams at once (latency left 0).
+
+    `frames` (n, h, w) uint8 at the model size (from `Predictor.admit`), `logits` (n, C, h, w); row i
+    belongs to `predictors[i]` (its thresholds, largest-region setting, input size and alert statistics).
+    Element-wise steps run over the whole batch; the largest region and the resize back run per frame.
+    """
+    soft = logits_to_soft(logits)
+    lv = soft[:, 0]
+    for i, p in enumerate(predictors):
+        if p.largest_component:
+            lv[i] = keep_largest_component(lv[i], min(p.thresholds.values()))
+    cut = np.array([float(p.thresholds["afd"]) * 255.0 for p in predictors])[:, None, None]
+    update_accumulators([p._acc for p in predictors], frames, lv, lv >= cut)
+    out = []
+    for i, p in enumerate(predictors):
+        size = p._input_size or p.size
+        mask = lv[i] if size == p.size else resize_masks(lv[i][None], size)[0]
+        rv = None
+        if soft.shape[1] > 1:
+            rv = soft[i, 1] if size == p.size else resize_masks(soft[i, 1][None], size)[0]
+        area = int(np.count_nonzero(mask >= cut[i, 0, 0]))
+        out.append(FrameResult(mask, area, 0.0, rv))
+    return out
 
 
 def load_run(model: Any) -> tuple[Any, StudentConfig, Path | None]:
@@ -195,6 +220,13 @@ class Predictor:
     def push(self, frame: np.ndarray) -> FrameResult:
         """Process the next frame (uint8 grayscale (H, W)) using only the frames pushed before it."""
         start = time.perf_counter()
+        x = self.admit(frame)
+        result = finish_frames([self], x[None], self.engine.step(x.astype(np.float32))[None])[0]
+        result.latency_ms = (time.perf_counter() - start) * 1000.0
+        return result
+
+    def admit(self, frame: np.ndarray) -> np.ndarray:
+        """Check the next frame, resize it to the model size (uint8), and step the warm-up before a clip's first."""
         frame = np.asarray(frame)
         if frame.ndim != 2 or frame.dtype != np.uint8 or 0 in frame.shape:
             raise VideoError(f"frame must be a non-empty 2-D uint8 grayscale array, got {frame.dtype} {frame.shape}")
@@ -206,21 +238,11 @@ class Predictor:
             raise VideoError(f"frame size changed inside a stream: {self._input_size} then {(h, w)} (call reset())")
         x = frame if (h, w) == self.size else cv2.resize(
             frame, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA if h > self.size[0] else cv2.INTER_LINEAR)
-        xf = x.astype(np.float32)
-        if first:
+        if first and self.warmup:
+            xf = x.astype(np.float32)
             for _ in range(self.warmup):  # supp. §6: pre-pad by repeating the first frame
                 self.engine.step(xf)
-        soft = logits_to_soft(self.engine.step(xf))
-        lv = soft[0]
-        if self.largest_component:
-            lv = keep_largest_component(lv, min(self.thresholds.values()))
-        self._acc.update(x, lv, binarize(lv, self.thresholds["afd"]))
-        out = lv if (h, w) == self.size else resize_masks(lv[None], (h, w))[0]
-        rv = None
-        if soft.shape[0] > 1:
-            rv = soft[1] if (h, w) == self.size else resize_masks(soft[1][None], (h, w))[0]
-        area = int(np.count_nonzero(binarize(out, self.thresholds["afd"])))
-        return FrameResult(out, area, (time.perf_counter() - start) * 1000.0, rv)
+        return x
 
     def alert(self, fps: float) -> AlertResult:
         """The alert for the frames pushed since the last reset."""
