@@ -161,7 +161,8 @@ class MultiStream:
                 raise ModelError("the batched engine is shut down")
             self._active.add(item.slot)
             self._pending.append(item)
-            self._cond.notify_all()
+            if len(self._pending) == 1 or self._ready():  # wake the scheduler only when it has news (GIL)
+                self._cond.notify_all()
         item.done.wait()
         if item.error is not None:
             raise item.error
