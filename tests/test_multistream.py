@@ -205,6 +205,26 @@ def test_scheduler_finishes_mixed_sizes_two_channels_largest_region_and_warmup(t
             assert got.alert.features[key] == pytest.approx(value, rel=1e-3, abs=1e-3, nan_ok=True)
 
 
+def test_auto_layout_splits_eager_steps_on_two_threads(student, tmp_path):
+    from echodfkd.stream.multistream import AUTO_CHUNK, auto_layout
+
+    run = tmp_path / "run"
+    student.save_pretrained(run, extra_config={"infer_size": SIZE})
+    predictor = Predictor(run)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert auto_layout(False) == (AUTO_CHUNK, 2) and auto_layout(False, 8) == (8, 2)
+        assert auto_layout(True) == (None, 1)
+        multi = MultiStream.from_predictor(predictor)
+        assert (multi.engine.chunk, multi.engine.workers) == (AUTO_CHUNK, 2)
+        multi.shutdown()
+        torch.set_num_threads(1)
+        assert auto_layout(False) == (None, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_scheduler_finish_error_reaches_every_stream(student, tmp_path, monkeypatch):
     import echodfkd.stream.multistream as ms
 
