@@ -219,7 +219,7 @@ def test_bad_input_through_cli_main(case, w, tmp_path, capfd, monkeypatch):
     _check_one_line(rc, captured.err, words, case)
     assert w["blocker"].read_text() == before  # an output that is a file is left alone
     fresh = tmp_path / "out"
-    assert not fresh.exists() or not any(fresh.rglob("*")), f"{case}: left {sorted(fresh.rglob('*'))}"
+    assert not fresh.exists(), f"{case}: left {sorted(fresh.rglob('*'))} (a refused run leaves no folder)"
     assert not (w["root"] / "data" / "targets").exists()
 
 
@@ -335,4 +335,4 @@ def test_bad_records_are_one_line(case, library_cases, tmp_path, capfd, monkeypa
     _check_one_line(rc, err, words, case)
     assert "(105)" not in err and "KeyError" not in err  # no bare exception codes in the line
     out = tmp_path / "out"
-    assert not out.exists() or not any(p.suffix in (".npz", ".json") for p in out.rglob("*"))
+    assert not out.exists(), f"{case}: left {sorted(out.rglob('*'))} (a refused run leaves no folder)"

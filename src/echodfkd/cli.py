@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import echodfkd.commands as commands_pkg
 from echodfkd import __version__
+from echodfkd.commands import _flags
 from echodfkd.errors import EchoDFKDError
 
 # Pipeline order for `--help`; commands not listed come after, alphabetically.
@@ -91,13 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in TORCH_COMMANDS:
         _flush_denormals()
     name = " ".join(filter(None, (args.command, getattr(args, "teacher_command", None))))
+    _flags.CREATED.clear()  # only this invocation's folders
     try:
         return int(args._run(args) or 0)
     except EchoDFKDError as exc:
         print(f"echodfkd {name}: error: {exc}", file=sys.stderr)
+        _flags.remove_empty(_flags.CREATED)  # a refused run leaves no empty output folder behind
         return 2
     except OSError as exc:  # safety net: commands check their outputs first, so this is rare
         print(f"echodfkd {name}: error: {_os_error(exc)}", file=sys.stderr)
+        _flags.remove_empty(_flags.CREATED)
         return 2
     except KeyboardInterrupt:
         print(f"echodfkd {name}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)

@@ -75,10 +75,21 @@ def check_writable_dir(path: str | os.PathLike, keep: bool = True) -> Path:
         raise EchoDFKDError(f"{path}: cannot write here ({reason})") from None
     finally:
         if not keep:
-            for folder in created:  # deepest first
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_empty(created)
+    CREATED.extend(created)
     return path
+
+
+#: Folders that check_writable_dir created in this process (deepest first), so that a command refused after
+#: its output check leaves no empty folder behind (cli.main calls remove_empty on them).
+CREATED: list[Path] = []
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each folder of `folders` (deepest first) that is still empty; others are left alone."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds on an empty folder
 
 
 def check_out_target(path: str | os.PathLike) -> Path:
