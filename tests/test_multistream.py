@@ -117,6 +117,22 @@ def test_bf16_precision_matches_its_single_stream_engine(student):
         BatchedEngine(student, (SIZE, SIZE), chunk=0)
 
 
+def _predict_concurrently(multi: MultiStream, predictor: Predictor, clips: list, fps: float) -> list:
+    """Each clip on its own thread through `multi` (then shut down); results in clip order."""
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        results[i] = multi.predict_clip(predictor, clips[i], fps)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    multi.shutdown()
+    return [results[i] for i in range(len(clips))]
+
+
 @pytest.mark.parametrize("post_in_scheduler", [True, False])
 def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path, post_in_scheduler):
     run = tmp_path / "run"
@@ -125,19 +141,9 @@ def test_scheduler_threads_equal_single_stream_predictor(student, tmp_path, post
     clips = [make_clip(seed=7, index=i, size=SIZE, frames=40).frames[: 20 + 5 * i] for i in range(4)]
     alone = [predictor.predict_clip(c, 50.0) for c in clips]
     multi = MultiStream.from_predictor(predictor, max_wait_ms=20, post_in_scheduler=post_in_scheduler)
-    results: dict[int, object] = {}
-
-    def one(i: int) -> None:
-        results[i] = multi.predict_clip(predictor, clips[i], 50.0)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    multi.shutdown()
+    results = _predict_concurrently(multi, predictor, clips, 50.0)
     assert max(multi.batch_sizes) > 1  # streams really stepped together
-    for ref, got in zip(alone, (results[i] for i in range(len(clips)))):
+    for ref, got in zip(alone, results):
         assert np.abs(ref.masks.astype(int) - got.masks.astype(int)).max() <= 1
         assert np.abs(ref.areas - got.areas).max() <= 1
         assert ref.phases == got.phases and ref.alert.flagged == got.alert.flagged
@@ -183,17 +189,7 @@ def test_scheduler_finishes_mixed_sizes_two_channels_largest_region_and_warmup(t
              for t, (h, w) in zip((9, 6, 12, 7), ((SIZE, SIZE), (48, 40), (20, 28), (64, 64)))]
     alone = [predictor.predict_clip(c, 30.0) for c in clips]
     multi = MultiStream.from_predictor(predictor, max_wait_ms=50)
-    results: dict[int, object] = {}
-
-    def one(i: int) -> None:
-        results[i] = multi.predict_clip(predictor, clips[i], 30.0)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    multi.shutdown()
+    results = _predict_concurrently(multi, predictor, clips, 30.0)
     assert max(multi.batch_sizes) > 1
     for i, ref in enumerate(alone):
         got = results[i]

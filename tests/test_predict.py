@@ -16,7 +16,7 @@ from echodfkd.io.video import read_video, write_video
 from echodfkd.models import Student
 from echodfkd.stream import Predictor
 from echodfkd.stream.alert import ALERT_FILE
-from tiny_models import fitted_student
+from tiny_models import fitted_student, randomise_bn
 
 SIZE = 64
 
@@ -24,21 +24,12 @@ SIZE = 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _randomise_bn(model: Student) -> Student:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 @pytest.fixture
 def tiny_run(tmp_path):
     """A random 2-block student saved as a run directory with calibrated-looking thresholds."""
     torch.manual_seed(0)
     run = tmp_path / "run"
-    _randomise_bn(Student(blocks=2)).save_pretrained(run, extra_config={"thresholds": {"dice": 0.4, "afd": 0.3},
+    randomise_bn(Student(blocks=2)).save_pretrained(run, extra_config={"thresholds": {"dice": 0.4, "afd": 0.3},
                                                                         "infer_size": SIZE})
     return run
 
