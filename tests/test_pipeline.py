@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from echodfkd.pipeline import StepRunner
+from echodfkd.pipeline import Step, StepRunner
 
 
 def test_steps_resume_and_rerun_when_outputs_missing(tmp_path):
@@ -15,13 +15,14 @@ def test_steps_resume_and_rerun_when_outputs_missing(tmp_path):
         (tmp_path / "a.txt").write_text("x")
         return {"n": 3}
 
+    step = Step("a", "make a", outputs=(tmp_path / "a.txt",), fn=make)
     runner = StepRunner(tmp_path, echo=lambda m: None)
-    assert runner.run("a", "make a", make, outputs=[tmp_path / "a.txt"]) == {"n": 3}
+    assert runner.run_all([step]) == {"a": {"n": 3}}
     again = StepRunner(tmp_path, echo=lambda m: None)
-    assert again.run("a", "make a", make, outputs=[tmp_path / "a.txt"]) == {"n": 3}
+    assert again.run_all([step]) == {"a": {"n": 3}}
     assert len(calls) == 1 and "a" in again.timings()
     (tmp_path / "a.txt").unlink()
-    StepRunner(tmp_path, echo=lambda m: None).run("a", "make a", make, outputs=[tmp_path / "a.txt"])
+    StepRunner(tmp_path, echo=lambda m: None).run_all([step])
     assert len(calls) == 2
 
 
@@ -32,7 +33,7 @@ def test_failed_step_is_not_recorded(tmp_path):
         raise RuntimeError("x")
 
     with pytest.raises(RuntimeError, match="x"):  # the step's own error reaches the caller
-        runner.run("b", "fails", boom)
+        runner.run_all([Step("b", "fails", fn=boom)])
     assert "b" not in StepRunner(tmp_path, echo=lambda m: None).timings()
 
 
@@ -58,9 +59,9 @@ def test_a_rerun_step_forces_later_steps_and_cleans_their_folders(tmp_path):
         (later / "stale.txt").write_text("x")
 
     def both():
-        runner = StepRunner(tmp_path, echo=lambda m: None, cascade=True)
-        runner.run("a", "first", first, outputs=[tmp_path / "a.txt"])
-        runner.run("b", "second", second, outputs=[later / "stale.txt"], folders=[later])
+        StepRunner(tmp_path, echo=lambda m: None).run_all([
+            Step("a", "first", outputs=(tmp_path / "a.txt",), fn=first),
+            Step("b", "second", depends_on=("a",), outputs=(later / "stale.txt",), folders=(later,), fn=second)])
 
     both()
     both()

@@ -73,13 +73,11 @@ def read_journal(out: str | Path) -> StepsJournal | None:
 class StepRunner:
     """Run declared steps in order, timing each; reuse a recorded step unless it is stale or its outputs vanished."""
 
-    def __init__(self, out: str | Path, echo: Callable[[str], None] | None = None, cascade: bool = False) -> None:
+    def __init__(self, out: str | Path, echo: Callable[[str], None] | None = None) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.path = self.out / STEPS_FILE
-        self.cascade = cascade  # `run` only: a linear chain where each step depends on every earlier one
-        self._order: list[str] = []
         self._declared: dict[str, Step] = {}
         try:
             self.journal = StepsJournal.read_or_none(self.path) or StepsJournal()
@@ -146,13 +144,6 @@ class StepRunner:
         self._save()
         self.echo(f"[{step.name}] finished in {seconds:.1f} s")
         return self._then(step, summary)
-
-    def run(self, name: str, title: str, fn: Callable[[], Summary | None],
-            outputs: list[Path] | None = None, folders: list[Path] | None = None) -> Summary:
-        """Run `fn` as step `name` (one step declared on the fly; with `cascade` it depends on every earlier one)."""
-        deps = tuple(self._order) if self.cascade else ()
-        self._order.append(name)
-        return self.run_step(Step(name, title, deps, tuple(outputs or ()), tuple(folders or ()), fn))
 
     def skip(self, name: str, reason: str) -> None:
         """Record a step as skipped with the reason (shown in reports)."""
