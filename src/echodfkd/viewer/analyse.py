@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from echodfkd.measures.masks import binarize
 from echodfkd.viewer.render import display_size, frame_sheet, mask_sheet
 from echodfkd.viewer.summary import estimate_ef, latency_summary, phase_lists
 
@@ -55,11 +56,6 @@ def _rounded(value: Any, digits: int) -> float | None:
     return round(value, digits) if np.isfinite(value) else None
 
 
-def _binary(soft: np.ndarray, threshold: float) -> np.ndarray:
-    from echodfkd.measures.masks import binarize
-    return binarize(soft, threshold)
-
-
 def _phases_from_areas(areas: np.ndarray, fps: float | None) -> dict[str, list[int]]:
     from echodfkd.measures.phases import find_beats
     if areas.size < 2 or np.ptp(areas) == 0:
@@ -84,7 +80,7 @@ def run_teacher(teacher: Callable, frames: np.ndarray, fps: float, batch: int = 
             soft.append(np.round(prob * 255).astype(np.uint8))
             latency += [dt] * len(prob)
     masks = resize_masks(np.concatenate(soft), frames.shape[1:])
-    binary = _binary(masks, 0.5)
+    binary = binarize(masks, 0.5)
     areas = binary.reshape(len(binary), -1).sum(1).astype(np.float64)
     phases = _phases_from_areas(areas, fps)
     return {"masks": masks, "binary": binary, "areas": areas, "phases": phases,
@@ -113,8 +109,8 @@ class Analyser:
         rv = None
         if getattr(result, "rv", None) is not None:  # an LV+RV student: its RV channel at its own threshold
             t_rv = (self.predictor.config.get("thresholds_rv") or {}).get("dice", 0.5)
-            rv = _binary(result.rv, float(t_rv))
-        return {"masks": result.masks, "binary": _binary(result.masks, thresholds["dice"]), "rv": rv,
+            rv = binarize(result.rv, float(t_rv))
+        return {"masks": result.masks, "binary": binarize(result.masks, thresholds["dice"]), "rv": rv,
                 "areas": np.asarray(result.areas, np.float64), "phases": phase_lists(result.phases),
                 "latency_ms": [float(x) for x in np.asarray(result.latency_ms, np.float64).ravel()],
                 "thresholds": thresholds, "alert": alert_json(result.alert), "notes": list(result.notes or [])}
