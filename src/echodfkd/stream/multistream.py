@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from echodfkd.errors import EchoDFKDError, ModelError
-from echodfkd.stream.alert import AlertAccumulator
 from echodfkd.stream.batched import BatchedEngine
 from echodfkd.stream.predictor import FrameResult, Predictor, finish_frames
 
@@ -257,12 +256,7 @@ class StreamPredictor(Predictor):
 
 def stream_predictor(predictor: Predictor, handle: StreamHandle) -> StreamPredictor:
     """A copy of `predictor` (thresholds, warm-up, alert, sizes) whose engine is `handle`, with its own alert state."""
-    clone = StreamPredictor.__new__(StreamPredictor)
-    clone.__dict__.update(predictor.__dict__)  # settings only; the per-clip state is replaced below
-    clone.engine = handle
-    clone._acc = AlertAccumulator()
-    clone.reset()
-    return clone
+    return predictor.fork(handle, StreamPredictor)
 
 
 def run_streams(predictor: Predictor, items: Sequence[Any], job: Callable[[Any, Predictor], Iterator[int]],

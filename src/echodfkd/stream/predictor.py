@@ -210,6 +210,16 @@ class Predictor:
         """A predictor for a student run directory (RUN/config.json read once, as a typed record)."""
         return cls(Path(run_dir), options, **overrides)
 
+    def fork(self, engine: Any, cls: type["Predictor"] | None = None) -> "Predictor":
+        """A predictor with this one's settings (thresholds, warm-up, alert, sizes) streaming through `engine`,
+        with its own per-clip state (e.g. one stream of a shared batched engine); `cls` picks a subclass."""
+        clone = (cls or type(self)).__new__(cls or type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.engine = engine
+        clone._acc = AlertAccumulator()
+        clone.reset()
+        return clone
+
     # ------------------------------------------------------------------ streaming
     def reset(self) -> None:
         """Start a new clip: zero recurrent state, forget alert statistics."""
