@@ -267,7 +267,7 @@ def test_resume_refuses_other_teacher_or_architecture(tmp_path):
 def test_precision_default_follows_the_hardware(monkeypatch):
     import echodfkd.hardware as hw
     from echodfkd.distill.config import DistillConfig
-    from echodfkd.distill.train import _precision
+    from echodfkd.distill.devices import lightning_precision as _precision
 
     monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     assert hw.cpu_has_native_bf16() and _precision(DistillConfig(), "cpu") == "bf16-mixed"

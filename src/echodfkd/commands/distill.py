@@ -190,11 +190,10 @@ def run(args: argparse.Namespace) -> int:
     """Train, export and calibrate; print the run's summary."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from echodfkd.distill.devices import resolve_accelerator
     from echodfkd.distill.train import distill
-    from echodfkd.io.records import StudentConfig
     from echodfkd.io.lock import output_lock
-
-    from echodfkd.distill.train import resolve_accelerator
+    from echodfkd.io.records import StudentConfig
 
     resolve_settings(args)
     cfg = check_settings(args, blocks=args.blocks, layers=args.layers)

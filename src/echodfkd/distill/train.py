@@ -28,7 +28,8 @@ import numpy as np
 from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsFolder, TrainWindows,
                                  WindowSampler, check_targets)
 from echodfkd.distill.checks import check_checkpoint, check_resume, check_seq_len, check_sizes
-from echodfkd.distill.config import LIGHTNING_PRECISION, DistillConfig, flag
+from echodfkd.distill.config import LIGHTNING_PRECISION, DistillConfig
+from echodfkd.distill.devices import lightning_precision, resolve_accelerator, strategy
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import DISK_FULL
 from echodfkd.io.records import RecordError, StudentConfig
@@ -59,46 +60,6 @@ def _quiet() -> bool:
 def _native_size(sizes: list[list[int]]) -> int | None:
     """The one square size calibration ran at (recorded so that predict runs there too), else None."""
     return sizes[0][0] if len(sizes) == 1 and sizes[0][0] == sizes[0][1] else None
-
-
-def resolve_accelerator(cfg: DistillConfig) -> str:
-    """cuda or cpu for auto; gpu/cuda refused where torch sees no GPU (not a silent CPU run)."""
-    import torch
-
-    if cfg.accelerator == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise ModelError(f"{flag('accelerator')} {cfg.accelerator}: torch sees no CUDA GPU here; use "
-                             f"{flag('accelerator')} cpu (or auto)")
-        return "cuda"
-    return cfg.accelerator
-
-
-def _precision(cfg: DistillConfig, accelerator: str) -> str:
-    """Lightning's precision for the setting: fp32 -> 32-true, bf16 -> bf16-mixed, auto by the hardware."""
-    import torch
-
-    from echodfkd.hardware import cpu_has_native_bf16
-
-    choice = cfg.precision
-    if choice == "auto":
-        # bf16 autocast only where the hardware has it (the loss stays fp32). On a 2-core AMD EPYC with
-        # AVX512-BF16 a (4,1) training step at 56x56 took 0.55 s in bf16 against 1.0 s in fp32; CPUs without
-        # native bf16 are slower in bf16, so full precision there.
-        if accelerator == "cuda":
-            choice = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            choice = "bf16" if accelerator == "cpu" and cpu_has_native_bf16() else "fp32"
-    return LIGHTNING_PRECISION[choice]
-
-
-def _strategy(cfg: DistillConfig, accelerator: str) -> Any:
-    if cfg.strategy == "ddp" and accelerator == "cpu":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        return DDPStrategy(process_group_backend="gloo")
-    return cfg.strategy
 
 
 def best_logged(run: Path, metric: str) -> float | None:
@@ -314,7 +275,7 @@ def _trainer(run: Path, cfg: DistillConfig, accelerator: str, precision: str, sa
     _quiet_lightning()
     trainer = pl.Trainer(
         default_root_dir=run, max_epochs=cfg.epochs, max_time=cfg.max_time, accelerator=accelerator,
-        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg, accelerator),
+        devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=strategy(cfg, accelerator),
         precision=precision, callbacks=cbs, logger=loggers,
         log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
         enable_progress_bar=not _quiet(), enable_model_summary=not _quiet())
@@ -390,7 +351,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
         return run
     inputs = _validate(data_root, targets_dir, run, cfg, resume)
     accelerator = resolve_accelerator(cfg)
-    precision = _precision(cfg, accelerator)
+    precision = lightning_precision(cfg, accelerator)
     ckpt = last if resume and last.is_file() else None
     if ckpt is not None:
         check_checkpoint(ckpt)
