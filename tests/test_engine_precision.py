@@ -69,10 +69,29 @@ def test_mixed_engine_matches_fp32_and_keeps_its_state_fp32(run, frames):
     assert all(t.dtype == torch.float32 for t in state.flat())
     for a, b in zip(state.flat(), ref_state.flat()):
         torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
-    # Only the convolutions after the first ConvLSTM layer run in bf16.
-    assert [w.dtype for w in mixed.enc_w] == [torch.float32, torch.bfloat16]
+    # Every convolution runs in bf16 but the first layer's part over the frame (fp32, with the bias).
+    assert [w.dtype for w in mixed.enc_w] == [torch.bfloat16, torch.bfloat16]
+    assert [tuple(w.shape[:2]) for w in mixed.enc_wx] == [(4 * mixed.widths[0], 1)]
+    assert mixed.enc_wx[0].dtype == torch.float32 and mixed.enc_w[0].shape[1] == mixed.widths[0]
     assert all(w.dtype == torch.bfloat16 for w in mixed.dec_w)
     assert all(b.dtype == torch.float32 for b in mixed.enc_b)
+
+
+def test_split_first_layer_equals_the_whole_one_at_fp32(run, frames):
+    """The split convolution (frame part + h part) is the same maths as the single one over concat(x, h)."""
+    from echodfkd.models.fast import StreamingStudent
+
+    student = Student.from_pretrained(run).eval()
+    ref, ref_state = _stream(StreamingStudent(student), frames[:12])
+    split = StreamingStudent(student, full_precision_inputs=2)
+    assert split.split_layers == [0, 1] and len(split.enc_wx) == 2
+    got, state = _stream(split, frames[:12])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip(state.flat(), ref_state.flat()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # Layers kept whole in full precision are not split again.
+    both = StreamingStudent(student, conv_dtype=torch.bfloat16, full_precision_layers=1, full_precision_inputs=2)
+    assert both.split_layers == [1] and both.enc_w[0].dtype == torch.float32 and both.enc_w[1].dtype == torch.bfloat16
 
 
 @pytest.mark.slow  # 24 s on 2 shared cores (AOTInductor build; measured 13:23)
@@ -82,10 +101,13 @@ def test_compiled_mixed_equals_eager_mixed(run, frames, tmp_path):
     eng = load_or_compile(student, (SIZE, SIZE), "mixed", directory=tmp_path)
     state, got = eng.init_state(), []
     assert all(t.dtype == torch.float32 for t in state)
+    strides = [t.stride() for t in state]
     with torch.inference_mode():
         for f in frames[:12]:
             logits, state = eng.step(torch.from_numpy(f.astype(np.float32))[None, None], state)
             got.append(logits.float())
+    # The state is fed back as it comes out: the compiled code reads it with the input strides it was built for.
+    assert [t.stride() for t in state] == strides
     ref, _ = _stream(for_precision(student, "mixed"), frames[:12])
     # bf16 convolutions: the compiled kernels may round differently from eager oneDNN ones.
     assert (torch.cat(got) - ref).abs().max() <= MIXED_LOGIT_ATOL

@@ -11,7 +11,7 @@ HELP = "benchmark student streaming/batch fps, ONNX Runtime, teacher fps and str
 DESCRIPTION = (
     "Measures, on the same phantom clip and in interleaved rounds: the student's streaming fps (reference "
     "Student.step, the fast engine and the ahead-of-time compiled engine in fp32, mixed and bf16, ONNX Runtime, "
-    "the end-to-end predictor), its batch (whole-clip) fps, the fp32 DeepLabv3-ResNet50 teacher's fps (batched "
+    "the end-to-end predictor) at the run's infer_size (--model-size), its batch (whole-clip) fps, the fp32 DeepLabv3-ResNet50 teacher's fps (batched "
     "and one frame at a time) and the ratios; the Dice of each reduced precision's masks vs fp32 on "
     "--check-clips (else on the benchmark clip); then the peak-memory growth of streaming 100 vs 1,000 frames "
     "in fresh processes. Goals: >= 400 fps single stream at 112 px on 2 cores and >= 25x the teacher, judged "
@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-frames", type=_flags.positive_int, default=8, help="frames per teacher round")
     parser.add_argument("--threads", type=_flags.positive_int, default=2,
                         help="CPU threads (the goal is stated for 2 cores)")
-    parser.add_argument("--size", type=_flags.frame_size, default=112, help="frame size")
+    parser.add_argument("--size", type=_flags.frame_size, default=112, help="the clip's frame size (the teacher's input)")
+    parser.add_argument("--model-size", type=_flags.frame_size, default=None,
+                        help="the size the student runs at, each frame resized to it inside the timed step "
+                             "(default: the run's infer_size, as predict runs it, else --size)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the ahead-of-time compiled engine (built once and cached; needs g++)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
@@ -50,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from echodfkd.stream.bench import run_benchmark
 
     student = getattr(args, "student", None)
-    _flags.check_size(args.size, 4 if student is None else _blocks(student))  # the default student has 4 blocks
+    blocks = 4 if student is None else _blocks(student)  # the default student has 4 blocks
+    _flags.check_size(args.size, blocks)
+    _flags.check_size(args.model_size, blocks, "--model-size")
     res = run_benchmark(model=student, frames=args.frames, rounds=args.rounds,
                         teacher_frames=args.teacher_frames, threads=args.threads, onnx=not args.no_onnx,
                         compile=args.compile, bf16=args.bf16, memory=not args.no_memory,
-                        teacher=not args.no_teacher, size=args.size, check_clips=[str(p) for p in args.check_clips])
+                        teacher=not args.no_teacher, size=args.size, check_clips=[str(p) for p in args.check_clips],
+                        model_size=args.model_size)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -73,7 +79,8 @@ def _blocks(run_dir: str) -> int:
 
 
 def _print_table(res: dict) -> None:
-    print(f"clip: {res['clip']}; model: {res['model']} ({res['params']:,} params); threads {res['threads']}; "
+    print(f"clip: {res['clip']}; model: {res['model']} ({res['params']:,} params) at {res['model_size']} px; "
+          f"threads {res['threads']}; "
           f"{res['rounds']} rounds; load average {res['load_average_before']} -> {res['load_average_after']}")
     ratio = res.get("ratio_vs_teacher_median", {})
     single = res.get("ratio_vs_teacher_single_frame_median", {})

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from echodfkd.io.video import resize_frames
 from echodfkd.stream.precision import AUTO_FRAMES, DICE_BAR, PrecisionCheck, check_precisions, choose_precision
 
 #: Issue 17's goals: one stream at 112 px on 2 cores, against the fp32 teacher measured in the same run.
@@ -47,12 +48,23 @@ def _load_avg() -> float | None:
         return None
 
 
-def _stream_fn(step: Callable, frames: list) -> Callable[[], int]:
-    """A callable streaming all `frames` through `step(frame, state)` from a zero state."""
+def _input_fn(model_size: int, dtype: Any = None) -> Callable[[np.ndarray], Any]:
+    """uint8 frame (H, W) -> the engine's input (1, 1, S, S) float tensor, resized as `Predictor.admit` does."""
+    import torch
+
+    def prep(frame: np.ndarray) -> Any:
+        x = torch.from_numpy(resize_frames(frame[None], model_size)[0].astype(np.float32))[None, None]
+        return x if dtype is None else x.to(dtype).contiguous(memory_format=torch.channels_last)
+    return prep
+
+
+def _stream_fn(step: Callable, frames: np.ndarray, prep: Callable[[np.ndarray], Any]) -> Callable[[], int]:
+    """A callable streaming all uint8 `frames` through `step(prep(frame), state)` from a zero state (the input
+    conversion and the resize to the model size are timed: a stream delivers uint8 frames of its own size)."""
     def run() -> int:
         state = None
         for f in frames:
-            _, state = step(f, state)
+            _, state = step(prep(f), state)
         return len(frames)
     return run
 
@@ -61,32 +73,27 @@ def _suffix(precision: str) -> str:
     return "" if precision == "fp32" else f"_{precision}"
 
 
-def _eager_variants(student: Any, clip: np.ndarray, precisions: tuple[str, ...]) -> dict[str, Callable[[], int]]:
+def _eager_variants(student: Any, clip: np.ndarray, precisions: tuple[str, ...],
+                    model_size: int) -> dict[str, Callable[[], int]]:
     """The reference `Student.step` and the fast engine at each precision."""
-    import torch
-
     from echodfkd.models.fast import for_precision
 
-    x = [torch.from_numpy(f.astype(np.float32))[None, None] for f in clip]
-    out = {"student_step_reference": _stream_fn(student.step, x)}
+    out = {"student_step_reference": _stream_fn(student.step, clip, _input_fn(model_size))}
     for p in precisions:
         eng = for_precision(student, p)
-        xp = [f.to(eng.dtype).contiguous(memory_format=torch.channels_last) for f in x]
-        out["student_step_fast" + _suffix(p)] = _stream_fn(eng.step, xp)
+        out["student_step_fast" + _suffix(p)] = _stream_fn(eng.step, clip, _input_fn(model_size, eng.dtype))
     return out
 
 
 def _compiled_variants(student: Any, clip: np.ndarray, size: int, precisions: tuple[str, ...],
                        notes: list[str]) -> dict[str, Callable[[], int]]:
-    """The ahead-of-time compiled engine at each precision (built once and cached), if a compiler exists."""
-    import torch
-
+    """The ahead-of-time compiled engine at each precision and model `size` (built once and cached), if a
+    compiler exists."""
     from echodfkd.models.compiled import find_compiler, load_or_compile
 
     if find_compiler() is None:
         notes.append("no C++ compiler on PATH: the compiled engine was not measured")
         return {}
-    x = [torch.from_numpy(f.astype(np.float32))[None, None] for f in clip]
     out = {}
     for p in precisions:
         t0 = time.perf_counter()
@@ -96,7 +103,7 @@ def _compiled_variants(student: Any, clip: np.ndarray, size: int, precisions: tu
         notes.append(f"compiled {p} engine {how} in {time.perf_counter() - t0:.1f} s (paid once per model, size "
                      "and precision)")
         out["student_step_compiled" + _suffix(p)] = _stream_fn(
-            lambda f, st, e=eng: e.step(f, e.init_state() if st is None else st), x)
+            lambda f, st, e=eng: e.step(f, e.init_state() if st is None else st), clip, _input_fn(size))
     return out
 
 
@@ -110,13 +117,12 @@ def _onnx_variant(student: Any, clip: np.ndarray, size: int, folder: Path) -> di
     path = folder / "student.onnx"
     export_onnx(student, path, size=size)
     eng = OnnxEngine(path, threads=torch.get_num_threads())
-    frames = [f.astype(np.float32) for f in clip]
 
     def run() -> int:
         eng.reset()
-        for f in frames:
-            eng.step(f)
-        return len(frames)
+        for f in clip:
+            eng.step(resize_frames(f[None], size)[0].astype(np.float32))
+        return len(clip)
     return {"student_step_onnxruntime": run}
 
 
@@ -174,8 +180,11 @@ def _ratios(fps: dict[str, list[float]], teacher: str) -> dict[str, float]:
 def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, teacher_frames: int = 8,
                   threads: int | None = None, onnx: bool = True, compile: bool = False, bf16: bool = False,
                   memory: bool = True, teacher: bool = True, size: int = 112,
-                  check_clips: Sequence[str] = ()) -> dict[str, Any]:
+                  check_clips: Sequence[str] = (), model_size: int | None = None) -> dict[str, Any]:
     """Measure every variant in interleaved rounds; returns a JSON-ready dict of figures and notes.
+
+    The clip has `size` px frames (the teacher's input); the student runs at `model_size` (default: the
+    run's `infer_size`, as `predict` runs it, else `size`), each frame resized to it inside the timed step.
 
     `bf16` adds the reduced precisions (mixed and bf16); their masks are checked against fp32 on
     `check_clips` (videos or folders; a dataset folder gives its TEST split), else on the benchmark clip.
@@ -188,28 +197,33 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(0)
-    student = load_run(model)[0] if model else Student(4, 1).eval()
+    student, record, _ = load_run(model) if model else (Student(4, 1).eval(), None, None)
+    msize = int(model_size or (record.model_size(size) if record is not None else size))
     clip, kind = _clip(max(frames, 32), size)
     clip = clip[:frames]
     precisions = ("fp32", *(REDUCED if bf16 else ()))
     notes: list[str] = []
-    variants = _eager_variants(student, clip, precisions)
-    compiled = _compiled_variants(student, clip, size, precisions, notes) if compile else {}
+    if msize != size:
+        notes.append(f"the student runs at {msize}x{msize} (the run's infer_size, as predict runs it) on the "
+                     f"{size}x{size} clip; each frame's resize is timed (--model-size {size} for full size)")
+    variants = _eager_variants(student, clip, precisions, msize)
+    compiled = _compiled_variants(student, clip, msize, precisions, notes) if compile else {}
     variants.update(compiled)
-    batch = torch.from_numpy(clip.astype(np.float32))[None, :, None]
+    batch = torch.from_numpy(resize_frames(clip, msize).astype(np.float32))[None, :, None]
     variants["student_batch_forward"] = lambda: (student(batch), len(clip))[1]
     with tempfile.TemporaryDirectory() as tmp:
         if onnx:
-            variants.update(_onnx_variant(student, clip, size, Path(tmp)))
-        check = _precision_check(student, size, bool(compiled), precisions, clip, check_clips) if bf16 else None
+            variants.update(_onnx_variant(student, clip, msize, Path(tmp)))
+        check = _precision_check(student, msize, bool(compiled), precisions, clip, check_clips) if bf16 else None
         best = choose_precision(check)[0] if check else "fp32"
-        variants.update(_predictor_variants(student, clip, size, best if compiled else None))
+        variants.update(_predictor_variants(student, clip, msize, best if compiled else None))
         if teacher:
             variants.update(_teacher_variants(clip, teacher_frames))
         load_before = _load_avg()
         fps = _time_rounds(variants, rounds)
     result: dict[str, Any] = {
         "clip": f"{kind} {len(clip)} frames {size}x{size}", "model": model or "random-init Student(4,1)",
+        "model_size": msize,
         "params": student.num_parameters(), "threads": torch.get_num_threads(), "rounds": rounds,
         "load_average_before": load_before, "load_average_after": _load_avg(),
         "fps_median": {k: round(statistics.median(v), 1) for k, v in fps.items()},
