@@ -11,12 +11,12 @@ HELP = "benchmark student streaming/batch fps, ONNX Runtime, teacher fps and str
 DESCRIPTION = (
     "Measures, on the same phantom clip and in interleaved rounds: the student's streaming fps (reference "
     "Student.step, the fast engine and the ahead-of-time compiled engine in fp32, mixed and bf16, ONNX Runtime, "
-    "the end-to-end predictor) at the run's infer_size (--model-size), its batch (whole-clip) fps, the fp32 DeepLabv3-ResNet50 teacher's fps (batched "
-    "and one frame at a time) and the ratios; the Dice of each reduced precision's masks vs fp32 on "
-    "--check-clips (else on the benchmark clip); then the peak-memory growth of streaming 100 vs 1,000 frames "
-    "in fresh processes. Goals: >= 400 fps single stream at 112 px on 2 cores and >= 25x the teacher, judged "
-    "on the fastest variant whose masks stay within Dice 0.995 of fp32 on every checked clip (use --student "
-    "RUN for a trained student: a random one gives a less meaningful Dice).")
+    "the end-to-end predictor) at the run's infer_size (--model-size), its batch (whole-clip) fps, the fp32 "
+    "DeepLabv3-ResNet50 teacher's fps (batched and one frame at a time) and the ratios; the Dice of each reduced "
+    "precision's masks vs fp32 on --check-clips (else on the benchmark clip); then the peak-memory growth of "
+    "streaming 100 vs 1,000 frames in fresh processes. Goals: >= 400 fps single stream at 112 px on 2 cores and "
+    ">= 25x the teacher, judged on the fastest variant whose masks stay within Dice 0.995 of fp32 on every "
+    "checked clip (use --student RUN for a trained student: a random one gives a less meaningful Dice).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-frames", type=_flags.positive_int, default=8, help="frames per teacher round")
     parser.add_argument("--threads", type=_flags.positive_int, default=2,
                         help="CPU threads (the goal is stated for 2 cores)")
-    parser.add_argument("--size", type=_flags.frame_size, default=112, help="the clip's frame size (the teacher's input)")
+    parser.add_argument("--size", type=_flags.frame_size, default=112,
+                        help="the clip's frame size (the teacher's input)")
     parser.add_argument("--model-size", type=_flags.frame_size, default=None,
                         help="the size the student runs at, each frame resized to it inside the timed step "
                              "(default: the run's infer_size, as predict runs it, else --size)")
