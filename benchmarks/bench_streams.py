@@ -8,11 +8,12 @@ round, so a busy machine slows all alike), it measures:
   `Predictor` (frames in, masks/areas/alert statistics out);
 - `engine N`: N streams through one `BatchedEngine` step per frame (the network only);
 - `predict N`: N streams, one thread each, through `MultiStream` and `stream_predictor` (what `serve` and
-  `predict --streams N` run: the per-frame work after the network included, done by the scheduler thread
-  for the whole batch). Latency is each frame's `FrameResult.latency_ms` (waiting for the batched step
-  included);
+  `predict --streams N` run: the per-frame work after the network included, done for the whole batch by
+  the post-processing thread while the network steps the next batch, `overlap`). Latency is each frame's
+  `FrameResult.latency_ms`, from its arrival to its finished masks (waiting for the batched step included);
+- `predict-serial N`: the same, finished in the scheduler thread between steps (`overlap=False`, before);
 - `predict-thr N`: the same, but each stream thread does its own per-frame work (`post_in_scheduler=False`,
-  the way before batched post-processing), for the side-by-side ratio.
+  the way before batched post-processing).
 The figures are medians over rounds; ratios are to the single-stream figure of the same round.
 """
 
@@ -30,6 +31,7 @@ import numpy as np
 
 GOAL_AGGREGATE = 1500.0  # issue 17: frames/s at N = 16
 GOAL_STREAM_FPS = 50.0  # every stream real time
+VARIANTS = ("engine", "predict", "predict-serial", "predict-thr")
 
 
 def _clips(n: int, frames: int, size: int) -> list[np.ndarray]:
@@ -155,9 +157,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ns = [int(x) for x in args.streams.split(",")]
     clips = _clips(max(ns), args.frames, args.input)
     layouts = _layouts(args.layouts)
+    variants = args.variants.split(",")
     multis = {lay: MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
               for lay in layouts}
-    threaded = {lay: MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False) for lay, m in multis.items()}
+    others = {("predict-serial", lay): MultiStream(m.engine, args.max_wait_ms, overlap=False) for lay, m in multis.items()}
+    others.update({("predict-thr", lay): MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False)
+                   for lay, m in multis.items()})
     for m in multis.values():
         m.engine.prepare(ns)
     rounds: list[dict[str, Any]] = []
@@ -166,13 +171,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r: dict[str, Any] = {"single": _single(predictor, use)}
         for n in ns:
             for lay, multi in multis.items():
-                r[f"engine {_name(lay)} {n}"] = _engine_n(predictor, use[:n], multi.engine)
-                r[f"predict {_name(lay)} {n}"] = _predict_n(predictor, use[:n], multi)
-                r[f"predict-thr {_name(lay)} {n}"] = _predict_n(predictor, use[:n], threaded[lay])
+                for kind in variants:
+                    r[f"{kind} {_name(lay)} {n}"] = (_engine_n(predictor, use[:n], multi.engine) if kind == "engine"
+                                                     else _predict_n(predictor, use[:n], others.get((kind, lay), multi)))
         if k:
             rounds.append(r)
             print(f"round {k}/{args.rounds} done", file=sys.stderr, flush=True)
-    for m in [*multis.values(), *threaded.values()]:
+    for m in [*multis.values(), *others.values()]:
         m.shutdown()
 
     def med(variant: str, key: str) -> float:
@@ -180,9 +185,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
     for n in ns:
-        for lay, kind, base in [(lay, k, b) for lay in layouts
-                                for k, b in (("engine", "engine_fps"), ("predict", "predict_fps"),
-                                             ("predict-thr", "predict_fps"))]:
+        for lay, kind in [(lay, k) for lay in layouts for k in variants]:
+            base = "engine_fps" if kind == "engine" else "predict_fps"
             v = f"{kind} {_name(lay)} {n}"
             rows.append({"variant": kind, "layout": _name(lay), "streams": n, "aggregate_fps": round(med(v, "aggregate_fps"), 1),
                          "stream_fps_min": round(med(v, "stream_fps_min"), 1),
@@ -209,10 +213,10 @@ def _print(result: dict[str, Any]) -> None:
     print(f"single stream: engine {s['engine_fps']:.0f} fps (p50 {s['engine_p50_ms']:.2f} ms, p99 "
           f"{s['engine_p99_ms']:.2f} ms); predictor {s['predict_fps']:.0f} fps (p50 {s['predict_p50_ms']:.2f} ms, "
           f"p99 {s['predict_p99_ms']:.2f} ms)")
-    print(f"{'variant':<11} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} "
+    print(f"{'variant':<14} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} "
           f"{'p50 ms':>8} {'p99 ms':>8}")
     for r in result["rows"]:
-        print(f"{r['variant']:<11} {r['layout']:<12} {r['streams']:>4} {r['aggregate_fps']:>10.0f} "
+        print(f"{r['variant']:<14} {r['layout']:<12} {r['streams']:>4} {r['aggregate_fps']:>10.0f} "
               f"{r['ratio_to_single']:>9.2f} "
               f"{r['stream_fps_min']:>15.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
     at16 = [r for r in result["rows"] if r["streams"] == 16 and r["variant"] == "predict"]
@@ -239,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", default="all,c4w2",
                    help="batched-step layouts, comma list: 'all' (one call of every ready stream) or cCwW (calls "
                         "of at most C streams on W threads of one intra-op thread each; C=0: n/W streams)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma list of what to measure per layout and N, of {','.join(VARIANTS)}")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="scheduler wait for stragglers")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     if args.frames < 2 or args.rounds < 1 or args.threads < 1:
         p.error("--frames must be >= 2, --rounds and --threads >= 1")
+    if not set(args.variants.split(",")) <= set(VARIANTS):
+        p.error(f"--variants must list some of {','.join(VARIANTS)}, got {args.variants!r}")
     try:
         ns = [int(x) for x in args.streams.split(",")]
     except ValueError:

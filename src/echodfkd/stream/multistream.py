@@ -5,10 +5,14 @@ The streams' state lives in a `stream.batched.BatchedEngine` (one row each; join
 clip of `predict --streams N`) submit a frame and block; the scheduler runs one batched step as soon as
 every active stream has a frame ready, or `max_wait_ms` after the first one arrived. `stream_predictor`
 gives a `Predictor` whose frames go through one such stream. The work after the network (soft masks,
-largest region, alert statistics, areas) is `predictor.finish_frames`, the single-stream code itself: the
-scheduler thread runs it once per step for every frame of the batch (whole-batch numpy, per-frame cv2),
-not N stream threads fighting for the GIL (`post_in_scheduler=False` keeps the per-thread way, for
-benchmarks).
+largest region, alert statistics, areas) is `predictor.finish_frames`, the single-stream code itself, run
+once per step for every frame of the batch (whole-batch numpy, per-frame cv2), not by N stream threads
+fighting for the GIL. With `overlap` (the default) it runs in one post-processing thread while the
+scheduler already steps the next batch (the compiled step releases the GIL): a stream's `stream_clip`
+sends frame t+1 as soon as frame t has been stepped, before frame t's masks are finished. Batches are
+finished in step order, so each stream's alert statistics see its frames in order. `overlap=False` finishes
+in the scheduler thread between steps; `post_in_scheduler=False` in each stream's thread (both kept for
+benchmarks/bench_streams.py's side-by-side figures).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 
 from echodfkd.errors import EchoDFKDError, ModelError
 from echodfkd.stream.batched import BatchedEngine
-from echodfkd.stream.predictor import FrameResult, Predictor, finish_frames
+from echodfkd.stream.predictor import FrameResult, Predictor, check_clip, finish_frames
 
 #: Default wait for stragglers before a step runs without them (a viewer upload's extra latency at most).
 MAX_WAIT_MS = 5.0
@@ -56,11 +60,13 @@ def check_streams(n: Any, flag: str = "--streams") -> int:
 class _Pending:
     """A frame waiting for the next batched step, and where its logits go."""
 
-    __slots__ = ("slot", "frame", "done", "logits", "error", "post", "small", "result")
+    __slots__ = ("slot", "frame", "stepped", "done", "logits", "error", "post", "small", "result", "start", "urgent")
 
     def __init__(self, slot: int, frame: np.ndarray, post: Predictor | None = None,
-                 small: np.ndarray | None = None) -> None:
-        self.slot, self.frame, self.done = slot, frame, threading.Event()
+                 small: np.ndarray | None = None, start: float = 0.0, urgent: bool = True) -> None:
+        self.slot, self.frame, self.start = slot, frame, start
+        self.urgent = urgent  # its stream sends nothing before this result: finish it without waiting
+        self.stepped, self.done = threading.Event(), threading.Event()  # network step done; result finished
         self.logits: np.ndarray | None = None
         self.error: BaseException | None = None
         self.post, self.small = post, small  # finished in the scheduler: its predictor, uint8 frame
@@ -93,6 +99,13 @@ class StreamHandle:
         scheduler thread together with the rest of the batch (latency left 0)."""
         return self.owner._submit(_Pending(self.slot, self._checked(small), predictor, small)).result
 
+    def send(self, predictor: Predictor, small: np.ndarray, start: float, last: bool = False) -> _Pending:
+        """As `finish`, without waiting: the pending frame's `stepped` is set after the network step (the next
+        frame may be sent), `done` once `result` (or `error`) is there; `start` is when the frame came in,
+        `last` says that no frame follows it soon."""
+        item = _Pending(self.slot, self._checked(small), predictor, small, start, urgent=last)
+        return self.owner._submit(item, wait=False)
+
     def reset(self) -> None:
         """Start a new clip on this stream (zero state); the stream is idle until its next frame."""
         self.owner._idle(self)
@@ -113,11 +126,22 @@ class StreamHandle:
 class MultiStream:
     """A scheduler thread that advances every stream with a frame ready through one batched engine step."""
 
-    def __init__(self, engine: BatchedEngine, max_wait_ms: float = MAX_WAIT_MS, post_in_scheduler: bool = True) -> None:
+    def __init__(self, engine: BatchedEngine, max_wait_ms: float = MAX_WAIT_MS, post_in_scheduler: bool = True,
+                 overlap: bool = True) -> None:
         if not max_wait_ms >= 0:
             raise ModelError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.engine, self.max_wait = engine, max_wait_ms / 1000.0
         self.post_in_scheduler = post_in_scheduler
+        self.overlap = bool(overlap and post_in_scheduler)
+        self._posts: queue.Queue = queue.Queue()  # stepped batches for the post-processing thread, in step order
+        self._post_lock = threading.Lock()
+        self._post_closed = False
+        self._post_thread = None
+        self._step_cond = threading.Condition()
+        self._steps_started = 0
+        if self.overlap:
+            self._post_thread = threading.Thread(target=self._post_loop, name="echodfkd-multistream-post", daemon=True)
+            self._post_thread.start()
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._active: set[int] = set()  # streams that sent a frame since their last reset / idle
@@ -128,7 +152,8 @@ class MultiStream:
 
     @classmethod
     def from_predictor(cls, predictor: Predictor, max_wait_ms: float = MAX_WAIT_MS, chunk: int | None = None,
-                       workers: int | None = None, post_in_scheduler: bool = True) -> "MultiStream":
+                       workers: int | None = None, post_in_scheduler: bool = True,
+                       overlap: bool = True) -> "MultiStream":
         """Batch streams through `predictor`'s own torch engine (same weights, precision, size, device);
         `workers` None: the measured layout (`auto_layout`)."""
         engine = getattr(predictor, "engine", None)
@@ -139,7 +164,7 @@ class MultiStream:
         batched = BatchedEngine(engine.student, predictor.size, precision=predictor.precision,
                                 compile=predictor.compiled, net=engine.net, log=engine.log, chunk=chunk,
                                 workers=workers)
-        return cls(batched, max_wait_ms, post_in_scheduler)
+        return cls(batched, max_wait_ms, post_in_scheduler, overlap)
 
     # ------------------------------------------------------------------ streams
     def open(self) -> StreamHandle:
@@ -163,14 +188,19 @@ class MultiStream:
             return p.predict_clip(frames, fps)
 
     def shutdown(self) -> None:
-        """Stop the scheduler; frames still waiting get an error."""
+        """Stop the scheduler; frames still waiting get an error (stepped ones are still finished)."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(timeout=5)
+        with self._post_lock:  # later batches (a scheduler still inside a step) are finished by the scheduler
+            self._post_closed = True
+            self._posts.put(None)
+        if self._post_thread is not None:
+            self._post_thread.join(timeout=5)
 
     # ------------------------------------------------------------------ scheduler
-    def _submit(self, item: _Pending) -> _Pending:
+    def _submit(self, item: _Pending, wait: bool = True) -> _Pending:
         with self._cond:
             if self._stopped:
                 raise ModelError("the batched engine is shut down")
@@ -178,6 +208,8 @@ class MultiStream:
             self._pending.append(item)
             if len(self._pending) == 1 or self._ready():  # wake the scheduler only when it has news (GIL)
                 self._cond.notify_all()
+        if not wait:
+            return item
         item.done.wait()
         if item.error is not None:
             raise item.error
@@ -208,30 +240,65 @@ class MultiStream:
             if stopped:
                 for item in batch:
                     item.error = ModelError("the batched engine is shut down")
+                    item.stepped.set()
                     item.done.set()
                 return
             self._run(batch)
 
     def _run(self, batch: list[_Pending]) -> None:
-        # One frame per stream per step: a stream has only one frame in flight (it waits for its logits).
+        # One frame per stream per step: a stream sends its next frame only after this one was stepped.
+        self.batch_sizes.append(len(batch))
+        post: list[_Pending] = []
+        with self._step_cond:  # a finished batch waiting for the next step to start may start now
+            self._steps_started += 1
+            self._step_cond.notify_all()
         try:
             logits = self.engine.step([p.slot for p in batch], np.stack([p.frame for p in batch]))
             for item, out in zip(batch, logits):
                 item.logits = out
             post = [item for item in batch if item.post is not None]
-            if post:  # one call for every frame to finish, in this thread (one GIL holder, no handoffs)
-                results = finish_frames([item.post for item in post], np.stack([item.small for item in post]),
-                                        np.stack([item.logits for item in post]))
-                for item, result in zip(post, results):
-                    item.result = result
         except BaseException as exc:  # every waiting stream hears of it, not only the scheduler
-            for item in batch:
-                item.error = exc if isinstance(exc, EchoDFKDError) else ModelError(
-                    f"batched step failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-        finally:
-            self.batch_sizes.append(len(batch))
-            for item in batch:
+            _fail(batch, exc)
+        for item in batch:
+            item.stepped.set()
+            if item.post is None or item.error is not None:
                 item.done.set()
+        if post:
+            with self._post_lock:
+                if self.overlap and not self._post_closed:
+                    self._posts.put((self._steps_started, post))
+                    return
+            self._finish(post)
+
+    def _finish(self, post: list[_Pending]) -> None:
+        """One `finish_frames` call for every stepped frame of a batch (one GIL holder, no handoffs)."""
+        try:
+            results = finish_frames([item.post for item in post], np.stack([item.small for item in post]),
+                                    np.stack([item.logits for item in post]))
+            for item, result in zip(post, results):
+                item.result = result
+        except BaseException as exc:
+            _fail(post, exc)
+        finally:
+            for item in post:
+                item.done.set()
+
+    def _post_loop(self) -> None:
+        while (job := self._posts.get()) is not None:
+            step, post = job
+            if not any(item.urgent for item in post):
+                # Start once the next step is running (the GIL is then free), not while the streams hand in
+                # its frames: they would queue for the GIL behind this thread. max_wait at most.
+                with self._step_cond:
+                    self._step_cond.wait_for(lambda: self._steps_started > step or self._stopped, self.max_wait)
+            self._finish(post)
+
+
+def _fail(items: list[_Pending], exc: BaseException) -> None:
+    """Hand one error to every listed frame (a one-line ModelError unless it is already one of ours)."""
+    for item in items:
+        item.error = exc if isinstance(exc, EchoDFKDError) else ModelError(
+            f"batched step failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
 
 class StreamPredictor(Predictor):
@@ -247,11 +314,43 @@ class StreamPredictor(Predictor):
         return result
 
     def stream_clip(self, frames: np.ndarray) -> Iterator[Any]:
-        """As `Predictor.stream_clip`; after the last frame the stream is idle (steps stop waiting for it)."""
+        """As `Predictor.stream_clip`; after the last frame the stream is idle (steps stop waiting for it).
+
+        With `overlap`, frame t+1 is sent once frame t has been stepped, so the network steps it while frame
+        t is finished; a result's latency runs from its frame's arrival to its finished masks."""
+        if not self.engine.owner.overlap:
+            try:
+                yield from super().stream_clip(frames)
+            finally:
+                self.engine.idle()
+            return
+        frames = check_clip(frames)
+        self.reset()
+        item = sent = None
         try:
-            yield from super().stream_clip(frames)
+            sent = self._send(frames[0], last=len(frames) == 1)
+            for t in range(len(frames)):
+                item, sent = sent, None
+                item.stepped.wait()
+                if item.error is None:
+                    if t + 1 < len(frames):
+                        sent = self._send(frames[t + 1], last=t + 2 == len(frames))
+                    else:
+                        self.engine.idle()
+                    item.done.wait()
+                if item.error is not None:
+                    raise item.error
+                item.result.latency_ms = (time.perf_counter() - item.start) * 1000.0
+                yield item.result
         finally:
             self.engine.idle()
+            for pending in (item, sent):  # no post-processing touches this predictor after we return
+                if pending is not None:
+                    pending.done.wait()
+
+    def _send(self, frame: np.ndarray, last: bool) -> _Pending:
+        start = time.perf_counter()
+        return self.engine.send(self, self.admit(frame), start, last)
 
 
 def stream_predictor(predictor: Predictor, handle: StreamHandle) -> StreamPredictor:

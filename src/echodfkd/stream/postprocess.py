@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -20,12 +21,17 @@ def keep_largest_component(soft: np.ndarray, threshold: float) -> np.ndarray:
     Use the lowest threshold any consumer will apply, so every binarisation at or above it sees one region.
     """
     region = binarize(soft, threshold)
-    labels, count = ndimage.label(region, structure=np.ones((3, 3), dtype=bool))
-    if count <= 1:
+    count, labels = cv2.connectedComponents(region.view(np.uint8), connectivity=8)  # ~3x scipy's label
+    if count <= 2:  # background and at most one region
         return soft
-    sizes = np.bincount(labels.ravel())
+    sizes = np.bincount(labels.ravel(), minlength=count)
     sizes[0] = 0
-    return np.where(labels == int(np.argmax(sizes)), soft, 0).astype(np.uint8)
+    keep = np.flatnonzero(sizes == sizes.max())
+    if len(keep) > 1:  # a tie: the region met first in raster order (as scipy.ndimage.label numbers them)
+        first = np.full(count, labels.size)
+        np.minimum.at(first, labels.ravel(), np.arange(labels.size))
+        keep = keep[np.argsort(first[keep], kind="stable")]
+    return np.where(labels == int(keep[0]), soft, 0).astype(np.uint8)
 
 
 def overlay_frames(frames: np.ndarray, masks: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),

@@ -63,25 +63,37 @@ def finish_frames(predictors: list["Predictor"], frames: np.ndarray, logits: np.
 
     `frames` (n, h, w) uint8 at the model size (from `Predictor.admit`), `logits` (n, C, h, w); row i
     belongs to `predictors[i]` (its thresholds, largest-region setting, input size and alert statistics).
-    Element-wise steps run over the whole batch; the largest region and the resize back run per frame.
+    Element-wise steps run over the whole batch; the resize back and the areas once per input size; the
+    largest region per frame.
     """
     soft = logits_to_soft(logits)
-    lv = soft[:, 0]
+    lv, n = soft[:, 0], len(predictors)
     for i, p in enumerate(predictors):
         if p.largest_component:
             lv[i] = keep_largest_component(lv[i], min(p.thresholds.values()))
     cut = np.array([float(p.thresholds["afd"]) * 255.0 for p in predictors])[:, None, None]
     update_accumulators([p._acc for p in predictors], frames, lv, lv >= cut)
-    out = []
-    for i, p in enumerate(predictors):
-        size = p._input_size or p.size
-        mask = lv[i] if size == p.size else resize_masks(lv[i][None], size)[0]
-        rv = None
-        if soft.shape[1] > 1:
-            rv = soft[i, 1] if size == p.size else resize_masks(soft[i, 1][None], size)[0]
-        area = int(np.count_nonzero(mask >= cut[i, 0, 0]))
-        out.append(FrameResult(mask, area, 0.0, rv))
-    return out
+    sizes = [p._input_size or p.size for p in predictors]
+    masks: list[Any] = [None] * n
+    rvs: list[Any] = [None] * n
+    areas = np.empty(n, dtype=np.int64)
+    for size in dict.fromkeys(sizes):  # streams of one input size together (usually all of them)
+        rows: Any = [i for i, s in enumerate(sizes) if s == size]
+        rows = slice(None) if len(rows) == n else rows
+        group = resize_masks(lv[rows], size)  # returns its input when the size is the model's
+        areas[rows] = np.count_nonzero((group >= cut[rows]).reshape(len(group), -1), axis=1)
+        rv = resize_masks(soft[rows, 1], size) if soft.shape[1] > 1 else [None] * len(group)
+        for j, i in enumerate(range(n) if isinstance(rows, slice) else rows):
+            masks[i], rvs[i] = group[j], rv[j]
+    return [FrameResult(masks[i], int(areas[i]), 0.0, rvs[i]) for i in range(n)]
+
+
+def check_clip(frames: np.ndarray) -> np.ndarray:
+    """`frames` as an array of shape (T, H, W) with T > 0, else VideoError."""
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[0] == 0:
+        raise VideoError(f"expected a clip of shape (T, H, W) with T > 0, got {frames.shape}")
+    return frames
 
 
 def load_run(model: Any) -> tuple[Any, StudentConfig, Path | None]:
@@ -261,9 +273,7 @@ class Predictor:
     # ------------------------------------------------------------------ whole clips
     def stream_clip(self, frames: np.ndarray) -> Iterator[FrameResult]:
         """Reset, then yield one FrameResult per frame of a clip (T, H, W)."""
-        frames = np.asarray(frames)
-        if frames.ndim != 3 or frames.shape[0] == 0:
-            raise VideoError(f"expected a clip of shape (T, H, W) with T > 0, got {frames.shape}")
+        frames = check_clip(frames)
         self.reset()
         for frame in frames:
             yield self.push(frame)
