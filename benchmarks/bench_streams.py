@@ -14,7 +14,8 @@ round, so a busy machine slows all alike), it measures:
 - `predict-serial N`: the same, finished in the scheduler thread between steps (`overlap=False`, before);
 - `predict-thr N`: the same, but each stream thread does its own per-frame work (`post_in_scheduler=False`,
   the way before batched post-processing).
-The figures are medians over rounds; ratios are to the single-stream figure of the same round.
+The figures are medians over rounds; ratios are to the single-stream figure and to the network alone
+(`engine`, same layout and N) of the same round; CPU ms/frame is the whole process's CPU time per frame.
 """
 
 from __future__ import annotations
@@ -80,16 +81,16 @@ def _engine_n(predictor: Any, clips: list[np.ndarray], batched: Any) -> dict[str
         np.stack(clips).astype(np.float32)
     slots = [batched.open() for _ in range(n)]
     lat = []
-    t0 = time.perf_counter()
+    cpu, t0 = time.process_time(), time.perf_counter()
     for j in range(small.shape[1]):
         t = time.perf_counter()
         batched.step(slots, small[:, j])
         lat.append((time.perf_counter() - t) * 1000)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     for s in slots:
         batched.close(s)
     frames = n * small.shape[1]
-    return {"aggregate_fps": frames / wall, "stream_fps_min": small.shape[1] / wall,
+    return {"aggregate_fps": frames / wall, "stream_fps_min": small.shape[1] / wall, "cpu_ms": 1000 * cpu / frames,
             "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99)}
 
 
@@ -116,14 +117,15 @@ def _predict_n(predictor: Any, clips: list[np.ndarray], multi: Any) -> dict[str,
         t.start()
     multi.batch_sizes.clear()
     start.wait()
-    t0 = time.perf_counter()
+    cpu, t0 = time.process_time(), time.perf_counter()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     frames = sum(len(v) for v in lat.values())
     every = [x for v in lat.values() for x in v]
     p99s = [_pct(v, 99) for v in lat.values()]
     return {"aggregate_fps": frames / wall, "stream_fps_min": min(len(lat[i]) / span[i] for i in lat),
+            "cpu_ms": 1000 * cpu / frames,
             "p50_ms": _pct(every, 50), "p99_ms": _pct(every, 99), "worst_stream_p99_ms": max(p99s),
             "mean_batch": float(np.mean(multi.batch_sizes)) if multi.batch_sizes else float("nan")}
 
@@ -152,7 +154,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from echodfkd.stream import Predictor
     from echodfkd.stream.multistream import MultiStream
 
+    import os
+
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     predictor = Predictor(args.model, size=args.size, precision=args.precision, compile=args.compile)
     ns = [int(x) for x in args.streams.split(",")]
     clips = _clips(max(ns), args.frames, args.input)
@@ -191,15 +196,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append({"variant": kind, "layout": _name(lay), "streams": n, "aggregate_fps": round(med(v, "aggregate_fps"), 1),
                          "stream_fps_min": round(med(v, "stream_fps_min"), 1),
                          "p50_ms": round(med(v, "p50_ms"), 2), "p99_ms": round(med(v, "p99_ms"), 2),
+                         "cpu_ms_per_frame": round(med(v, "cpu_ms"), 3),
+                         "ratio_to_engine": round(statistics.median(
+                             r[v]["aggregate_fps"] / r[f"engine {_name(lay)} {n}"]["aggregate_fps"] for r in rounds), 3)
+                         if "engine" in variants else None,
                          "ratio_to_single": round(statistics.median(
                              r[v]["aggregate_fps"] / r["single"][base] for r in rounds), 2)})
     single = {k: round(med("single", k), 2) for k in rounds[0]["single"]}
-    import os
 
     return {"model": str(args.model), "model_size": list(predictor.size), "input_size": [args.input] * 2,
             "precision": args.precision, "compiled": bool(args.compile), "threads": args.threads,
             "frames_per_stream": args.frames, "rounds": args.rounds, "max_wait_ms": args.max_wait_ms,
-            "load_avg": os.getloadavg()[0], "single": single, "rows": rows,
+            "load_avg": os.getloadavg()[0], "load_avg_start": load_start, "single": single, "rows": rows,
             "goal": {"aggregate_fps_at_16": GOAL_AGGREGATE, "stream_fps": GOAL_STREAM_FPS}}
 
 
@@ -209,16 +217,16 @@ def _print(result: dict[str, Any]) -> None:
           f"(input {result['input_size'][0]}x{result['input_size'][1]}), {result['precision']}"
           f"{' compiled' if result['compiled'] else ' eager'}, {result['threads']} threads, "
           f"{result['frames_per_stream']} frames per stream, median of {result['rounds']} rounds "
-          f"(load average {result['load_avg']:.1f})")
+          f"(load average {result['load_avg_start']:.1f} at the start, {result['load_avg']:.1f} at the end)")
     print(f"single stream: engine {s['engine_fps']:.0f} fps (p50 {s['engine_p50_ms']:.2f} ms, p99 "
           f"{s['engine_p99_ms']:.2f} ms); predictor {s['predict_fps']:.0f} fps (p50 {s['predict_p50_ms']:.2f} ms, "
           f"p99 {s['predict_p99_ms']:.2f} ms)")
-    print(f"{'variant':<14} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'min stream fps':>15} "
-          f"{'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'variant':<14} {'layout':<12} {'N':>4} {'frames/s':>10} {'x single':>9} {'x engine':>9} "
+          f"{'min stream fps':>15} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/frame':>13}")
     for r in result["rows"]:
         print(f"{r['variant']:<14} {r['layout']:<12} {r['streams']:>4} {r['aggregate_fps']:>10.0f} "
-              f"{r['ratio_to_single']:>9.2f} "
-              f"{r['stream_fps_min']:>15.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+              f"{r['ratio_to_single']:>9.2f} {r['ratio_to_engine'] if r['ratio_to_engine'] is not None else '-':>9} "
+              f"{r['stream_fps_min']:>15.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_ms_per_frame']:>13.3f}")
     at16 = [r for r in result["rows"] if r["streams"] == 16 and r["variant"] == "predict"]
     if at16:
         r = max(at16, key=lambda row: row["aggregate_fps"])

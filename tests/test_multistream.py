@@ -416,7 +416,7 @@ def test_compiled_buckets_pad_and_equal_single_streams(student, tmp_path, monkey
     clips = _clips(3, seed=8)
     engine = BatchedEngine(student, (SIZE, SIZE), compile=True)
     engine.prepare([3])  # 3 streams run in the 4-row bucket, one zero row padded
-    assert sorted(engine._compiled) == [4]
+    assert sorted(engine._compiled) == [(4, 0)]
     slots = [engine.open() for _ in clips]
     outs: list[list[np.ndarray]] = [[] for _ in clips]
     for j in range(max(len(c) for c in clips)):

@@ -176,3 +176,26 @@ def test_push_and_one_frame_clips_finish_without_waiting_for_a_next_step(predict
             assert len(done) == 2 and done[0].masks.shape == frame.shape and done[1].soft.shape == frame.shape[1:]
     finally:
         multi.shutdown()
+
+
+@pytest.mark.slow
+def test_compiled_workers_each_load_their_own_engine_and_equal_single_streams(predictor, tmp_path, monkeypatch):
+    from echodfkd.io.cache import CACHE_ENV
+    from echodfkd.models.compiled import find_compiler
+    from echodfkd.stream.batched import BatchedEngine
+    from echodfkd.stream.engines import TorchEngine
+
+    if find_compiler() is None:
+        pytest.skip("no C++ compiler for AOTInductor")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    student = predictor.engine.student
+    engine = BatchedEngine(student, (SIZE, SIZE), compile=True, chunk=2, workers=2)
+    engine.prepare([4])  # two calls of 2 rows, one per worker thread: a compiled model runs one call at a time
+    assert sorted(engine._compiled) == [(2, 0), (2, 1)] and engine._compiled[(2, 0)] is not engine._compiled[(2, 1)]
+    rng = np.random.default_rng(5)
+    clips = rng.integers(0, 256, (4, 6, SIZE, SIZE)).astype(np.float32)
+    slots = [engine.open() for _ in clips]
+    out = np.stack([engine.step(slots, clips[:, j]) for j in range(clips.shape[1])], 1)
+    for i, clip in enumerate(clips):
+        alone = TorchEngine(student)
+        np.testing.assert_allclose(out[i], np.stack([alone.step(f) for f in clip]), rtol=1e-3, atol=1e-3)

@@ -6,11 +6,13 @@ scatters the new state back, so idle streams' state stays exactly as it was. The
 built per batch bucket and a step is padded up to the bucket with zero rows; a bucket not built yet runs
 eagerly while it builds in the background (`prepare` builds them up front). A stream joins with zero
 state at any frame and leaves by freeing its row for the next one. `chunk`/`workers` split a step into
-calls of fewer rows on threads of one intra-op thread each (chosen by `benchmarks/bench_streams.py`).
+calls of fewer rows on threads of one intra-op thread each (chosen by `benchmarks/bench_streams.py`); each
+worker thread loads its own copy of a compiled engine (one compiled model runs one call at a time).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
@@ -45,10 +47,12 @@ class BatchedEngine:
         self.device = next(net.parameters()).device
         self.aot = bool(compile) and self.device.type == "cpu"
         self._call = torch.compile(net, dynamic=False) if compile and not self.aot else net
-        self._compiled: dict[int, Any] = {}
+        self._compiled: dict[tuple[int, int], Any] = {}  # (batch, worker) -> compiled engine
         self._lock = threading.RLock()
         self._build_lock = threading.Lock()
-        self._building: set[int] = set()
+        self._building: set[tuple[int, int]] = set()
+        self._local = threading.local()  # .worker: the pool thread's index (its compiled engines)
+        self._worker_ids = itertools.count()
         self._free: list[int] = []
         self._open: set[int] = set()
         self.capacity = 0
@@ -63,8 +67,13 @@ class BatchedEngine:
         if workers > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="echodfkd-batch",
-                                            initializer=torch.set_num_threads, initargs=(1,))
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="echodfkd-batch", initializer=self._init_worker)
+
+    def _init_worker(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self._local.worker = next(self._worker_ids) % self.workers
 
     # ------------------------------------------------------------------ slots
     def _zeros(self, rows: int) -> list[Any]:
@@ -122,17 +131,19 @@ class BatchedEngine:
         return len(self._open)
 
     # ------------------------------------------------------------------ compute
-    def _compiled_for(self, batch: int, wait: bool = True) -> Any:
-        """The compiled engine for `batch` rows: built now (`wait`), else None while it builds in the background."""
+    def _compiled_for(self, batch: int, wait: bool = True, worker: int = 0) -> Any:
+        """The compiled engine for `batch` rows (`worker`'s copy): built now (`wait`), else None while it builds
+        in the background."""
+        key = (batch, worker)
         with self._build_lock:  # never built twice (not self._lock: the stepping thread holds that)
-            if batch in self._compiled:
-                return self._compiled[batch]
+            if key in self._compiled:
+                return self._compiled[key]
             if wait:
-                self._compiled[batch] = self._build(batch)
-                return self._compiled[batch]
-            if batch not in self._building:
-                self._building.add(batch)
-                threading.Thread(target=self._build_later, args=(batch,), daemon=True).start()
+                self._compiled[key] = self._build(batch)
+                return self._compiled[key]
+            if key not in self._building:
+                self._building.add(key)
+                threading.Thread(target=self._build_later, args=key, daemon=True).start()
             return None
 
     def _build(self, batch: int) -> Any:
@@ -140,15 +151,15 @@ class BatchedEngine:
 
         return load_or_compile(self.student, self.size, self.precision, log=self.log, batch=batch)
 
-    def _build_later(self, batch: int) -> None:
+    def _build_later(self, batch: int, worker: int) -> None:
         try:
             engine = self._build(batch)
         except EchoDFKDError as exc:  # e.g. no C++ compiler: this batch size stays eager
-            if self.log:
+            if self.log and worker == 0:
                 self.log(f"batched engine for {batch} streams stays eager: {exc}")
             return
         with self._build_lock:
-            self._compiled[batch] = engine
+            self._compiled[(batch, worker)] = engine
 
     def _parts(self, n: int) -> list[tuple[int, int]]:
         """The (start, stop) row ranges a step of n streams is split into."""
@@ -159,19 +170,21 @@ class BatchedEngine:
         """Build or load the compiled engines for these stream counts now (not inside a step's latency)."""
         if self.aot:
             for n in batches:
-                for a, b in self._parts(int(n)):
-                    self._compiled_for(_bucket(b - a))
+                parts = self._parts(int(n))
+                for a, b in parts:
+                    for worker in range(min(self.workers, len(parts))):  # the cache file is built once
+                        self._compiled_for(_bucket(b - a), worker=worker)
 
     def _rows(self, n: int) -> int:
         """Rows a step of n streams runs with: n eager; compiled, the smallest built bucket that fits."""
         if not self.aot:
             return n
-        built = [b for b in list(self._compiled) if b >= n]  # list(): a background build may add one
+        built = [b for b, _ in list(self._compiled) if b >= n]  # list(): a background build may add one
         return min(built) if built else _bucket(n)
 
     def _run(self, frames: Any, state: list[Any]) -> tuple[Any, list[Any]]:
         if self.aot:
-            engine = self._compiled_for(frames.shape[0], wait=False)
+            engine = self._compiled_for(frames.shape[0], wait=False, worker=getattr(self._local, "worker", 0))
             if engine is not None:
                 return engine.step(frames, state)
         # Eager (also while a batch size's compiled engine builds: same maths and state layout, so a stream
