@@ -216,6 +216,22 @@ def test_bench_json_smoke(capsys):
     assert 0.0 <= check["checks"]["bf16"]["dice_min"] <= 1.0 and check["choice"] in PRECISIONS
 
 
+def test_bench_runs_the_student_at_its_infer_size(run, capsys):
+    """A 64-px clip through a run whose infer_size is 32: the student variants run at 32, the flag overrides."""
+    common = ["bench", "--student", str(run), "--json", "--frames", "3", "--rounds", "1", "--threads", "1",
+              "--size", str(2 * SIZE), "--no-teacher", "--no-memory", "--no-compile", "--no-bf16", "--no-onnx"]
+    assert main(common) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model_size"] == SIZE and res["clip"].endswith(f"{2 * SIZE}x{2 * SIZE}")
+    assert any(f"runs at {SIZE}x{SIZE}" in n for n in res["notes"]) and res["fps_median"]["student_step_fast"] > 0
+    assert main([*common, "--model-size", str(2 * SIZE)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model_size"] == 2 * SIZE and not any("runs at" in n for n in res["notes"])
+    assert main([*common, "--model-size", "33"]) == 2  # the 2-block student needs even sizes
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model-size 33" in err[0]
+
+
 def test_bench_goals_pick_the_fastest_accurate_variant():
     from echodfkd.stream.bench import _goals
 
