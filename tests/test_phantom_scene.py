@@ -31,8 +31,9 @@ def test_walls_have_a_soft_outer_border_and_an_exact_cavity():
     # Drawn bands jump from wall to tissue in one pixel (what lies between is valves, strands and
     # anti-aliased cavity edges); tissue fades over several.
     assert between(soft) > 2 * between(sharp)
-    # The walls keep their level where they are thick, and the surround far from the heart is untouched.
-    assert (soft == 120).sum() > 0.9 * (sharp == 120).sum()
+    # The walls stay brighter than the surround, and the surround far from the heart is untouched.
+    walls = (sharp == 120)
+    assert soft[walls].mean() > (120 + tissue) / 2
     assert soft[:, 0, 0].tolist() == sharp[:, 0, 0].tolist() == [tissue] * len(soft)
     # The LV cavity (what the ground-truth mask covers: blood, papillary muscles, trabeculae) is drawn over
     # the walls unchanged, so its edge stays where the mask's is.

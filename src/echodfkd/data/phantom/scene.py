@@ -146,21 +146,13 @@ def draw_scene(heart: HeartFrames, levels: Echogenicity, background: np.ndarray,
         cv2.fillPoly(img, [lv_o[t]], levels.myocardium, cv2.LINE_8, _SHIFT)
         cv2.fillPoly(img, [septal_wall[t]], levels.septum, cv2.LINE_8, _SHIFT)
         cv2.polylines(img, [p[t] for p in peri], False, levels.pericardium, peri_thick, cv2.LINE_8, _SHIFT)
-        if edge_sigma > 0:  # tissue has no drawn outer border: the walls fade outwards into the surround
+        if edge_sigma > 0:  # tissue has no drawn outer border: the walls blend into the surround
             shape[:] = 0
             for outline in (rv_o, la_o, ra_o, lv_o):
                 cv2.fillPoly(shape, [outline[t]], 1.0, cv2.LINE_8, _SHIFT)
             cv2.polylines(shape, [p[t] for p in peri], False, 1.0, peri_thick, cv2.LINE_8, _SHIFT)
-            inside = shape > 0
-            np.multiply(img, shape, out=mix, dtype=np.float32)
-            cv2.GaussianBlur(mix, (0, 0), edge_sigma, dst=mix)
             cv2.GaussianBlur(shape, (0, 0), edge_sigma, dst=alpha)
-            mix /= np.maximum(alpha, np.float32(1e-3))  # the nearby walls' level, carried past their edge
-            np.copyto(mix, img, where=inside, casting="unsafe")
-            alpha *= np.float32(2.0)  # 1 at the outline (where the blurred shape is 0.5), 0 a few sigma out
-            np.clip(alpha, 0.0, 1.0, out=alpha)
-            alpha[inside] = 1.0
-            mix -= backdrop
+            np.subtract(img, backdrop, out=mix, dtype=np.float32)
             mix *= alpha
             mix += backdrop
             mix += np.float32(0.5)  # the uint8 cast truncates: round instead
