@@ -77,13 +77,25 @@ def test_mixed_engine_matches_fp32_and_keeps_its_state_fp32(run, frames):
     assert all(b.dtype == torch.float32 for b in mixed.enc_b)
 
 
+def test_subpixel_form_equals_the_transposed_conv():
+    """conv3x3 with 4x the outputs + pixel_shuffle(2) == the stride-2 4-tap transposed conv (odd sizes too)."""
+    from echodfkd.models.fast import transposed_as_subpixel
+
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 5, 7, 6, dtype=torch.float64), torch.randn(5, 3, 4, 4, dtype=torch.float64), torch.randn(3)
+    ref = torch.nn.functional.conv_transpose2d(x, w, b.double(), stride=2, padding=1)
+    got = torch.nn.functional.pixel_shuffle(
+        torch.nn.functional.conv2d(x, transposed_as_subpixel(w), b.double().repeat_interleave(4), padding=1), 2)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_split_first_layer_equals_the_whole_one_at_fp32(run, frames):
     """The split convolution (frame part + h part) is the same maths as the single one over concat(x, h)."""
     from echodfkd.models.fast import StreamingStudent
 
     student = Student.from_pretrained(run).eval()
     ref, ref_state = _stream(StreamingStudent(student), frames[:12])
-    split = StreamingStudent(student, full_precision_inputs=2)
+    split = StreamingStudent(student, full_precision_inputs=2, subpixel_decoder=False)
     assert split.split_layers == [0, 1] and len(split.enc_wx) == 2
     got, state = _stream(split, frames[:12])
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
