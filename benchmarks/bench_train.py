@@ -1,6 +1,6 @@
 """Distillation training speed, before and after, measured side by side in one run, plus loss curves.
 
-Usage: python benchmarks/bench_train.py [--sizes 56,112] [--variants fp32,bf16,bf16+fused] [--steps 3]
+Usage: python benchmarks/bench_train.py [--sizes 56,112] [--variants fp32,bf16+fused,bf16+fused+cl] [--steps 3]
        [--rounds 2] [--threads N] [--data DIR --targets DIR --curve-epochs 6] [--out DIR] [--accelerator cpu]
 
 1. Step throughput: the real training step (DistillModule under a Lightning Trainer: augmentation,
@@ -13,12 +13,15 @@ Usage: python benchmarks/bench_train.py [--sizes 56,112] [--variants fp32,bf16,b
 2. Loss curves (with --data/--targets, a labelled dataset such as the demo's): one fixed-seed `distill()`
    run per variant for --curve-epochs epochs (real pipeline: windows, augmentation, validation); prints
    each run's training frames/s and frames/CPU-s over its steps (the first, warm-up or compile, left out;
-   validation between epochs not counted) and its best val loss, and writes the per-step
+   validation between epochs not counted), the same over whole training epochs (window loading, the
+   Lightning loop and logging included) with the CPU share spent outside the steps, and its best val loss,
+   and writes the per-step
    train losses and per-epoch val losses of every variant overlaid in OUT/loss_curves.png.
 
 Variants: fp32 (32-true, eager: before), bf16 (bf16-mixed autocast, fp32 loss), +fused (one autograd
-function per ConvLSTM gate update, distill/fused.py), +compile (torch.compile of the forward; its
-compile time is printed apart and left out of the step times).
+function per ConvLSTM gate update, distill/fused.py), +cl (channels-last decoder and ConvLSTMs after the
+first block, Student.use_channels_last), +compile (torch.compile of the forward; its compile time is
+printed apart and left out of the step times). distill's defaults on a CPU with native bf16: bf16+fused+cl.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
 
 def _parse_variant(name: str) -> dict[str, Any]:
-    """'bf16+fused+compile' -> precision, fused_gates, compile."""
+    """'bf16+fused+cl+compile' -> precision, fused_gates, channels_last, compile."""
     parts = name.split("+")
-    if parts[0] not in PRECISION or not set(parts[1:]) <= {"fused", "compile"}:
-        raise SystemExit(f"--variants: unknown variant {name!r} (fp32 or bf16, optionally +fused, +compile)")
-    return {"precision": parts[0], "fused_gates": "fused" in parts, "compile": "compile" in parts}
+    if parts[0] not in PRECISION or not set(parts[1:]) <= {"fused", "cl", "compile"}:
+        raise SystemExit(f"--variants: unknown variant {name!r} (fp32 or bf16, optionally +fused, +cl, +compile)")
+    return {"precision": parts[0], "fused_gates": "fused" in parts, "channels_last": "cl" in parts,
+            "compile": "compile" in parts}
 
 
 class StepTimer:
@@ -58,6 +62,24 @@ class StepTimer:
                 self.times: list[float] = []
                 self.cpu: list[float] = []
                 self.losses: list[float] = []
+                # whole training epochs, their validation left out: the steps plus loading and the loop
+                self.epoch_wall: list[float] = []
+                self.epoch_cpu: list[float] = []
+
+            def on_train_epoch_start(self, trainer, module) -> None:
+                self.e0, self.ec0, self.val_wall, self.val_cpu = time.perf_counter(), time.process_time(), 0.0, 0.0
+
+            def on_validation_start(self, trainer, module) -> None:
+                self.v0, self.vc0 = time.perf_counter(), time.process_time()
+
+            def on_validation_end(self, trainer, module) -> None:
+                if hasattr(self, "e0"):
+                    self.val_wall += time.perf_counter() - self.v0
+                    self.val_cpu += time.process_time() - self.vc0
+
+            def on_train_epoch_end(self, trainer, module) -> None:
+                self.epoch_wall.append(time.perf_counter() - self.e0 - self.val_wall)
+                self.epoch_cpu.append(time.process_time() - self.ec0 - self.val_cpu)
 
             def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
                 if module.device.type == "cuda":
@@ -102,7 +124,8 @@ def measure(size: int, variant: str, args: argparse.Namespace, module_cache: dic
     if key not in module_cache:  # a compiled module keeps its graphs from turn to turn
         torch.manual_seed(0)
         module_cache[key] = DistillModule(dict(blocks=args.blocks, layers=args.layers), augment=args.augment,
-                                          compile=spec["compile"], fused_gates=spec["fused_gates"])
+                                          compile=spec["compile"], fused_gates=spec["fused_gates"],
+                                          channels_last=spec["channels_last"])
         if spec["compile"]:
             t0 = time.perf_counter()
             _trainer(args.accelerator, spec["precision"], [], 1).fit(module_cache[key], DataLoader(
@@ -156,7 +179,8 @@ def curves(args: argparse.Namespace) -> list[dict[str, Any]]:
         distill(args.data, args.targets, run, blocks=args.blocks, layers=args.layers, epochs=args.curve_epochs,
                 frame_size=args.curve_size, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
                 patience=args.curve_epochs, precision=spec["precision"], compile=spec["compile"],
-                fused_gates=spec["fused_gates"], augment=args.augment, callbacks=[timer])
+                fused_gates=spec["fused_gates"], channels_last=spec["channels_last"], augment=args.augment,
+                callbacks=[timer])
         total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
         val = []
         for path in sorted((run / "logs" / "csv").glob("version_*/metrics.csv")):
@@ -164,8 +188,12 @@ def curves(args: argparse.Namespace) -> list[dict[str, Any]]:
             val += table.dropna(subset=["val_loss"])["val_loss"].tolist()
         cfg = json.loads((run / "config.json").read_text())
         frames = (len(timer.times) - 1) * args.batch_size * args.seq_len  # the first step (warm-up, compile) left out
+        # whole epochs (validation left out): every step plus window loading, the Lightning loop and logging
+        epoch_frames = len(timer.times) * args.batch_size * args.seq_len
         out.append({"variant": variant, "losses": timer.losses, "val": val, "frames": frames,
                     "train_s": sum(timer.times[1:]), "train_cpu_s": sum(timer.cpu[1:]), "total_s": total_wall,
+                    "epoch_frames": epoch_frames, "epoch_s": sum(timer.epoch_wall), "epoch_cpu_s": sum(timer.epoch_cpu),
+                    "outside_steps_cpu": 1.0 - sum(timer.cpu) / max(sum(timer.epoch_cpu), 1e-9),
                     "total_cpu_s": total_cpu, "best_val_loss": cfg["training"]["best_val_loss"],
                     "precision": cfg["training"]["precision"]})
         print(f"  curve {variant:<18} {len(timer.losses)} steps, last train loss {timer.losses[-1]:.4f}, "
@@ -202,7 +230,7 @@ def main() -> None:
     """Print the side-by-side training throughput (and loss curves when a dataset is given)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="56,112")
-    ap.add_argument("--variants", default="fp32,bf16,bf16+fused",
+    ap.add_argument("--variants", default="fp32,bf16+fused,bf16+fused+cl",
                     help="comma list; the first is the baseline of the ratios (fp32 = today: fp32 eager)")
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--layers", type=int, default=1)
@@ -262,11 +290,16 @@ def main() -> None:
         runs = curves(args)
         results["curves"] = runs
         base = runs[0]
-        print(f"\n{'variant':<18} {'steps':>5} {'frames/s':>9} {'frames/cpu-s':>12} {'x /cpu-s':>8} {'best val':>9}")
+        print(f"\n{'variant':<18} {'steps':>5} {'frames/s':>9} {'frames/cpu-s':>12} {'x /cpu-s':>8} "
+              f"{'epochs: frames/cpu-s':>20} {'x':>6} {'outside steps':>13} {'best val':>9}")
         for r in runs:
             per_cpu, base_cpu = r["frames"] / r["train_cpu_s"], base["frames"] / base["train_cpu_s"]
+            ep_cpu, base_ep = r["epoch_frames"] / r["epoch_cpu_s"], base["epoch_frames"] / base["epoch_cpu_s"]
             print(f"{r['variant']:<18} {len(r['losses']):>5} {r['frames'] / r['train_s']:>9.1f} {per_cpu:>12.1f} "
-                  f"{per_cpu / base_cpu:>7.2f}x {r['best_val_loss']:>9.4f}")
+                  f"{per_cpu / base_cpu:>7.2f}x {ep_cpu:>20.1f} {ep_cpu / base_ep:>5.2f}x "
+                  f"{100 * r['outside_steps_cpu']:>12.1f}% {r['best_val_loss']:>9.4f}")
+        print("(steps: the timed training steps, the first left out; epochs: whole training epochs with window "
+              "loading, the loop and logging, validation left out; outside steps: their CPU share beyond the steps)")
         png = out / "loss_curves.png"
         plot(runs, png, f"student ({args.blocks},{args.layers}) at {args.curve_size}^2, batch {args.batch_size}, "
                         f"seed 0, {args.curve_epochs} epochs on {Path(args.data).name}")

@@ -96,6 +96,9 @@ class DistillConfig:
     fused_gates: bool = setting(True, "train with the ConvLSTM gate update as one autograd function (fp32: the same "
                                 "values; bf16: h in bf16, c fp32; 1.09x frames per CPU-second at 56^2, 1.18x at "
                                 "112^2 over plain bf16, benchmarks/bench_train.py)", "hardware")
+    channels_last: bool = setting(True, "on CPUs, train the decoder and the ConvLSTMs after the first block in "
+                                  "channels-last layout (the same values to float rounding; faster convolutions, "
+                                  "benchmarks/bench_train.py)", "hardware")
     compile: bool = setting(False, "torch.compile the training step (falls back to eager with one line if it "
                             "cannot compile)", "hardware")
 
@@ -219,7 +222,8 @@ def format_duration(delta: timedelta) -> str:
 #: Loss choices of the search and the Dice weight each means.
 LOSSES = {"bce": 0.0, "bce+dice": 1.0}
 #: Settings of the machine, not of the model: a search's best trial does not carry them to another run.
-HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision", "compile", "fused_gates")
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision", "compile", "fused_gates",
+                "channels_last")
 #: What a run's config.json records in `training` beyond the settings (its outcome).
 _OUTCOME_KEYS = ("epochs_trained", "stopped_early", "best_val_loss", "best_val_bce", "best_checkpoint")
 

@@ -29,7 +29,7 @@ from echodfkd.data.clips import (ClipStore, FixedWindows, TargetsCheck, TargetsF
                                  WindowSampler, check_targets)
 from echodfkd.distill.checks import check_checkpoint, check_resume, check_seq_len, check_sizes
 from echodfkd.distill.config import LIGHTNING_PRECISION, DistillConfig
-from echodfkd.distill.devices import lightning_precision, resolve_accelerator, strategy
+from echodfkd.distill.devices import channels_last, lightning_precision, resolve_accelerator, strategy
 from echodfkd.errors import ModelError
 from echodfkd.io.atomic import DISK_FULL
 from echodfkd.io.records import RecordError, StudentConfig
@@ -362,7 +362,7 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     module = DistillModule(cfg.student(out_channels=len(inputs.channels)), lr=cfg.lr, dice_weight=cfg.dice_weight,
                            lr_schedule=cfg.lr_schedule, max_epochs=cfg.epochs, init=cfg.init,
                            weight_decay=cfg.weight_decay, augment=cfg.augment, compile=cfg.compile,
-                           fused_gates=cfg.fused_gates)
+                           fused_gates=cfg.fused_gates, channels_last=channels_last(cfg, accelerator))
     trainer, ckpt_cb, early = _trainer(run, cfg, accelerator, precision, sampler, len(train_dl), callbacks)
     _fit(trainer, module, train_dl, val_dl, ckpt, last if resume else run)
     if trainer.is_global_zero:

@@ -35,6 +35,39 @@ def check_frame_size(size: int, blocks: int, what: str = "frame size",
     return int(size)
 
 
+class _MaxPool2x2(torch.autograd.Function):
+    """F.max_pool2d(x, 2) as four strided maxima; the gradient goes to the first maximum of each window in
+    row-major order, as max_pool2d's does. Its CPU kernel is slow on NCHW input (~8x here at 56x56)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        m = torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+                          torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+        ctx.save_for_backward(x, m)
+        return m
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, m = ctx.saved_tensors
+        first = x[:, :, 0::2, 0::2] == m
+        second = x[:, :, 0::2, 1::2] == m
+        down = ~(first | second)  # the maximum is in the window's second row
+        right = ~first & (second | (x[:, :, 1::2, 0::2] != m))
+        h, w = x.shape[2:]
+        rows = torch.arange(0, h, 2, device=x.device).view(-1, 1) * w
+        corner = rows + torch.arange(0, w, 2, device=x.device)  # flat index of each window's top-left
+        index = down.long().mul_(w).add_(right).add_(corner)  # in place: few clip-sized int64 temporaries
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                               index)
+
+
+def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max pooling of (M, C, H, W) (F.max_pool2d(x, 2)'s values and gradient), fast in training on NCHW."""
+    if x.requires_grad and x.is_contiguous() and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+        return _MaxPool2x2.apply(x)
+    return F.max_pool2d(x, 2)
+
+
 @dataclass
 class StudentState:
     """Recurrent state of every ConvLSTM layer, in encoder order; one object per stream."""
@@ -133,7 +166,7 @@ class Student(nn.Module):
                 y = y + self.shortcuts[b](block_in.reshape(n * t, ci, hh, ww)).reshape(y.shape)
             feats.append(y.reshape(n * t, *y.shape[2:]))
             if b < self.blocks - 1:
-                pooled = F.max_pool2d(feats[-1], 2)
+                pooled = max_pool2x2(feats[-1])
                 y = pooled.reshape(n, t, *pooled.shape[1:])
         logits = self._decode(feats)
         logits = logits.reshape(n, t, *logits.shape[1:])
@@ -176,6 +209,19 @@ class Student(nn.Module):
             if b < self.blocks - 1:
                 y = F.max_pool2d(y, 2)
         return self._decode(feats), StudentState(new_cells)
+
+    # ----------------------------------------------------------------- training layout
+    def use_channels_last(self) -> int:
+        """Channels-last weights for the decoder and every ConvLSTM after the first block; returns how many modules.
+
+        Their convolutions then run channels-last (oneDNN's faster layout, forward and backward) and so do
+        batch norm, pooling and upsampling between them. The first block stays NCHW: its 12-channel gate
+        slices of a channels-last tensor would make the gate arithmetic strided. Same values, same state_dict.
+        """
+        parts = [*self.cells[1:], *self.shortcuts[1:], *self.up_convs, self.head]
+        for part in parts:
+            part.to(memory_format=torch.channels_last)
+        return len(parts)
 
     # ----------------------------------------------------------------- persistence
     def num_parameters(self) -> int:
