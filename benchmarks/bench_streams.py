@@ -8,10 +8,11 @@ round, so a busy machine slows all alike), it measures:
   `Predictor` (frames in, masks/areas/alert statistics out);
 - `engine N`: N streams through one `BatchedEngine` step per frame (the network only);
 - `predict N`: N streams, one thread each, through `MultiStream` and `stream_predictor` (what `serve` and
-  `predict --streams N` run: the per-frame work after the network included, done for the whole batch by
-  the post-processing thread while the network steps the next batch, `overlap`). Latency is each frame's
-  `FrameResult.latency_ms`, from its arrival to its finished masks (waiting for the batched step included);
-- `predict-serial N`: the same, finished in the scheduler thread between steps (`overlap=False`, before);
+  `predict --streams N` run: the per-frame work after the network included, done by the scheduler thread
+  for the whole batch between steps). Latency is each frame's `FrameResult.latency_ms`, from its arrival
+  to its finished masks (waiting for the batched step included);
+- `predict-overlap N`: the same, finished by a post-processing thread while the network steps the next
+  batch (`overlap=True`);
 - `predict-thr N`: the same, but each stream thread does its own per-frame work (`post_in_scheduler=False`,
   the way before batched post-processing).
 The figures are medians over rounds; ratios are to the single-stream figure and to the network alone
@@ -32,7 +33,7 @@ import numpy as np
 
 GOAL_AGGREGATE = 1500.0  # issue 17: frames/s at N = 16
 GOAL_STREAM_FPS = 50.0  # every stream real time
-VARIANTS = ("engine", "predict", "predict-serial", "predict-thr")
+VARIANTS = ("engine", "predict", "predict-overlap", "predict-thr")
 
 
 def _clips(n: int, frames: int, size: int) -> list[np.ndarray]:
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = args.variants.split(",")
     multis = {lay: MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
               for lay in layouts}
-    others = {("predict-serial", lay): MultiStream(m.engine, args.max_wait_ms, overlap=False) for lay, m in multis.items()}
+    others = {("predict-overlap", lay): MultiStream(m.engine, args.max_wait_ms, overlap=True) for lay, m in multis.items()}
     others.update({("predict-thr", lay): MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False)
                    for lay, m in multis.items()})
     for m in multis.values():
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "stream_fps_min": round(med(v, "stream_fps_min"), 1),
                          "p50_ms": round(med(v, "p50_ms"), 2), "p99_ms": round(med(v, "p99_ms"), 2),
                          "cpu_ms_per_frame": round(med(v, "cpu_ms"), 3),
+                         "per_round_fps": [round(r[v]["aggregate_fps"], 1) for r in rounds],
+                         "per_round_cpu_ms": [round(r[v]["cpu_ms"], 3) for r in rounds],
                          "ratio_to_engine": round(statistics.median(
                              r[v]["aggregate_fps"] / r[f"engine {_name(lay)} {n}"]["aggregate_fps"] for r in rounds), 3)
                          if "engine" in variants else None,

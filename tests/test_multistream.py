@@ -442,7 +442,7 @@ def test_bench_streams_script_reports_every_row(student, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model_size"] == [SIZE, SIZE] and out["input_size"] == [64, 64]
     rows = {(r["variant"], r["layout"], r["streams"]) for r in out["rows"]}
-    variants = ("engine", "predict", "predict-serial", "predict-thr")
+    variants = ("engine", "predict", "predict-overlap", "predict-thr")
     assert rows == {(v, lay, n) for v in variants for lay in ("all", "c2w2") for n in (1, 3)}
     assert all(r["aggregate_fps"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
     with pytest.raises(SystemExit):

@@ -1,5 +1,5 @@
-"""Overlapped post-processing of many streams (`MultiStream(overlap=True)`): frame t+1 is stepped while frame t
-is finished in the post-processing thread; outputs equal the serial scheduler and single streams."""
+"""Overlapped post-processing of many streams (`MultiStream(overlap=True)`, opt-in): frame t+1 is stepped while
+frame t is finished in the post-processing thread; outputs equal the serial scheduler and single streams."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_overlap_equals_serial_and_single_streams_and_really_overlaps(predictor,
 def test_stream_leaving_mid_clip_frees_its_row_and_others_continue(predictor):
     clips = _clips([16, 16, 16])
     alone = [predictor.predict_clip(c, 50.0) for c in clips]
-    multi = MultiStream.from_predictor(predictor, max_wait_ms=50)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=50, overlap=True)
     got: dict[int, object] = {}
 
     def one(i: int) -> None:
@@ -123,7 +123,7 @@ def test_post_processing_error_reaches_its_streams_and_nothing_hangs(predictor, 
         return real(predictors, frames, logits)
 
     monkeypatch.setattr(ms, "finish_frames", broken)
-    multi = MultiStream.from_predictor(predictor, max_wait_ms=50)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=50, overlap=True)
     errors: dict[int, BaseException] = {}
 
     def one(i: int) -> None:
@@ -142,7 +142,7 @@ def test_post_processing_error_reaches_its_streams_and_nothing_hangs(predictor, 
 
 def test_shutdown_with_streams_in_flight_errors_them_without_hanging(predictor):
     clip = _clips([30])[0]
-    multi = MultiStream.from_predictor(predictor, max_wait_ms=50)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=50, overlap=True)
     started, errors = threading.Event(), []
 
     def one(i: int) -> None:
@@ -166,7 +166,7 @@ def test_shutdown_with_streams_in_flight_errors_them_without_hanging(predictor):
 
 def test_push_and_one_frame_clips_finish_without_waiting_for_a_next_step(predictor):
     # urgent frames (push, a clip's last frame) are finished at once, not after max_wait
-    multi = MultiStream.from_predictor(predictor, max_wait_ms=60_000)
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=60_000, overlap=True)
     try:
         with multi.stream(predictor) as p:
             frame = _clips([1])[0]

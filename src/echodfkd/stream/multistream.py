@@ -6,13 +6,12 @@ clip of `predict --streams N`) submit a frame and block; the scheduler runs one 
 every active stream has a frame ready, or `max_wait_ms` after the first one arrived. `stream_predictor`
 gives a `Predictor` whose frames go through one such stream. The work after the network (soft masks,
 largest region, alert statistics, areas) is `predictor.finish_frames`, the single-stream code itself, run
-once per step for every frame of the batch (whole-batch numpy, per-frame cv2), not by N stream threads
-fighting for the GIL. With `overlap` (the default) it runs in one post-processing thread while the
-scheduler already steps the next batch (the compiled step releases the GIL): a stream's `stream_clip`
-sends frame t+1 as soon as frame t has been stepped, before frame t's masks are finished. Batches are
-finished in step order, so each stream's alert statistics see its frames in order. `overlap=False` finishes
-in the scheduler thread between steps; `post_in_scheduler=False` in each stream's thread (both kept for
-benchmarks/bench_streams.py's side-by-side figures).
+by the scheduler thread once per step for every frame of the batch, not by N stream threads fighting for the
+GIL (`post_in_scheduler=False` keeps that way, for benchmarks). With `overlap=True` one post-processing
+thread finishes batch k while the scheduler steps batch k+1 (the compiled step releases the GIL): a stream's
+`stream_clip` sends frame t+1 once frame t is stepped. Batches are finished in step order, so each stream's
+alert statistics see its frames in order. It is off by default: on 2 busy cores it showed no clear gain
+(benchmarks/bench_streams.py, `predict-overlap`: within the noise) and took ~5 % more CPU per frame.
 """
 
 from __future__ import annotations
@@ -127,7 +126,7 @@ class MultiStream:
     """A scheduler thread that advances every stream with a frame ready through one batched engine step."""
 
     def __init__(self, engine: BatchedEngine, max_wait_ms: float = MAX_WAIT_MS, post_in_scheduler: bool = True,
-                 overlap: bool = True) -> None:
+                 overlap: bool = False) -> None:
         if not max_wait_ms >= 0:
             raise ModelError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.engine, self.max_wait = engine, max_wait_ms / 1000.0
@@ -153,7 +152,7 @@ class MultiStream:
     @classmethod
     def from_predictor(cls, predictor: Predictor, max_wait_ms: float = MAX_WAIT_MS, chunk: int | None = None,
                        workers: int | None = None, post_in_scheduler: bool = True,
-                       overlap: bool = True) -> "MultiStream":
+                       overlap: bool = False) -> "MultiStream":
         """Batch streams through `predictor`'s own torch engine (same weights, precision, size, device);
         `workers` None: the measured layout (`auto_layout`)."""
         engine = getattr(predictor, "engine", None)
