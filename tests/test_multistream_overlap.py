@@ -199,3 +199,21 @@ def test_compiled_workers_each_load_their_own_engine_and_equal_single_streams(pr
     for i, clip in enumerate(clips):
         alone = TorchEngine(student)
         np.testing.assert_allclose(out[i], np.stack([alone.step(f) for f in clip]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_bad_clip_shapes_refused_in_one_line_and_the_stream_stays_usable(predictor, overlap):
+    from echodfkd.errors import VideoError
+
+    multi = MultiStream.from_predictor(predictor, max_wait_ms=50, overlap=overlap)
+    try:
+        with multi.stream(predictor) as p:
+            for bad in (np.zeros((SIZE, SIZE), np.uint8), np.zeros((0, SIZE, SIZE), np.uint8)):
+                with pytest.raises(VideoError, match=r"expected a clip of shape \(T, H, W\) with T > 0"):
+                    list(p.stream_clip(bad))
+            clip = _clips([5])[0]
+            _same(predictor.predict_clip(clip, 50.0), p.predict_clip(clip, 50.0))
+    finally:
+        multi.shutdown()
+    with pytest.raises(VideoError, match="T > 0"):
+        list(predictor.stream_clip(np.zeros((4, 4), np.uint8)))
