@@ -35,15 +35,15 @@ AUTO_CHUNK = 4
 
 
 def auto_layout(compiled: bool, chunk: int | None = None) -> tuple[int | None, int]:
-    """(chunk, workers) of a batched step on >= 2 torch threads: 2 one-thread workers, eager in calls of <= 4
-    rows, compiled in two halves, each worker on its own copy of the engine (bench_streams, demo student,
-    2 busy cores, N = 16: eager c4w2 1.1-1.3x one call; compiled c0w2 1.13x (7 rounds) and 1.5x (3 rounds)
-    one 2-thread call for the network, 1.5x for the whole predictor, ~12 % less CPU per frame)."""
+    """(chunk, workers) of a batched step: eager on >= 2 torch threads, calls of <= 4 rows on 2 one-thread
+    workers; compiled, one call (bench_streams, demo student on 2 cores, N = 16: eager c4w2 1.1-1.3x one
+    call; compiled halves on 2 workers with their own engine copies, c0w2, went 0.83x to 1.5x one call in
+    three interleaved runs on busy cores, so the compiled engine keeps the one call measured quiet)."""
     import torch
 
-    if torch.get_num_threads() < 2:
+    if compiled or torch.get_num_threads() < 2:
         return chunk, 1
-    return (chunk, 2) if compiled else (chunk or AUTO_CHUNK, 2)
+    return chunk or AUTO_CHUNK, 2
 
 
 def check_streams(n: Any, flag: str = "--streams") -> int:
