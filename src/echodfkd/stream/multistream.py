@@ -11,7 +11,7 @@ GIL (`post_in_scheduler=False` keeps that way, for benchmarks). With `overlap=Tr
 thread finishes batch k while the scheduler steps batch k+1 (the compiled step releases the GIL): a stream's
 `stream_clip` sends frame t+1 once frame t is stepped. Batches are finished in step order, so each stream's
 alert statistics see its frames in order. It is off by default: on 2 busy cores it showed no clear gain
-(benchmarks/bench_streams.py, `predict-overlap`: within the noise) and took ~5 % more CPU per frame.
+(benchmarks/bench_streams.py, `predict-overlap`: within the noise) and took 0-6 % more CPU per frame.
 """
 
 from __future__ import annotations
