@@ -66,7 +66,8 @@ class _Pending:
                  small: np.ndarray | None = None, start: float = 0.0, urgent: bool = True) -> None:
         self.slot, self.frame, self.start = slot, frame, start
         self.urgent = urgent  # its stream sends nothing before this result: finish it without waiting
-        self.stepped, self.done = threading.Event(), threading.Event()  # network step done; result finished
+        self.done = threading.Event()  # result (or error) there
+        self.stepped = None if urgent else threading.Event()  # network step done (a pipelined frame only)
         self.logits: np.ndarray | None = None
         self.error: BaseException | None = None
         self.post, self.small = post, small  # finished in the scheduler: its predictor, uint8 frame
@@ -240,7 +241,7 @@ class MultiStream:
             if stopped:
                 for item in batch:
                     item.error = ModelError("the batched engine is shut down")
-                    item.stepped.set()
+                    _set_stepped(item)
                     item.done.set()
                 return
             self._run(batch)
@@ -260,7 +261,7 @@ class MultiStream:
         except BaseException as exc:  # every waiting stream hears of it, not only the scheduler
             _fail(batch, exc)
         for item in batch:
-            item.stepped.set()
+            _set_stepped(item)
             if item.post is None or item.error is not None:
                 item.done.set()
         if post:
@@ -292,6 +293,11 @@ class MultiStream:
                 with self._step_cond:
                     self._step_cond.wait_for(lambda: self._steps_started > step or self._stopped, self.max_wait)
             self._finish(post)
+
+
+def _set_stepped(item: _Pending) -> None:
+    if item.stepped is not None:
+        item.stepped.set()
 
 
 def _fail(items: list[_Pending], exc: BaseException) -> None:
@@ -328,15 +334,13 @@ class StreamPredictor(Predictor):
         self.reset()
         item = sent = None
         try:
-            sent = self._send(frames[0], last=len(frames) == 1)
+            sent = self._send(frames, 0)
             for t in range(len(frames)):
                 item, sent = sent, None
-                item.stepped.wait()
+                (item.stepped or item.done).wait()  # the last frame has no `stepped`: nothing follows it
                 if item.error is None:
                     if t + 1 < len(frames):
-                        sent = self._send(frames[t + 1], last=t + 2 == len(frames))
-                    else:
-                        self.engine.idle()
+                        sent = self._send(frames, t + 1)
                     item.done.wait()
                 if item.error is not None:
                     raise item.error
@@ -348,9 +352,12 @@ class StreamPredictor(Predictor):
                 if pending is not None:
                     pending.done.wait()
 
-    def _send(self, frame: np.ndarray, last: bool) -> _Pending:
-        start = time.perf_counter()
-        return self.engine.send(self, self.admit(frame), start, last)
+    def _send(self, frames: np.ndarray, t: int) -> _Pending:
+        start, last = time.perf_counter(), t + 1 == len(frames)
+        item = self.engine.send(self, self.admit(frames[t]), start, last)
+        if last:  # steps need not wait for this stream any more (its last frame still steps with the next one)
+            self.engine.idle()
+        return item
 
 
 def stream_predictor(predictor: Predictor, handle: StreamHandle) -> StreamPredictor:
