@@ -244,6 +244,24 @@ def test_bench_runs_the_student_at_its_infer_size(run, capsys):
     assert len(err) == 1 and "--model-size 33" in err[0]
 
 
+def test_bench_notes_a_busy_machine_for_multi_thread_runs(monkeypatch, capsys):
+    from echodfkd.stream import bench
+
+    monkeypatch.setattr(bench, "_load_avg", lambda: 99.0)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    args = ["bench", "--json", "--frames", "3", "--rounds", "1", "--size", "32", "--no-teacher", "--no-memory",
+            "--no-compile", "--no-bf16", "--no-onnx"]
+    try:
+        notes = {}
+        for threads in ("2", "1"):
+            assert main([*args, "--threads", threads]) == 0
+            notes[threads] = json.loads(capsys.readouterr().out)["notes"]
+    finally:
+        torch.set_num_threads(1)
+    assert any("machine was busy (load average 99.0" in n and "OMP_WAIT_POLICY=PASSIVE" in n for n in notes["2"])
+    assert not any("machine was busy" in n for n in notes["1"])  # one thread has no partner to wait for
+
+
 def test_bench_goals_pick_the_fastest_accurate_variant():
     from echodfkd.stream.bench import _goals
 

@@ -1,10 +1,13 @@
 """Inference benchmark: student streaming/batch fps vs the DeepLabv3 teacher, and streaming memory.
 
 Everything runs in one process on the same phantom clip, in interleaved rounds (every variant once per
-round), so a busy machine slows all variants alike: ratios are taken within a round, and the median and
-best round are both reported. Reduced precisions (mixed, bf16) count towards the goals only if their masks
-stay within Dice 0.995 of fp32's on every checked clip (`echodfkd.stream.precision`). Streaming memory is measured in fresh child processes (peak RSS, VmHWM,
-growth while streaming 100 vs 1,000 frames from a frame generator, results not kept).
+round), so a busy machine slows all variants alike (though not equally: see the busy-machine note):
+ratios are taken within a round, and the median and best round are both reported. The teacher sees the
+clip's frames; the student runs at its run's infer_size, as `predict` runs it, each frame resized inside
+the timed step. Reduced precisions (mixed, bf16) count towards the goals only if their masks stay within
+Dice 0.995 of fp32's on every checked clip (`echodfkd.stream.precision`). Streaming memory is measured in
+fresh child processes (peak RSS, VmHWM, growth while streaming 100 vs 1,000 frames from a frame
+generator, results not kept).
 """
 
 from __future__ import annotations
@@ -226,6 +229,7 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
         "model_size": msize,
         "params": student.num_parameters(), "threads": torch.get_num_threads(), "rounds": rounds,
         "load_average_before": load_before, "load_average_after": _load_avg(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "fps_median": {k: round(statistics.median(v), 1) for k, v in fps.items()},
         "fps_best": {k: round(max(v), 1) for k, v in fps.items()},
     }
@@ -239,6 +243,11 @@ def run_benchmark(model: str | None = None, frames: int = 48, rounds: int = 5, t
         result["memory"] = _memory(model)
     notes.append("absolute fps depend on the machine's load (see the load average); ratios are measured round "
                  "by round on the same clip")
+    busy = max(load_before or 0.0, result["load_average_after"] or 0.0)
+    if busy > (os.cpu_count() or 1) and result["threads"] > 1 and not os.environ.get("OMP_WAIT_POLICY"):
+        notes.append(f"the machine was busy (load average {busy:.1f} on {os.cpu_count()} CPUs): OpenMP threads "
+                     "spin-waiting for a preempted partner can slow multi-thread figures several-fold; "
+                     "OMP_WAIT_POLICY=PASSIVE or --threads 1 measure more steadily")
     result["notes"] = notes
     return result
 
