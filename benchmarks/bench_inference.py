@@ -1,7 +1,8 @@
 """Inference benchmark in one command: `python benchmarks/bench_inference.py [--json] [--student RUN] ...`.
 
 Same as `echodfkd bench`: student (4,1) streaming fps for every engine and precision (reference step, fast
-engine, compiled engine, ONNX Runtime, end-to-end predictor), batch fps, the fp32 DeepLabv3-ResNet50
+engine, compiled engine, ONNX Runtime, end-to-end predictor) at the run's infer_size (`--model-size` to
+override), batch fps, the fp32 DeepLabv3-ResNet50
 teacher's fps (batched and single-frame) and the ratios, the Dice of each reduced precision's masks vs
 fp32, and streaming peak memory for 100 vs 1,000 frames, all in one run. Unless --check-clips is given,
 the masks are checked on the real clips of the project's ../shared/fixtures when that folder exists
