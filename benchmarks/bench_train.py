@@ -20,7 +20,8 @@ Usage: python benchmarks/bench_train.py [--sizes 56,112] [--variants fp32,bf16+f
 
 Variants: fp32 (32-true, eager: before), bf16 (bf16-mixed autocast, fp32 loss), +fused (one autograd
 function per ConvLSTM gate update, distill/fused.py), +cl (channels-last decoder and ConvLSTMs after the
-first block, Student.use_channels_last), +compile (torch.compile of the forward; its compile time is
+first block, Student.use_channels_last), +cgates (the fused gate arithmetic torch.compile'd; its build
+falls in the warm-up step, left out), +compile (torch.compile of the forward; its compile time is
 printed apart and left out of the step times). distill's defaults on a CPU with native bf16: bf16+fused+cl.
 """
 
@@ -43,12 +44,15 @@ PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
 
 def _parse_variant(name: str) -> dict[str, Any]:
-    """'bf16+fused+cl+compile' -> precision, fused_gates, channels_last, compile."""
+    """'bf16+fused+cl+cgates+compile' -> precision, fused_gates, channels_last, compile_gates, compile."""
     parts = name.split("+")
-    if parts[0] not in PRECISION or not set(parts[1:]) <= {"fused", "cl", "compile"}:
-        raise SystemExit(f"--variants: unknown variant {name!r} (fp32 or bf16, optionally +fused, +cl, +compile)")
+    if parts[0] not in PRECISION or not set(parts[1:]) <= {"fused", "cl", "cgates", "compile"}:
+        raise SystemExit(f"--variants: unknown variant {name!r} (fp32 or bf16, optionally +fused, +cl, +cgates, "
+                         f"+compile)")
+    if "cgates" in parts and "fused" not in parts:
+        raise SystemExit(f"--variants: {name!r}: +cgates compiles the fused gate update, so it needs +fused")
     return {"precision": parts[0], "fused_gates": "fused" in parts, "channels_last": "cl" in parts,
-            "compile": "compile" in parts}
+            "compile_gates": "cgates" in parts, "compile": "compile" in parts}
 
 
 class StepTimer:
@@ -125,7 +129,7 @@ def measure(size: int, variant: str, args: argparse.Namespace, module_cache: dic
         torch.manual_seed(0)
         module_cache[key] = DistillModule(dict(blocks=args.blocks, layers=args.layers), augment=args.augment,
                                           compile=spec["compile"], fused_gates=spec["fused_gates"],
-                                          channels_last=spec["channels_last"])
+                                          channels_last=spec["channels_last"], compile_gates=spec["compile_gates"])
         if spec["compile"]:
             t0 = time.perf_counter()
             _trainer(args.accelerator, spec["precision"], [], 1).fit(module_cache[key], DataLoader(
@@ -179,8 +183,8 @@ def curves(args: argparse.Namespace) -> list[dict[str, Any]]:
         distill(args.data, args.targets, run, blocks=args.blocks, layers=args.layers, epochs=args.curve_epochs,
                 frame_size=args.curve_size, seq_len=args.seq_len, batch_size=args.batch_size, seed=0,
                 patience=args.curve_epochs, precision=spec["precision"], compile=spec["compile"],
-                fused_gates=spec["fused_gates"], channels_last=spec["channels_last"], augment=args.augment,
-                callbacks=[timer])
+                fused_gates=spec["fused_gates"], channels_last=spec["channels_last"],
+                compile_gates=spec["compile_gates"], augment=args.augment, callbacks=[timer])
         total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
         val = []
         for path in sorted((run / "logs" / "csv").glob("version_*/metrics.csv")):

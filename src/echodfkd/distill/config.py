@@ -99,6 +99,8 @@ class DistillConfig:
     channels_last: bool = setting(True, "on CPUs, train the decoder and the ConvLSTMs after the first block in "
                                   "channels-last layout (the same values to float rounding; faster convolutions, "
                                   "benchmarks/bench_train.py)", "hardware")
+    compile_gates: bool = setting(False, "with --fused-gates, torch.compile the ConvLSTM gate arithmetic alone (built "
+                                  "once, ~45 s on 2 cores; falls back to eager with one line)", "hardware")
     compile: bool = setting(False, "torch.compile the training step (falls back to eager with one line if it "
                             "cannot compile)", "hardware")
 
@@ -223,7 +225,7 @@ def format_duration(delta: timedelta) -> str:
 LOSSES = {"bce": 0.0, "bce+dice": 1.0}
 #: Settings of the machine, not of the model: a search's best trial does not carry them to another run.
 HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision", "compile", "fused_gates",
-                "channels_last")
+                "channels_last", "compile_gates")
 #: What a run's config.json records in `training` beyond the settings (its outcome).
 _OUTCOME_KEYS = ("epochs_trained", "stopped_early", "best_val_loss", "best_val_bce", "best_checkpoint")
 

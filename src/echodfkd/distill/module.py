@@ -84,7 +84,7 @@ class DistillModule(pl.LightningModule):
     def __init__(self, student: dict[str, Any], lr: float = 1e-3, dice_weight: float = 0.0,
                  lr_schedule: str = "none", max_epochs: int = 400, init: str = "default",
                  weight_decay: float = 0.0, augment: float = 0.0, compile: bool = False,
-                 fused_gates: bool = False, channels_last: bool = False) -> None:
+                 fused_gates: bool = False, channels_last: bool = False, compile_gates: bool = False) -> None:
         super().__init__()
         if lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {lr_schedule!r}")
@@ -96,7 +96,7 @@ class DistillModule(pl.LightningModule):
         if fused_gates:  # same values, one fused backward per gate update (distill/fused.py)
             from echodfkd.distill.fused import use_fused_update
 
-            use_fused_update(self.student)
+            use_fused_update(self.student, compiled=compile_gates)
         if channels_last:  # same values; faster convolutions after the first block (Student.use_channels_last)
             self.student.use_channels_last()
         # The training forward compiled once per window shape (the ConvLSTM unrolled over seq_len); the

@@ -362,7 +362,8 @@ def distill(data_root: str | os.PathLike, targets_dir: str | os.PathLike, out: s
     module = DistillModule(cfg.student(out_channels=len(inputs.channels)), lr=cfg.lr, dice_weight=cfg.dice_weight,
                            lr_schedule=cfg.lr_schedule, max_epochs=cfg.epochs, init=cfg.init,
                            weight_decay=cfg.weight_decay, augment=cfg.augment, compile=cfg.compile,
-                           fused_gates=cfg.fused_gates, channels_last=channels_last(cfg, accelerator))
+                           fused_gates=cfg.fused_gates, channels_last=channels_last(cfg, accelerator),
+                           compile_gates=cfg.compile_gates)
     trainer, ckpt_cb, early = _trainer(run, cfg, accelerator, precision, sampler, len(train_dl), callbacks)
     _fit(trainer, module, train_dl, val_dl, ckpt, last if resume else run)
     if trainer.is_global_zero:
