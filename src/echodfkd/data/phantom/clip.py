@@ -196,7 +196,7 @@ def make_clip(seed: int, index: int, style: str = "dynamic", size: int = 112, ki
     ed, es = true_phases(cycle, area)
 
     levels = sample_echogenicity(ri)
-    background = background_texture(ri, size, levels.surround * levels.myocardium, levels.blotch)
+    background = background_texture(ri, size, levels.surround * levels.myocardium)
     strands = trabeculae(heart, levels.trabeculae, size, ri)
     reflectivity = draw_scene(heart, levels, background, strands, cavity_haze(heart, levels, size, ri))
     scanner = Scanner(acquisition, size, ri, (landmarks(heart) + 0.5) / size)

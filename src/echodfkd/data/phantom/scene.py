@@ -36,8 +36,6 @@ class Echogenicity:
     surround: float        # tissue around the heart, relative to the myocardium
     trabeculae: int        # number of trabecular strands along the LV wall (0 = smooth)
     haze: float            # blood-pool haze (side lobes, clutter), relative to the myocardium
-    blotch: float = 0.55    # log spread of the surround's brightness (fat, pericardium, lung, liver)
-    edge_blur: float = 0.0  # softness (Gaussian sigma, pixels at 112) of the walls' outer border
 
 
 def sample_echogenicity(rng: np.random.Generator) -> Echogenicity:
@@ -52,19 +50,16 @@ def sample_echogenicity(rng: np.random.Generator) -> Echogenicity:
         pericardium=int(rng.uniform(200, 255)),
         valve=int(rng.uniform(140, 230)),
         papillary=int(myo * rng.uniform(0.7, 1.1)),
-        surround=float(rng.uniform(0.4, 1.0)),
+        surround=float(rng.uniform(0.2, 0.65)),
         trabeculae=int(rng.integers(0, 9)),
         haze=float(rng.uniform(0.0, 0.05)),
-        blotch=float(rng.uniform(0.6, 1.0)),
-        edge_blur=float(rng.uniform(0.8, 2.5)),
     )
 
 
-def background_texture(rng: np.random.Generator, size: int, level: float, blotch: float = 0.55) -> np.ndarray:
-    """Static reflectivity of the tissue around the heart: blotches at about `level` (0-255) whose log
-    spread is `blotch`, darker lung at the upper sides and brighter far field (liver, spine) with some
-    probability."""
-    coarse = rng.lognormal(0.0, blotch, size=(6, 6)).astype(np.float32)
+def background_texture(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
+    """Static reflectivity of the tissue around the heart: blotches at about `level` (0-255), darker lung
+    at the upper sides and brighter far field (liver, spine) with some probability."""
+    coarse = rng.lognormal(0.0, 0.55, size=(6, 6)).astype(np.float32)
     smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     fine = cv2.resize(rng.lognormal(0.0, 0.45, size=(18, 18)).astype(np.float32), (size, size),
                       interpolation=cv2.INTER_LINEAR)
@@ -134,9 +129,6 @@ def draw_scene(heart: HeartFrames, levels: Echogenicity, background: np.ndarray,
     n_rv = heart.rv.shape[1] // 2
     band = _pts(np.stack([heart.rv[:, n_rv // 3], heart.rv[:, -1 - n_rv // 3]], axis=1))
     line = cv2.LINE_AA
-    edge_sigma = levels.edge_blur * k
-    backdrop = background.astype(np.float32)
-    shape, alpha, mix = (np.empty(background.shape, np.float32) for _ in range(3))
     for t in range(t_len):
         img = out[t]
         img[:] = background
@@ -146,17 +138,6 @@ def draw_scene(heart: HeartFrames, levels: Echogenicity, background: np.ndarray,
         cv2.fillPoly(img, [lv_o[t]], levels.myocardium, cv2.LINE_8, _SHIFT)
         cv2.fillPoly(img, [septal_wall[t]], levels.septum, cv2.LINE_8, _SHIFT)
         cv2.polylines(img, [p[t] for p in peri], False, levels.pericardium, peri_thick, cv2.LINE_8, _SHIFT)
-        if edge_sigma > 0:  # tissue has no drawn outer border: the walls blend into the surround
-            shape[:] = 0
-            for outline in (rv_o, la_o, ra_o, lv_o):
-                cv2.fillPoly(shape, [outline[t]], 1.0, cv2.LINE_8, _SHIFT)
-            cv2.polylines(shape, [p[t] for p in peri], False, 1.0, peri_thick, cv2.LINE_8, _SHIFT)
-            cv2.GaussianBlur(shape, (0, 0), edge_sigma, dst=alpha)
-            np.subtract(img, backdrop, out=mix, dtype=np.float32)
-            mix *= alpha
-            mix += backdrop
-            mix += np.float32(0.5)  # the uint8 cast truncates: round instead
-            np.copyto(img, mix, casting="unsafe")
         if haze is None:
             for cavity in (lv, rv, la, ra):
                 cv2.fillPoly(img, [cavity[t]], levels.blood, line, _SHIFT)
