@@ -108,11 +108,14 @@ def real_clips(fixtures: Path) -> dict[str, np.ndarray]:
     return {p.name: prepare_clip(p, mode="auto").frames for p in paths}
 
 
-def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps: int = 300) -> dict:
+def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps: int = 300, repeats: int = 1,
+                      test_frames: int = 64) -> dict:
     """Held-out accuracy of a small CNN telling phantom frames from real ones (0.5 = indistinguishable).
 
     Leave-one-real-clip-out: each fold trains on the other real clips and on phantom clips of both styles,
-    then scores frames of the held-out real clip and of phantom clips it has not seen (balanced).
+    then scores frames of the held-out real clip and of phantom clips it has not seen (balanced). With
+    `repeats` > 1 each fold trains that many nets from different seeds: one net's accuracy moves by several
+    points from run to run, so compare phantom versions on the mean and its standard error.
     """
     import torch
     from torch import nn
@@ -127,9 +130,11 @@ def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps:
         out = [v[rng.integers(len(v))] for v in (videos[i] for i in rng.integers(len(videos), size=n))]
         return np.stack(out)[:, None].astype(np.float32) / 255.0
 
-    accuracies = {}
+    accuracies: dict[str, float] = {}
+    fold_runs: list[float] = []
     names = list(real)
-    for held in names:
+    for held, rep in ((h, r) for r in range(repeats) for h in names):
+        torch.manual_seed(seed + 1000 * rep)
         train_real = [real[n] for n in names if n != held]
         half = len(phantom) // 2
         train_ph, test_ph = phantom[:half], phantom[half:]
@@ -145,12 +150,16 @@ def domain_classifier(real: dict[str, np.ndarray], clips: int, seed: int, steps:
             loss.backward()
             opt.step()
         with torch.no_grad():
-            xr = torch.from_numpy(sample([real[held]], 64))
-            xp = torch.from_numpy(sample(test_ph, 64))
+            xr = torch.from_numpy(sample([real[held]], test_frames))
+            xp = torch.from_numpy(sample(test_ph, test_frames))
             correct = (net(xr)[:, 0] > 0).float().mean() + (net(xp)[:, 0] <= 0).float().mean()
-        accuracies[held] = float(correct / 2)
+        accuracies[held] = accuracies.get(held, 0.0) + float(correct / 2) / repeats
+        fold_runs.append(float(correct / 2))
+    # One repeat (every fold, one seed) gives one sample of the mean accuracy.
+    runs = [float(np.mean(fold_runs[r * len(names):(r + 1) * len(names)])) for r in range(repeats)]
+    sem = float(np.std(runs, ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else None
     return {"per_fold": accuracies, "mean": float(np.mean(list(accuracies.values()))), "steps": steps,
-            "phantom_clips": len(phantom)}
+            "repeats": repeats, "per_repeat": runs, "sem": sem, "phantom_clips": len(phantom)}
 
 
 def contact_sheet(path: Path, real: dict[str, np.ndarray], clips: int, seed: int) -> Path:
@@ -188,6 +197,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--sheet", type=Path, default=None,
                     help="write a contact sheet PNG: real frames (top row), dynamic and synthetic phantom rows")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="classifier nets per fold, from different seeds (report mean ± standard error)")
     ap.add_argument("--classifier", action="store_true",
                     help="also train a small phantom-vs-real frame classifier (leave one real clip out; ~1-2 min)")
     args = ap.parse_args()
@@ -213,7 +224,7 @@ def main() -> None:
             if Path(name).name != Path(args.real).name:
                 others[name] = summarise([clip_stats(clip, 50.0)], None)
         if args.classifier:
-            classifier = domain_classifier(reals, args.clips, args.seed)
+            classifier = domain_classifier(reals, args.clips, args.seed, repeats=args.repeats)
         if args.sheet:
             contact_sheet(args.sheet, reals, min(args.clips, 5), args.seed)
     if args.json:
@@ -248,8 +259,10 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(f"{st[k][0]:.2f}" for k in keys) + " |")
     if classifier:
         folds = ", ".join(f"{k} {v:.2f}" for k, v in classifier["per_fold"].items())
+        spread = (f" ± {classifier['sem']:.3f} (standard error over {classifier['repeats']} repeats)"
+                  if classifier["sem"] is not None else "")
         print(f"\nDomain classifier (small CNN, {classifier['steps']} steps per fold, leave one real clip out): "
-              f"held-out accuracy {classifier['mean']:.2f} (0.5 = phantom and real indistinguishable); {folds}")
+              f"held-out accuracy {classifier['mean']:.3f}{spread} (0.5 = phantom and real indistinguishable); {folds}")
     print(f"\nReal clip: {args.real} ({real['frames']} frames at {real['fps']:.0f} fps); phantom: {args.clips} clips "
           f"per style, seed {args.seed}, 112x112. Mean ± std over clips.")
 
