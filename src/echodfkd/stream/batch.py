@@ -221,7 +221,7 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
 
     def run() -> Iterator[int]:
         if streams > 1:
-            from echodfkd.stream.multistream import run_streams
+            from echodfkd.stream.folder_streams import run_streams
 
             start, frames = time.perf_counter(), 0
             for tick in run_streams(predictor, todo, one, streams):
