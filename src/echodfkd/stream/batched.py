@@ -207,9 +207,16 @@ class BatchedEngine:
                 self._check(slot)
             x = torch.from_numpy(frames)[:, None].to(self.device)
             parts = self._parts(n)
-            if len(parts) == 1 and n == self.capacity == self._rows(n) and list(slots) == list(range(n)):
-                logits, self.state = self._run(x, self.state)  # every row in order: no copies
+            if len(parts) == 1 and n == self.capacity == self._rows(n) and sorted(slots) == list(range(n)):
+                # Every row steps: put the frames in row order and use the state whole. Gathering and
+                # scattering every state tensor instead costs several passes over it per step.
+                in_order = list(slots) == list(range(n))
+                if not in_order:
+                    x = x[torch.as_tensor(np.argsort(slots), device=self.device)]
+                logits, self.state = self._run(x, self.state)
                 out = logits.float().cpu().numpy()
+                if not in_order:
+                    out = out[np.asarray(slots)]
             elif len(parts) == 1:
                 out = self._step_rows(list(slots), x)
             else:  # disjoint rows: the parts may update the state tensors concurrently
