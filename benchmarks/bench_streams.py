@@ -164,22 +164,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clips = _clips(max(ns), args.frames, args.input)
     layouts = _layouts(args.layouts)
     variants = args.variants.split(",")
-    multis = {lay: MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
-              for lay in layouts}
-    others = {("predict-overlap", lay): MultiStream(m.engine, args.max_wait_ms, overlap=True) for lay, m in multis.items()}
-    others.update({("predict-thr", lay): MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False)
-                   for lay, m in multis.items()})
-    for m in multis.values():
-        m.engine.prepare(ns)
+    # One scheduler and engine per layout and N, as a server with N streams has: an engine that once held
+    # more streams keeps their rows, and a step of fewer rows then gathers and scatters its state.
+    multis = {(lay, n): MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
+              for lay in layouts for n in ns}
+    others = {("predict-overlap", key): MultiStream(m.engine, args.max_wait_ms, overlap=True)
+              for key, m in multis.items()}
+    others.update({("predict-thr", key): MultiStream(m.engine, args.max_wait_ms, post_in_scheduler=False)
+                   for key, m in multis.items()})
+    for (_, n), m in multis.items():
+        m.engine.prepare([n])
     rounds: list[dict[str, Any]] = []
     for k in range(args.rounds + 1):  # a short first round warms every variant up and is dropped
         use = [c[:6] for c in clips] if k == 0 else clips
         r: dict[str, Any] = {"single": _single(predictor, use)}
         for n in ns:
-            for lay, multi in multis.items():
+            for lay in layouts:
+                multi = multis[(lay, n)]
                 for kind in variants:
                     r[f"{kind} {_name(lay)} {n}"] = (_engine_n(predictor, use[:n], multi.engine) if kind == "engine"
-                                                     else _predict_n(predictor, use[:n], others.get((kind, lay), multi)))
+                                                     else _predict_n(predictor, use[:n],
+                                                                     others.get((kind, (lay, n)), multi)))
         if k:
             rounds.append(r)
             print(f"round {k}/{args.rounds} done", file=sys.stderr, flush=True)
