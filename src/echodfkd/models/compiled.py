@@ -50,7 +50,8 @@ INDUCTOR_OPTIONS: dict[str, Any] = {"freezing": True, "cpp.use_decompose_tanh": 
 #: The precisions an engine can be compiled at (see `echodfkd.models.fast.PRECISIONS`).
 DTYPES = {name: kw["dtype"] for name, kw in PRECISIONS.items()}
 #: Bump when the engine's graph changes, so stale archives are rebuilt rather than loaded.
-ENGINE_VERSION = 3  # 2: state outputs forced to the input layout, mixed splits its first layer; 3: sub-pixel decoder
+ENGINE_VERSION = 4  # 2: state outputs forced to the input layout, mixed splits its first layer; 3: sub-pixel
+# decoder; 4: transposed decoder again (sub-pixel was slower on 2 threads)
 
 
 def _cpu_signature() -> str:

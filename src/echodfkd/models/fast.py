@@ -13,9 +13,10 @@ Exact re-arrangements of the eval-mode network (outputs equal to float tolerance
   resolution (16 instead of 36 multiply-adds per low-res pixel and channel pair), with zero padding
   mapping exactly onto zero padding; that in turn equals a 3x3 convolution at the low resolution with 4x
   the output channels (one per output phase, unused taps zero) followed by pixel_shuffle(2)
-  (`subpixel_decoder`, the default): more multiply-adds, but oneDNN runs a plain convolution with 4-192
-  outputs faster than a transposed one with 1-48 (compiled, one thread, 56 px: -4.5 % CPU time per frame
-  in mixed and bf16, fp32 unchanged; 112 px: -2 to -3 %);
+  (`subpixel_decoder=True`, off by default): more multiply-adds for a plain convolution with 4-192 outputs
+  instead of a transposed one with 1-48. On one busy thread it saved 2-4.5 % of CPU per frame, but in quiet
+  2-thread runs of the compiled engine it was much slower (demo student, 5 rounds: mixed 1,164 vs 1,649 fps
+  at 56 px, 412 vs 667 at 112 px), so the transposed form stays;
 - an encoder BatchNorm whose scales are all positive commutes with the 2x2 max-pool after it, so it
   runs on a quarter of the pixels;
 - channels-last memory layout (oneDNN's preferred format on CPU).
@@ -124,7 +125,7 @@ class StreamingStudent(nn.Module):
     def __init__(self, student: Student, channels_last: bool = True, dtype: torch.dtype = torch.float32,
                  pad_channels: int = 1, conv_dtype: torch.dtype | None = None,
                  full_precision_layers: int = 0, full_precision_inputs: int = 0,
-                 subpixel_decoder: bool = True) -> None:
+                 subpixel_decoder: bool = False) -> None:
         super().__init__()
         s = student
         if pad_channels < 1:
