@@ -1,7 +1,7 @@
 """int8 static quantisation of the streaming step, measured against the compiled fp32 and mixed engines.
 
-`python benchmarks/bench_int8.py --student RUN [--model-size 112] [--rounds 5] [--json]` (needs torchao:
-`pip install 'torchao>=0.18'`, and a C++ compiler). Issue 17 asked whether int8 static quantisation
+`python benchmarks/bench_int8.py --student RUN [--model-size 112] [--rounds 5] [--json]` (needs torchao,
+`pip install -e '.[int8]'`, and a C++ compiler). Issue 17 asked whether int8 static quantisation
 through PyTorch 2 export quantisation (torchao's pt2e flow, X86 Inductor quantizer), calibrated on phantom
 clips, gives a faster engine whose masks stay within Dice 0.995 of fp32 on real clips. This script builds
 it in several recipes and measures, in one run:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torchao  # noqa: F401
     except ImportError:
-        print("bench_int8: needs torchao (pip install 'torchao>=0.18')", file=sys.stderr)
+        print("bench_int8: needs torchao (pip install -e '.[int8]')", file=sys.stderr)
         return 2
     import tempfile
 
