@@ -143,3 +143,32 @@ def test_real_fixture_clip_decodes(shared_fixtures):
     assert frames.shape == (173, 112, 112) and frames.dtype == np.uint8
     assert fps == pytest.approx(50)
     assert 5 < frames.mean() < 120  # a real B-mode clip, not blank
+
+
+def test_concurrent_video_opens_always_restore_stderr(tmp_path):
+    """Threads reading videos at once (teacher train, label) must give stderr back: fd 2 is process-wide,
+    and a thread that saved it while another had it on /dev/null used to leave it there for good,
+    silencing every later error line."""
+    import threading
+
+    from echodfkd.io import video
+
+    path = tmp_path / "a.avi"
+    write_video(path, np.zeros((2, 16, 16), np.uint8), 25)
+    before = os.fstat(2)
+    start = threading.Barrier(8)
+
+    def reader() -> None:
+        start.wait()
+        for _ in range(200):
+            with video._quiet_stderr():
+                os.sched_yield()
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    read_video(path)  # and a later open still works

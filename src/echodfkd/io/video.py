@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -32,21 +33,34 @@ class VideoInfo:
     fps: float
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "saved": -1}  # how many blocks are open, and the real fd 2 while they are
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block (C libraries' prints; VideoError names the problem)."""
+    """Send file descriptor 2 to /dev/null for the block (C libraries' prints; VideoError names the problem).
+
+    fd 2 is process-wide and videos are opened from several threads at once, so the first block to open
+    saves the real fd 2 and the last to close restores it (per-block saving could restore /dev/null)."""
     if os.environ.get("ECHODFKD_VIDEO_DEBUG"):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            sys.stderr.flush()
+            _quiet["saved"] = os.dup(2)
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+        _quiet["depth"] += 1
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                os.dup2(_quiet["saved"], 2)
+                os.close(_quiet["saved"])
 
 
 def _open(path: Path) -> cv2.VideoCapture:
