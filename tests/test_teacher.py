@@ -204,6 +204,12 @@ def test_train_teacher_and_cli(tmp_path, capsys):
     assert main(["teacher", "train", str(data), "--teacher-arch", LIGHT, "--out", str(out2), "--epochs", "1",
                  "--batch-size", "4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["best_epoch"] == 1 and (out2 / "teacher.pt").is_file()
+    # --max-time (whole seconds) stops after the epoch that crosses the budget, long before 500 epochs.
+    out3 = tmp_path / "capped"
+    assert main(["teacher", "train", str(data), "--teacher-arch", LIGHT, "--out", str(out3), "--epochs", "500",
+                 "--batch-size", "4", "--max-time", "1", "--json"]) == 0
+    capped = json.loads(capsys.readouterr().out)
+    assert 1 <= len(capped["history"]) < 500 and capped["seconds"] < 30 and (out3 / "teacher.pt").is_file()
 
 
 def test_cli_bad_inputs(tmp_path, capsys):
