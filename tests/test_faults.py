@@ -86,10 +86,11 @@ def _last_epoch(run: Path) -> int | None:
 @pytest.mark.slow  # 21-24 s each on 2 shared cores (measured 13:15)
 @pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, "1"), (signal.SIGINT, "0")],
                          ids=["SIGKILL-one-loader-worker", "SIGINT"])
-def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs, tmp_path, sig, workers):
+def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs, tmp_path, sig, workers, monkeypatch):
     """The reference ran without loader workers: the windows must not depend on them either."""
     from safetensors.torch import load_file
 
+    from echodfkd.distill.module import DistillModule
     from echodfkd.models import Student
 
     data, targets, ref = distill_inputs
@@ -98,9 +99,14 @@ def test_distill_killed_then_resumed_equals_an_uninterrupted_run(distill_inputs,
     rc = _kill_when(_cli(*args), lambda: (run / "checkpoints" / "last.ckpt").is_file(), sig)
     assert rc == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
     assert not (run / "model.safetensors").exists()  # killed while training
-    assert _last_epoch(run) is not None and _last_epoch(run) < 4
+    done = _last_epoch(run)
+    assert done is not None and done < 4
 
+    started: list[int] = []  # the epochs the resumed run trains: the rest, not all again from scratch
+    monkeypatch.setattr(DistillModule, "on_train_epoch_start", lambda self: started.append(self.current_epoch),
+                        raising=False)
     assert main([*map(str, args), "--resume"]) == 0
+    assert started == list(range(done + 1, 5))
     assert not _temp_files(run)
     got, want = (json.loads((r / "config.json").read_text()) for r in (run, ref))
     assert got["training"]["epochs_trained"] == want["training"]["epochs_trained"] == 5
