@@ -186,12 +186,14 @@ def test_phantom_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_
     rc = _kill_when(_cli("phantom", "--out", out, *PHANTOM), lambda: len(list((out / "GroundTruth").glob("*.json"))) >= 3)
     assert rc == -signal.SIGKILL
     assert not (out / "FileList.csv").exists()  # killed before the end
+    finished = {p: p.stat().st_ino for p in (out / "GroundTruth").glob("*.json")}
     assert main(["phantom", "--out", str(out), *PHANTOM]) == 0
     assert not _temp_files(out)
     assert _files(out) == _files(phantom_ref)
+    assert {p: p.stat().st_ino for p in finished} == finished  # finished clips were kept, not made again
 
 
-def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path):
+def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_path, monkeypatch):
     ref_csv, csv = tmp_path / "ref.csv", tmp_path / "out" / "problems.csv"
     args = [phantom_ref, "--workers", "1", "--details"]
     assert main(["check", *map(str, args), "--csv", str(ref_csv)]) == 0
@@ -209,7 +211,12 @@ def test_check_killed_then_rerun_equals_an_uninterrupted_run(phantom_ref, tmp_pa
     assert journal.is_file() and not csv.exists()
     done = journal.read_text().count("\n")
     assert 2 <= done < 14
+    from echodfkd.data import check as check_module
+
+    inspected, inspect = [], check_module._inspect
+    monkeypatch.setattr(check_module, "_inspect", lambda job, config: inspected.append(job) or inspect(job, config))
     assert main(["check", *map(str, args), "--csv", str(csv)]) == 0
+    assert len(inspected) == 14 - done  # the journaled clips are not decoded again
     assert csv.read_bytes() == ref_csv.read_bytes()
     assert not journal.exists() and not _temp_files(csv.parent)
 
