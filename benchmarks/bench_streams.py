@@ -14,7 +14,9 @@ round, so a busy machine slows all alike), it measures:
 - `predict-overlap N`: the same, finished by a post-processing thread while the network steps the next
   batch (`overlap=True`);
 - `predict-thr N`: the same, but each stream thread does its own per-frame work (`post_in_scheduler=False`,
-  the way before batched post-processing).
+  the way before batched post-processing);
+- `predict-after-peak N`: `predict N` on a scheduler whose engine first held `--peak` streams (64), as a
+  server's does after a busy moment (its state shrinks back when streams leave).
 The figures are medians over rounds; ratios are to the single-stream figure and to the network alone
 (`engine`, same layout and N) of the same round; CPU ms/frame is the whole process's CPU time per frame.
 """
@@ -33,7 +35,7 @@ import numpy as np
 
 GOAL_AGGREGATE = 1500.0  # issue 17: frames/s at N = 16
 GOAL_STREAM_FPS = 50.0  # every stream real time
-VARIANTS = ("engine", "predict", "predict-overlap", "predict-thr")
+VARIANTS = ("engine", "predict", "predict-overlap", "predict-thr", "predict-after-peak")
 
 
 def _clips(n: int, frames: int, size: int) -> list[np.ndarray]:
@@ -174,6 +176,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    for key, m in multis.items()})
     for (_, n), m in multis.items():
         m.engine.prepare([n])
+    if "predict-after-peak" in variants:  # engines that held --peak streams for a few frames first
+        for lay, n in multis:
+            peaked = MultiStream.from_predictor(predictor, args.max_wait_ms, chunk=lay[0], workers=lay[1])
+            peaked.engine.prepare([args.peak, n])
+            _predict_n(predictor, [clips[i % len(clips)][:4] for i in range(args.peak)], peaked)
+            others[("predict-after-peak", (lay, n))] = peaked
     rounds: list[dict[str, Any]] = []
     for k in range(args.rounds + 1):  # a short first round warms every variant up and is dropped
         use = [c[:6] for c in clips] if k == 0 else clips
@@ -262,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma list of what to measure per layout and N, of {','.join(VARIANTS)}")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="scheduler wait for stragglers")
+    p.add_argument("--peak", type=int, default=64, help="streams the after-peak engines held first")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args(argv)
     if args.frames < 2 or args.rounds < 1 or args.threads < 1:

@@ -92,9 +92,9 @@ def test_all_rows_in_order_match_and_idle_rows_keep_state(student):
     clip = _clips(1, seed=4)[0]
     engine = BatchedEngine(student, (SIZE, SIZE))
     s0, s1 = engine.open(), engine.open()
-    before = [t[s1].clone() for t in engine.state]
+    before = [t[engine.row(s1)].clone() for t in engine.state]
     engine.step([s0], clip[:1])  # s1 idle: its state is untouched
-    assert all(torch.equal(t[s1], b) for t, b in zip(engine.state, before))
+    assert all(torch.equal(t[engine.row(s1)], b) for t, b in zip(engine.state, before))
     engine.step([s1, s0], np.stack([clip[0], clip[1]]))
     engine.step([s0, s1], np.stack([clip[2], clip[1]]))  # every row, in order: state fed straight in
     ref = _alone(student, clip[:3])
@@ -305,11 +305,11 @@ def test_bench_streams_script_reports_every_row(student, tmp_path, capsys):
     run = tmp_path / "run"
     student.save_pretrained(run, extra_config={"infer_size": SIZE})
     assert bench.main(["--model", str(run), "--streams", "1,3", "--frames", "3", "--rounds", "1", "--threads", "1",
-                       "--input", "64", "--layouts", "all,c2w2", "--json"]) == 0
+                       "--input", "64", "--layouts", "all,c2w2", "--peak", "5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model_size"] == [SIZE, SIZE] and out["input_size"] == [64, 64]
     rows = {(r["variant"], r["layout"], r["streams"]) for r in out["rows"]}
-    variants = ("engine", "predict", "predict-overlap", "predict-thr")
+    variants = ("engine", "predict", "predict-overlap", "predict-thr", "predict-after-peak")
     assert rows == {(v, lay, n) for v in variants for lay in ("all", "c2w2") for n in (1, 3)}
     assert all(r["aggregate_fps"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in out["rows"])
     with pytest.raises(SystemExit):

@@ -5,7 +5,10 @@ feeds the state straight into the `StreamingStudent` engine; a step over some ro
 scatters the new state back, so idle streams' state stays exactly as it was. The compiled (AOT) engine is
 built per batch bucket and a step is padded up to the bucket with zero rows; a bucket not built yet runs
 eagerly while it builds in the background (`prepare` builds them up front). A stream joins with zero
-state at any frame and leaves by freeing its row for the next one. `chunk`/`workers` split a step into
+state at any frame and leaves by freeing its row for the next one. A stream's slot (its id) and its row
+are apart: when streams leave until half the rows or fewer would do, the state shrinks to the rows still
+open (in their order), so an engine that once held 64 streams and now holds 16 steps 16 rows whole
+instead of gathering 16 of 64. `chunk`/`workers` split a step into
 calls of fewer rows on threads of one intra-op thread each (chosen by `benchmarks/bench_streams.py`); each
 worker thread loads its own copy of a compiled engine (one compiled model runs one call at a time).
 """
@@ -53,8 +56,8 @@ class BatchedEngine:
         self._building: set[tuple[int, int]] = set()
         self._local = threading.local()  # .worker: the pool thread's index (its compiled engines)
         self._worker_ids = itertools.count()
-        self._free: list[int] = []
-        self._open: set[int] = set()
+        self._free: list[int] = []  # free rows
+        self._row: dict[int, int] = {}  # open stream slot -> its state row
         self.capacity = 0
         self.state: list[Any] = []
         self.steps = 0  # batched calls so far (for benchmarks)
@@ -95,15 +98,21 @@ class BatchedEngine:
         self.capacity = new
 
     def open(self) -> int:
-        """A row for a new stream, with zero state (the lowest free one)."""
+        """A slot for a new stream (the lowest unused number) on the lowest free row, with zero state."""
         with self._lock:
             if not self._free:
                 self._grow(self.capacity + 1)
             self._free.sort()
-            slot = self._free.pop(0)
-            self._open.add(slot)
+            slot = min(set(range(len(self._row) + 1)) - self._row.keys())
+            self._row[slot] = self._free.pop(0)
             self.reset(slot)
             return slot
+
+    def row(self, slot: int) -> int:
+        """The state row of an open stream (it moves when the state shrinks)."""
+        with self._lock:
+            self._check(slot)
+            return self._row[slot]
 
     def reset(self, slot: int) -> None:
         """Zero a stream's state (it starts again, as a new clip)."""
@@ -112,23 +121,45 @@ class BatchedEngine:
         with self._lock, torch.inference_mode():
             self._check(slot)
             for s in self.state:
-                s[slot].zero_()
+                s[self._row[slot]].zero_()
 
     def close(self, slot: int) -> None:
-        """Free a stream's row for the next stream that opens."""
+        """Free a stream's row for the next stream that opens; shrink the state once half of it would do."""
         with self._lock:
             self._check(slot)
-            self._open.discard(slot)
-            self._free.append(slot)
+            self._free.append(self._row.pop(slot))
+            n = len(self._row)
+            target = (_bucket(n) if n else 0) if self.aot else n
+            if target <= self.capacity // 2:
+                self._shrink(target)
+
+    def _shrink(self, rows: int) -> None:
+        """Keep the open streams' rows, in their order, as rows 0..n-1 of `rows`-row state tensors."""
+        import torch
+
+        order = sorted(self._row, key=self._row.get)
+        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
+        with torch.inference_mode():
+            if rows == 0:
+                self.state = []
+            else:
+                index = torch.as_tensor([self._row[s] for s in order], dtype=torch.long, device=self.device)
+                kept = [s.index_select(0, index) for s in self.state]
+                if rows > len(order):  # zero rows up to the bucket
+                    kept = [torch.cat([k, z]) for k, z in zip(kept, self._zeros(rows - len(order)))]
+                self.state = [k.contiguous(memory_format=fmt) for k in kept]
+        self._row = {s: i for i, s in enumerate(order)}
+        self._free = list(range(len(order), rows))
+        self.capacity = rows
 
     def _check(self, slot: int) -> None:
-        if slot not in self._open:
+        if slot not in self._row:
             raise ModelError(f"stream slot {slot} is not open")
 
     @property
     def open_slots(self) -> int:
         """How many streams hold a row."""
-        return len(self._open)
+        return len(self._row)
 
     # ------------------------------------------------------------------ compute
     def _compiled_for(self, batch: int, wait: bool = True, worker: int = 0) -> Any:
@@ -205,22 +236,23 @@ class BatchedEngine:
         with self._lock, torch.inference_mode():
             for slot in slots:
                 self._check(slot)
+            rows = [self._row[slot] for slot in slots]
             x = torch.from_numpy(frames)[:, None].to(self.device)
             parts = self._parts(n)
-            if len(parts) == 1 and n == self.capacity == self._rows(n) and sorted(slots) == list(range(n)):
+            if len(parts) == 1 and n == self.capacity == self._rows(n) and sorted(rows) == list(range(n)):
                 # Every row steps: put the frames in row order and use the state whole. Gathering and
                 # scattering every state tensor instead costs several passes over it per step.
-                in_order = list(slots) == list(range(n))
+                in_order = rows == list(range(n))
                 if not in_order:
-                    x = x[torch.as_tensor(np.argsort(slots), device=self.device)]
+                    x = x[torch.as_tensor(np.argsort(rows), device=self.device)]
                 logits, self.state = self._run(x, self.state)
                 out = logits.float().cpu().numpy()
                 if not in_order:
-                    out = out[np.asarray(slots)]
+                    out = out[np.asarray(rows)]
             elif len(parts) == 1:
-                out = self._step_rows(list(slots), x)
+                out = self._step_rows(rows, x)
             else:  # disjoint rows: the parts may update the state tensors concurrently
-                jobs = [(list(slots[a:b]), x[a:b]) for a, b in parts]
+                jobs = [(rows[a:b], x[a:b]) for a, b in parts]
                 done = self._pool.map(self._part, jobs) if self._pool else map(self._part, jobs)
                 out = np.concatenate(list(done))
             self.steps += 1
@@ -232,18 +264,18 @@ class BatchedEngine:
         with torch.inference_mode():  # worker threads do not inherit the caller's mode
             return self._step_rows(*job)
 
-    def _step_rows(self, slots: list[int], x: Any) -> np.ndarray:
+    def _step_rows(self, rows: list[int], x: Any) -> np.ndarray:
         """Step some rows: gather their state, run (padded to the compiled bucket), scatter the new state back."""
         import torch
 
-        n, rows = len(slots), self._rows(len(slots))
+        n, padded = len(rows), self._rows(len(rows))
         fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
-        index = torch.as_tensor(slots, device=self.device)
+        index = torch.as_tensor(rows, device=self.device)
         sub = [s.index_select(0, index) for s in self.state]
-        if rows > n:  # pad to the compiled bucket with zero rows, thrown away after
-            pad = self._zeros(rows - n)
+        if padded > n:  # pad to the compiled bucket with zero rows, thrown away after
+            pad = self._zeros(padded - n)
             sub = [torch.cat([s, p]) for s, p in zip(sub, pad)]
-            x = torch.cat([x, x.new_zeros(rows - n, *x.shape[1:])])
+            x = torch.cat([x, x.new_zeros(padded - n, *x.shape[1:])])
         sub = [s.contiguous(memory_format=fmt) for s in sub]
         logits, new = self._run(x, sub)
         for s, t in zip(self.state, new):
