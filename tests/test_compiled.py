@@ -126,3 +126,26 @@ def test_cli_compile_without_a_compiler(trained, tmp_path, monkeypatch, capsys):
                  "--backend", "onnx"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "applies to the torch backend" in err[0]
+
+
+def test_batched_engines_use_the_subpixel_decoder(tmp_path, monkeypatch):
+    """Several rows a call: the sub-pixel decoder (faster there); one row: the transposed one. Keys differ."""
+    from pathlib import Path
+
+    student = Student(blocks=2, filters=6).eval()
+    built = []
+
+    def fake_build(engine, size, path, batch=1, *args):
+        built.append((batch, engine.subpixel))
+        Path(path).write_bytes(b"")
+        return Path(path)
+
+    monkeypatch.setattr(compiled_mod, "compile_engine", fake_build)
+    monkeypatch.setattr(compiled_mod, "CompiledStreamer", lambda path, engine, size, batch=1: engine)
+    for batch in (1, 4):
+        compiled_mod.load_or_compile(student, (16, 16), "fp32", directory=tmp_path, batch=batch)
+    assert built == [(1, False), (4, True)]
+    key = compiled_mod.engine_key(student, (16, 16), "fp32", batch=4)
+    monkeypatch.setattr(compiled_mod, "BATCHED_SUBPIXEL", False)
+    assert compiled_mod.engine_key(student, (16, 16), "fp32", batch=4) != key  # another graph, another archive
+    assert compiled_mod.load_or_compile(student, (16, 16), "fp32", directory=tmp_path, batch=4).subpixel is False

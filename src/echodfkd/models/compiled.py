@@ -52,6 +52,10 @@ DTYPES = {name: kw["dtype"] for name, kw in PRECISIONS.items()}
 #: Bump when the engine's graph changes, so stale archives are rebuilt rather than loaded.
 ENGINE_VERSION = 4  # 2: state outputs forced to the input layout, mixed splits its first layer; 3: sub-pixel
 # decoder; 4: transposed decoder again (sub-pixel was slower on 2 threads)
+#: Engines for several streams use the decoder's sub-pixel form (plain convolutions with 4x the outputs, then
+#: pixel_shuffle): with 16 rows a call it is the faster form, with one row the transposed one is
+#: (`echodfkd.models.fast`). The two give the same outputs to float rounding and hold no state.
+BATCHED_SUBPIXEL = True
 
 
 def _cpu_signature() -> str:
@@ -71,11 +75,17 @@ def engine_key(student: Student, size: tuple[int, int], precision: str, batch: i
                 cpu=_cpu_signature(), options=INDUCTOR_OPTIONS, engine=ENGINE_VERSION)
     if batch != 1:  # batch-1 keys stay as they were, so cached single-stream engines remain valid
         meta["batch"] = batch
+        meta["subpixel_decoder"] = _subpixel(batch)
     recipe = {k: str(v) for k, v in PRECISIONS.get(precision, {}).items() if k != "dtype"}
     if recipe:  # a mixed recipe changes the graph: its settings name the archive (fp32/bf16 keys unchanged)
         meta["recipe"] = recipe
     digest.update(json.dumps(meta, sort_keys=True).encode())
     return digest.hexdigest()[:20]
+
+
+def _subpixel(batch: int) -> bool:
+    """Whether the engine for `batch` streams uses the decoder's sub-pixel form."""
+    return BATCHED_SUBPIXEL and batch > 1
 
 
 def find_compiler() -> str | None:
@@ -155,7 +165,7 @@ def load_or_compile(student: Student, size: tuple[int, int], precision: str = "f
     key = engine_key(student, size, precision, batch)
     tag = f"-b{batch}" if batch != 1 else ""
     path = folder / f"student-{size[0]}x{size[1]}{tag}-{precision}-{key}.pt2"
-    engine = for_precision(student, precision)
+    engine = for_precision(student, precision, subpixel_decoder=_subpixel(batch))
     if not path.is_file():
         if log:
             log(f"compiling the {size[0]}x{size[1]}{tag} {precision} streaming engine once (cached in {folder}) ...")
