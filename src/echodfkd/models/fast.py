@@ -16,7 +16,9 @@ Exact re-arrangements of the eval-mode network (outputs equal to float tolerance
   (`subpixel_decoder=True`, off by default): more multiply-adds for a plain convolution with 4-192 outputs
   instead of a transposed one with 1-48. On one busy thread it saved 2-4.5 % of CPU per frame, but in quiet
   2-thread runs of the compiled engine it was much slower (demo student, 5 rounds: mixed 1,164 vs 1,649 fps
-  at 56 px, 412 vs 667 at 112 px), so the transposed form stays;
+  at 56 px, 412 vs 667 at 112 px), so one-stream engines keep the transposed form; compiled engines for
+  several streams use the sub-pixel one (`echodfkd.models.compiled.BATCHED_SUBPIXEL`: at 16 rows a call the
+  network ran 1,869-1,892 frames/s against 1,744-1,748 transposed, two A/B pairs of quiet runs);
 - an encoder BatchNorm whose scales are all positive commutes with the 2x2 max-pool after it, so it
   runs on a quarter of the pixels;
 - channels-last memory layout (oneDNN's preferred format on CPU).
