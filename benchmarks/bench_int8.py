@@ -37,15 +37,6 @@ RECIPES = {"whole": {}, "split1": {"full_precision_inputs": 1},
            "split-all": {"full_precision_inputs": 99, "subpixel_decoder": True}}
 
 
-def _resize(clip: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if clip.shape[1:] == (size, size):
-        return clip
-    interp = cv2.INTER_AREA if clip.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in clip])
-
-
 def _quantized_step(student, size: int, recipe: dict, observer: str, calibration: list[np.ndarray]):
     """The int8 step of `student` (a torch.fx module with the streaming signature) and its zero state."""
     from dataclasses import replace
@@ -122,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from echodfkd.data.phantom import make_clip
+    from echodfkd.io.video import resize_frames
     from echodfkd.models.compiled import find_compiler, load_or_compile
     from echodfkd.stream.bench import _check_sources
     from echodfkd.stream.predictor import load_run
@@ -137,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (FIXTURES / "echonet_dev").is_dir():
         print(f"bench_int8: the real clips are missing ({FIXTURES})", file=sys.stderr)
         return 2
-    clips = [(n, _resize(c, size)) for n, c in _check_sources([str(FIXTURES / "echonet_dev"), str(FIXTURES)])]
-    calibration = [_resize(make_clip(seed=1000 + i, index=i, size=112, frames=40).frames, size) for i in range(4)]
+    clips = [(n, resize_frames(c, size)) for n, c in _check_sources([str(FIXTURES / "echonet_dev"), str(FIXTURES)])]
+    calibration = [resize_frames(make_clip(seed=1000 + i, index=i, size=112, frames=40).frames, size) for i in range(4)]
     steps = {}
     for prec in ("fp32", "mixed"):
         eng = load_or_compile(student, (size, size), prec)
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 m = _stream(step, state, c, logit)
                 d.append(2 * (m & ref[n]).sum() / max(m.sum() + ref[n].sum(), 1))
             rows[name] = {"dice_min": round(float(min(d)), 4), "dice_mean": round(float(np.mean(d)), 4), "fps": []}
-        frames = _resize(make_clip(seed=0, index=0, size=112, frames=48).frames, size)
+        frames = resize_frames(make_clip(seed=0, index=0, size=112, frames=48).frames, size)
         frames = np.concatenate([frames] * (args.frames // len(frames) + 1))[:args.frames]
         load = [Path("/proc/loadavg").read_text().split()[0]]
         for _ in range(args.rounds):  # interleaved: a busy moment slows every engine alike

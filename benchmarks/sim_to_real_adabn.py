@@ -15,7 +15,6 @@ import copy
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -42,6 +41,7 @@ def main() -> int:
     ap.add_argument("--teacher", default=None, help="teacher checkpoint (default: RUNS[0]/../teacher/teacher.pt)")
     args = ap.parse_args()
     from echodfkd.data.convert import prepare_clip
+    from echodfkd.io.video import resize_frames
     from echodfkd.models import Student
     from echodfkd.stream import Predictor
     from echodfkd.stream.engines import TorchEngine
@@ -65,9 +65,7 @@ def main() -> int:
         size, cut = predictor.size, round(255 * predictor.thresholds["dice"])
 
         def feed(m, frames, size=size):
-            if frames.shape[1:] != size:
-                frames = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames])
-            m(torch.from_numpy(frames.astype(np.float32))[None, :, None])
+            m(torch.from_numpy(resize_frames(frames, size).astype(np.float32))[None, :, None])
 
         def dice_on(model, k, predictor=predictor, cut=cut):
             predictor.engine = TorchEngine(model)
