@@ -58,6 +58,20 @@ def test_predict_streams_equals_one_stream(trained, tmp_path, capsys):
     assert meta["status"] == "done" and meta["streamed_frames"] == sum(16 + 6 * i for i in range(5))
 
 
+def test_predict_streams_times_the_streaming_not_the_engine_build(trained, tmp_path, monkeypatch):
+    """The frames/s that predict reports leave out building the batched engine (10-30 s when compiled)."""
+    import time
+
+    from echodfkd.stream.batched import BatchedEngine
+
+    monkeypatch.setattr(BatchedEngine, "prepare", lambda self, batches: time.sleep(3.0))  # a slow build
+    run, folder = trained
+    out = tmp_path / "timed"
+    assert main(["predict", str(folder), "--student", str(run), "--out", str(out), "--streams", "2"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["streamed_frames"] / meta["stream_fps"] < 3.0  # ~0.3 s of streaming, without the 3 s
+
+
 def test_predict_streams_resumes_and_warmup(trained, tmp_path):
     run, folder = trained
     one, many = tmp_path / "one", tmp_path / "many"

