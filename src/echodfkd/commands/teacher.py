@@ -93,7 +93,8 @@ def _train(args: argparse.Namespace) -> int:
                            lr=args.lr, size=args.size, device=args.device, optimizer=args.optimizer,
                            augment=args.augment, seed=args.seed, truth_every=args.dense_truth,
                            channel=args.channel, masks_dir=args.masks,
-                           max_seconds=None if args.max_time is None else parse_duration(args.max_time).total_seconds())
+                           max_seconds=(None if args.max_time is None
+                                        else parse_duration(args.max_time).total_seconds()))
     if args.json:
         print(json.dumps({"out": str(result.path), "arch": result.arch, "channel": args.channel,
                           "best_epoch": result.best_epoch,
