@@ -4,18 +4,18 @@
 
 The real clips `bench` checks (`../shared/fixtures`: the 3 echonet_dev clips, the real 112 px A4C clip, the
 582 px export framed by the sector conversion) stream together through one `MultiStream` of the compiled
-engine at each precision (one batched step per frame, each clip its own row), and alone through the
-single-stream fp32 predictor. It prints each precision's per-clip Dice of binary masks (the run's Dice
-threshold) against fp32's, with and without the largest-region step: what `predict --streams N` and `serve`
-give at that precision, against the reference.
+engine at each precision (`run_streams`, what `predict FOLDER --streams N` runs: one batched step per frame,
+each clip its own row), and alone through the single-stream fp32 predictor. It prints each precision's
+per-clip Dice of binary masks (the run's Dice threshold) against fp32's, with and without the largest-region
+step: what `predict --streams N` and `serve` give at that precision, against the reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from echodfkd.measures.masks import dice
     from echodfkd.stream import Predictor
     from echodfkd.stream.bench import _check_sources
-    from echodfkd.stream.multistream import MultiStream
+    from echodfkd.stream.folder_streams import run_streams
 
     if not (Path(args.fixtures) / "echonet_dev").is_dir():
         print(f"bench_streams_dice: no real clips in {args.fixtures}", file=sys.stderr)
@@ -48,18 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         want = [ref.predict_clip(frames, 50).masks >= cut for _, frames in clips]
         for precision in args.precisions.split(","):
             pred = Predictor(args.model, precision=precision, compile=True, largest_component=largest)
-            multi = MultiStream.from_predictor(pred)
             got: list = [None] * len(clips)
 
-            def one(i: int) -> None:
-                got[i] = multi.predict_clip(pred, clips[i][1], 50).masks >= cut
+            def one(i: int, stream: Predictor) -> Iterator[int]:
+                got[i] = stream.predict_clip(clips[i][1], 50).masks >= cut
+                yield 1
 
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(len(clips))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            multi.shutdown()
+            for _ in run_streams(pred, range(len(clips)), one, len(clips)):  # as predict --streams N runs them
+                pass
             d = [float(dice(g, w, reduction="mean")) for g, w in zip(got, want)]
             print(f"  {precision:6s} largest region {'on ' if largest else 'off'}: worst {min(d):.4f}, "
                   f"mean {np.mean(d):.4f}  (" + ", ".join(f"{n} {x:.4f}" for (n, _), x in zip(clips, d)) + ")")
