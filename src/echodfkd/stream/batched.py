@@ -79,6 +79,13 @@ class BatchedEngine:
         self._local.worker = next(self._worker_ids) % self.workers
 
     # ------------------------------------------------------------------ slots
+    @property
+    def _format(self) -> Any:
+        """The memory layout of the engine's state tensors."""
+        import torch
+
+        return torch.channels_last if self.net.channels_last else torch.contiguous_format
+
     def _zeros(self, rows: int) -> list[Any]:
         import torch
 
@@ -90,10 +97,9 @@ class BatchedEngine:
 
         new = _bucket(rows) if self.aot else max(rows, 2 * self.capacity)
         extra = self._zeros(new - self.capacity)
-        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
         with torch.inference_mode():
             self.state = extra if not self.state else [
-                torch.cat([s, e]).contiguous(memory_format=fmt) for s, e in zip(self.state, extra)]
+                torch.cat([s, e]).contiguous(memory_format=self._format) for s, e in zip(self.state, extra)]
         self._free += range(self.capacity, new)
         self.capacity = new
 
@@ -138,7 +144,6 @@ class BatchedEngine:
         import torch
 
         order = sorted(self._row, key=self._row.get)
-        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
         with torch.inference_mode():
             if rows == 0:
                 self.state = []
@@ -147,7 +152,7 @@ class BatchedEngine:
                 kept = [s.index_select(0, index) for s in self.state]
                 if rows > len(order):  # zero rows up to the bucket
                     kept = [torch.cat([k, z]) for k, z in zip(kept, self._zeros(rows - len(order)))]
-                self.state = [k.contiguous(memory_format=fmt) for k in kept]
+                self.state = [k.contiguous(memory_format=self._format) for k in kept]
         self._row = {s: i for i, s in enumerate(order)}
         self._free = list(range(len(order), rows))
         self.capacity = rows
@@ -269,14 +274,13 @@ class BatchedEngine:
         import torch
 
         n, padded = len(rows), self._rows(len(rows))
-        fmt = torch.channels_last if self.net.channels_last else torch.contiguous_format
         index = torch.as_tensor(rows, device=self.device)
         sub = [s.index_select(0, index) for s in self.state]
         if padded > n:  # pad to the compiled bucket with zero rows, thrown away after
             pad = self._zeros(padded - n)
             sub = [torch.cat([s, p]) for s, p in zip(sub, pad)]
             x = torch.cat([x, x.new_zeros(padded - n, *x.shape[1:])])
-        sub = [s.contiguous(memory_format=fmt) for s in sub]
+        sub = [s.contiguous(memory_format=self._format) for s in sub]
         logits, new = self._run(x, sub)
         for s, t in zip(self.state, new):
             s.index_copy_(0, index, t[:n])
