@@ -224,8 +224,8 @@ def format_duration(delta: timedelta) -> str:
 #: Loss choices of the search and the Dice weight each means.
 LOSSES = {"bce": 0.0, "bce+dice": 1.0}
 #: Settings of the machine, not of the model: a search's best trial does not carry them to another run.
-HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision", "compile", "fused_gates",
-                "channels_last", "compile_gates")
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "workers", "cache_gb", "precision", "compile",
+                 "fused_gates", "channels_last", "compile_gates")
 #: What a run's config.json records in `training` beyond the settings (its outcome).
 _OUTCOME_KEYS = ("epochs_trained", "stopped_early", "best_val_loss", "best_val_bce", "best_checkpoint")
 
