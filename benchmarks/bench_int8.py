@@ -80,6 +80,14 @@ def _stream(step, state, clip: np.ndarray, threshold_logit: float | None = None)
     return np.stack(masks) if masks else None
 
 
+def _flat_step(engine):
+    """`engine.step(frame, state)` as `step(frame, *state) -> (logits, *state)`, the quantised steps' signature."""
+    def step(frame, *state):
+        logits, new = engine.step(frame, list(state))
+        return (logits, *new)
+    return step
+
+
 def _build(module, example, path: Path):
     import torch
 
@@ -134,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = {}
     for prec in ("fp32", "mixed"):
         eng = load_or_compile(student, (size, size), prec)
-        steps[f"compiled {prec}"] = (lambda f, *s, e=eng: (lambda o: (o[0], *o[1]))(e.step(f, list(s))),
-                                     eng.init_state())
+        steps[f"compiled {prec}"] = (_flat_step(eng), eng.init_state())
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in args.recipes.split(","):
             for obs in args.observers.split(","):
